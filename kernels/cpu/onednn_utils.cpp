@@ -1,0 +1,87 @@
+#include "kernels/cpu/onednn_utils.h"
+
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+namespace kasmina::kernels::cpu::onednn {
+
+dnnl::engine& engine() {
+    static dnnl::engine instance(dnnl::engine::kind::cpu, 0);
+    return instance;
+}
+
+dnnl::stream& stream() {
+    thread_local dnnl::stream instance(engine());
+    return instance;
+}
+
+dnnl::memory::data_type data_type(DType dtype, const char* op) {
+    switch (dtype) {
+        case DType::f32: return dnnl::memory::data_type::f32;
+        case DType::i32: return dnnl::memory::data_type::s32;
+        case DType::u8: return dnnl::memory::data_type::u8;
+        default: break;
+    }
+    raise<DTypeError>(op, "oneDNN path does not take ", dtype_name(dtype));
+}
+
+dnnl::memory::desc describe(const Shape& shape, const Shape& strides, DType dtype, const char* op) {
+    dnnl::memory::dims dims(shape.begin(), shape.end());
+    dnnl::memory::dims steps(strides.begin(), strides.end());
+    if (dims.empty()) {
+        dims = {1};
+        steps = {1};
+    }
+    return dnnl::memory::desc(dims, data_type(dtype, op), steps);
+}
+
+dnnl::memory::desc describe(const Tensor& tensor, const char* op) {
+    return describe(tensor.shape(), tensor.strides(), tensor.dtype(), op);
+}
+
+dnnl::memory wrap(const dnnl::memory::desc& desc, const Tensor& tensor) {
+    return dnnl::memory(desc, engine(), tensor.raw_data());
+}
+
+std::string geometry_key(const char* op, std::initializer_list<const Tensor*> tensors, const std::string& extra) {
+    std::ostringstream key;
+    key << op << '|' << extra;
+    for (const Tensor* tensor : tensors) {
+        key << '|';
+        if (tensor == nullptr || !tensor->defined()) {
+            key << '-';
+            continue;
+        }
+        key << static_cast<int>(tensor->dtype()) << shape_str(tensor->shape()) << shape_str(tensor->strides());
+    }
+    return key.str();
+}
+
+dnnl::primitive cached_primitive(const std::string& key, const std::function<dnnl::primitive()>& make) {
+    static std::mutex mutex;
+    static std::unordered_map<std::string, dnnl::primitive> cache;
+    {
+        std::lock_guard lock(mutex);
+        auto found = cache.find(key);
+        if (found != cache.end()) return found->second;
+    }
+    dnnl::primitive primitive = make();
+    std::lock_guard lock(mutex);
+    if (cache.size() > 4096) cache.clear();  // bound memory for workloads with ever-changing shapes
+    return cache.emplace(key, primitive).first->second;
+}
+
+void eltwise_forward(dnnl::algorithm algorithm, float alpha, float beta, const Tensor& x, const Tensor& out) {
+    const auto desc = describe(x, "eltwise");
+    const std::string key = geometry_key("eltwise", {&x}, std::to_string(static_cast<int>(algorithm)) + "/" +
+                                                              std::to_string(alpha) + "/" + std::to_string(beta));
+    dnnl::primitive primitive = cached_primitive(key, [&] {
+        const dnnl::eltwise_forward::desc op_desc(dnnl::prop_kind::forward_inference, algorithm, desc, alpha, beta);
+        return dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(op_desc, engine()));
+    });
+    primitive.execute(stream(), {{DNNL_ARG_SRC, wrap(desc, x)}, {DNNL_ARG_DST, wrap(describe(out, "eltwise"), out)}});
+    stream().wait();
+}
+
+}  // namespace kasmina::kernels::cpu::onednn
