@@ -1,1 +1,136 @@
-int main(){}
+// CPU op benchmarks at the BENCHMARKS.md CPU sizes: matmul/linear (x[256,512] -> 512), softmax,
+// elementwise and reductions over [2048,512]; forward alone and forward + backward.
+#include <benchmark/benchmark.h>
+
+#include "kasmina.h"
+
+using namespace kasmina;
+
+namespace {
+
+void set_bytes(benchmark::State& state, int64_t bytes) { state.SetBytesProcessed(state.iterations() * bytes); }
+
+void BM_Matmul(benchmark::State& state) {
+    const Tensor a = Tensor::randn({256, 512}), b = Tensor::randn({512, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(matmul(a, b));
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 256 * 512 * 512 * state.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_Matmul)->Unit(benchmark::kMicrosecond);
+
+void BM_LinearForward(benchmark::State& state) {
+    const Tensor x = Tensor::randn({256, 512}), w = Tensor::randn({512, 512}), b = Tensor::randn({512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(linear(x, w, b));
+    state.counters["GFLOP/s"] = benchmark::Counter(2.0 * 256 * 512 * 512 * state.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_LinearForward)->Unit(benchmark::kMicrosecond);
+
+void BM_LinearForwardBackward(benchmark::State& state) {
+    Tensor x = Tensor::randn({256, 512}).set_requires_grad(true);
+    Tensor w = Tensor::randn({512, 512}).set_requires_grad(true), b = Tensor::randn({512}).set_requires_grad(true);
+    for (auto _ : state) {
+        x.set_grad({});
+        w.set_grad({});
+        b.set_grad({});
+        sum(linear(x, w, b)).backward();
+    }
+}
+BENCHMARK(BM_LinearForwardBackward)->Unit(benchmark::kMicrosecond);
+
+void BM_Softmax(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(softmax(x, -1));
+    set_bytes(state, 2 * x.numel() * 4);
+}
+BENCHMARK(BM_Softmax)->Unit(benchmark::kMicrosecond);
+
+void BM_SoftmaxForwardBackward(benchmark::State& state) {
+    Tensor x = Tensor::randn({2048, 512}).set_requires_grad(true);
+    const Tensor grad = Tensor::randn({2048, 512});
+    for (auto _ : state) {
+        x.set_grad({});
+        softmax(x, -1).backward(grad);
+    }
+}
+BENCHMARK(BM_SoftmaxForwardBackward)->Unit(benchmark::kMicrosecond);
+
+void BM_Add(benchmark::State& state) {
+    const Tensor a = Tensor::randn({2048, 512}), b = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(a + b);
+    set_bytes(state, 3 * a.numel() * 4);
+}
+BENCHMARK(BM_Add)->Unit(benchmark::kMicrosecond);
+
+void BM_AddBroadcastRow(benchmark::State& state) {
+    const Tensor a = Tensor::randn({2048, 512}), b = Tensor::randn({512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(a + b);
+    set_bytes(state, 2 * a.numel() * 4);
+}
+BENCHMARK(BM_AddBroadcastRow)->Unit(benchmark::kMicrosecond);
+
+void BM_Mul(benchmark::State& state) {
+    const Tensor a = Tensor::randn({2048, 512}), b = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(a * b);
+    set_bytes(state, 3 * a.numel() * 4);
+}
+BENCHMARK(BM_Mul)->Unit(benchmark::kMicrosecond);
+
+void BM_Gelu(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(gelu(x));
+    set_bytes(state, 2 * x.numel() * 4);
+}
+BENCHMARK(BM_Gelu)->Unit(benchmark::kMicrosecond);
+
+void BM_Relu(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(relu(x));
+    set_bytes(state, 2 * x.numel() * 4);
+}
+BENCHMARK(BM_Relu)->Unit(benchmark::kMicrosecond);
+
+void BM_GeluForwardBackward(benchmark::State& state) {
+    Tensor x = Tensor::randn({2048, 512}).set_requires_grad(true);
+    const Tensor grad = Tensor::randn({2048, 512});
+    for (auto _ : state) {
+        x.set_grad({});
+        gelu(x).backward(grad);
+    }
+}
+BENCHMARK(BM_GeluForwardBackward)->Unit(benchmark::kMicrosecond);
+
+void BM_SumLastDim(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(sum(x, {-1}));
+    set_bytes(state, x.numel() * 4);
+}
+BENCHMARK(BM_SumLastDim)->Unit(benchmark::kMicrosecond);
+
+void BM_SumFirstDim(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(sum(x, {0}));
+    set_bytes(state, x.numel() * 4);
+}
+BENCHMARK(BM_SumFirstDim)->Unit(benchmark::kMicrosecond);
+
+void BM_CrossEntropyForwardBackward(benchmark::State& state) {
+    Tensor logits = Tensor::randn({256, 10}).set_requires_grad(true);
+    Generator generator(1);
+    const Tensor target = clamp(Tensor::rand({256}, {.dtype = DType::f64}, &generator) * 10.0, 0.0, 9.0).to(DType::i64);
+    for (auto _ : state) {
+        logits.set_grad({});
+        cross_entropy(logits, target).backward();
+    }
+}
+BENCHMARK(BM_CrossEntropyForwardBackward)->Unit(benchmark::kMicrosecond);
+
+}  // namespace

@@ -55,6 +55,22 @@ std::optional<dnnl::algorithm> onednn_algorithm(UnaryOp op, float& alpha, float&
     }
 }
 
+// The oneDNN algorithm for an op's backward and whether it reads the forward output instead of the input.
+std::optional<dnnl::algorithm> onednn_backward_algorithm(UnaryOp op, float& alpha) {
+    alpha = 0.f;
+    switch (op) {
+        case UnaryOp::relu: return dnnl::algorithm::eltwise_relu;
+        case UnaryOp::gelu: return dnnl::algorithm::eltwise_gelu_erf;
+        case UnaryOp::gelu_tanh: return dnnl::algorithm::eltwise_gelu_tanh;
+        case UnaryOp::tanh: return dnnl::algorithm::eltwise_tanh_use_dst_for_bwd;
+        case UnaryOp::sigmoid: return dnnl::algorithm::eltwise_logistic_use_dst_for_bwd;
+        case UnaryOp::exp: return dnnl::algorithm::eltwise_exp_use_dst_for_bwd;
+        case UnaryOp::sqrt: return dnnl::algorithm::eltwise_sqrt_use_dst_for_bwd;
+        case UnaryOp::log: return dnnl::algorithm::eltwise_log;
+        default: return std::nullopt;
+    }
+}
+
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
@@ -71,6 +87,15 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out) {
 }
 
 void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y, const Tensor& out) {
+    float alpha = 0;
+    if (const auto algorithm = onednn_backward_algorithm(op, alpha); algorithm && grad.dtype() == DType::f32) {
+        const Tensor& saved = onednn::uses_dst(*algorithm) ? y : x;
+        if (saved.defined() && grad.is_contiguous() && saved.is_contiguous() && out.is_contiguous() &&
+            saved.shape() == grad.shape() && grad.numel() > 0) {
+            onednn::eltwise_backward(*algorithm, alpha, 0.f, grad, saved, out);
+            return;
+        }
+    }
     dispatch_floating(grad.dtype(), unary_name(op), [&]<typename T>() {
         math::dispatch_unary(op, [&]<UnaryOp Op>() {
             // Unused saved operands may be undefined: substitute grad (never read).

@@ -69,8 +69,15 @@ void batched_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
         if (out.numel() > 0) Tensor(out).fill_(0.0);
         return;
     }
-    if (a.dtype() == DType::f32 && onednn_layout(a) && onednn_layout(b)) {
-        onednn_matmul(a, b, Tensor(), out);
+    if (a.dtype() == DType::f32) {
+        // Operands that are not row- or column-major inside (e.g. broadcast gradients) are made dense.
+        auto dense = [](const Tensor& t) {
+            if (onednn_layout(t)) return t;
+            Tensor copy = Tensor::empty(t.shape(), t.options());
+            copy_into(copy, t);
+            return copy;
+        };
+        onednn_matmul(dense(a), dense(b), Tensor(), out);
         return;
     }
     dispatch_numeric(a.dtype(), "matmul", [&]<typename T>() { loop_matmul<T>(a, b, Tensor(), out); });
@@ -84,8 +91,9 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Ten
         if (out.numel() > 0) copy_into(out, bias.defined() ? bias : Tensor::zeros({1}, {.dtype = out.dtype()}));
         return;
     }
-    if (x.dtype() == DType::f32 && onednn_layout(x) && onednn_layout(weight_t)) {
-        onednn_matmul(x, weight_t, bias, out);
+    if (x.dtype() == DType::f32) {
+        const Tensor weight_dense = onednn_layout(weight_t) ? weight_t : weight_t.contiguous();
+        onednn_matmul(x, weight_dense, bias, out);
         return;
     }
     auto as_batch = [](const Tensor& t) {

@@ -84,4 +84,33 @@ void eltwise_forward(dnnl::algorithm algorithm, float alpha, float beta, const T
     stream().wait();
 }
 
+bool uses_dst(dnnl::algorithm algorithm) {
+    switch (algorithm) {
+        case dnnl::algorithm::eltwise_tanh_use_dst_for_bwd:
+        case dnnl::algorithm::eltwise_logistic_use_dst_for_bwd:
+        case dnnl::algorithm::eltwise_exp_use_dst_for_bwd:
+        case dnnl::algorithm::eltwise_sqrt_use_dst_for_bwd:
+        case dnnl::algorithm::eltwise_relu_use_dst_for_bwd: return true;
+        default: return false;
+    }
+}
+
+void eltwise_backward(dnnl::algorithm algorithm, float alpha, float beta, const Tensor& grad, const Tensor& saved,
+                      const Tensor& out) {
+    const auto desc = describe(saved, "eltwise_backward");
+    const std::string key = geometry_key("eltwise_backward", {&grad, &saved, &out},
+                                         std::to_string(static_cast<int>(algorithm)) + "/" + std::to_string(alpha) + "/" +
+                                             std::to_string(beta));
+    dnnl::primitive primitive = cached_primitive(key, [&] {
+        const dnnl::eltwise_forward::desc forward(dnnl::prop_kind::forward_training, algorithm, desc, alpha, beta);
+        const dnnl::eltwise_forward::primitive_desc hint(forward, engine());
+        const dnnl::eltwise_backward::desc backward(algorithm, describe(grad, "eltwise_backward"), desc, alpha, beta);
+        return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(backward, engine(), hint));
+    });
+    primitive.execute(stream(), {{uses_dst(algorithm) ? DNNL_ARG_DST : DNNL_ARG_SRC, wrap(desc, saved)},
+                                 {DNNL_ARG_DIFF_DST, wrap(describe(grad, "eltwise_backward"), grad)},
+                                 {DNNL_ARG_DIFF_SRC, wrap(describe(out, "eltwise_backward"), out)}});
+    stream().wait();
+}
+
 }  // namespace kasmina::kernels::cpu::onednn

@@ -28,5 +28,9 @@ std::string geometry_key(const char* op, std::initializer_list<const Tensor*> te
 dnnl::primitive cached_primitive(const std::string& key, const std::function<dnnl::primitive()>& make);
 
 void eltwise_forward(dnnl::algorithm algorithm, float alpha, float beta, const Tensor& x, const Tensor& out);
+// out = grad * f'(...) where `saved` is the input (src algorithms) or output (*_use_dst_for_bwd algorithms).
+void eltwise_backward(dnnl::algorithm algorithm, float alpha, float beta, const Tensor& grad, const Tensor& saved,
+                      const Tensor& out);
+bool uses_dst(dnnl::algorithm algorithm);
 
 }  // namespace kasmina::kernels::cpu::onednn

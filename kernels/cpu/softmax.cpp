@@ -89,6 +89,29 @@ void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
 }
 
 void softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim, bool log, const Tensor& out) {
+    if (y.numel() == 0) return;
+    if (y.dtype() == DType::f32) {
+        const auto desc = onednn::describe(y, "softmax_backward");
+        const std::string key = onednn::geometry_key(log ? "log_softmax_backward" : "softmax_backward", {&y}, std::to_string(dim));
+        const int axis = static_cast<int>(dim);
+        dnnl::primitive primitive = onednn::cached_primitive(key, [&]() -> dnnl::primitive {
+            if (log) {
+                const dnnl::logsoftmax_forward::primitive_desc hint(
+                    dnnl::logsoftmax_forward::desc(dnnl::prop_kind::forward_training, desc, axis), onednn::engine());
+                return dnnl::logsoftmax_backward(dnnl::logsoftmax_backward::primitive_desc(
+                    dnnl::logsoftmax_backward::desc(desc, desc, axis), onednn::engine(), hint));
+            }
+            const dnnl::softmax_forward::primitive_desc hint(
+                dnnl::softmax_forward::desc(dnnl::prop_kind::forward_training, desc, axis), onednn::engine());
+            return dnnl::softmax_backward(
+                dnnl::softmax_backward::primitive_desc(dnnl::softmax_backward::desc(desc, desc, axis), onednn::engine(), hint));
+        });
+        primitive.execute(onednn::stream(), {{DNNL_ARG_DST, onednn::wrap(desc, y)},
+                                             {DNNL_ARG_DIFF_DST, onednn::wrap(desc, grad)},
+                                             {DNNL_ARG_DIFF_SRC, onednn::wrap(desc, out)}});
+        onednn::stream().wait();
+        return;
+    }
     dispatch_floating(y.dtype(), "softmax_backward", [&]<typename T>() {
         softmax_backward_loop(static_cast<const T*>(grad.raw_data()), static_cast<const T*>(y.raw_data()),
                               static_cast<T*>(out.raw_data()), axis_geometry(y.shape(), dim), log);
