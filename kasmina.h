@@ -4,6 +4,8 @@
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
+#include "autograd/convolution.h"
+#include "autograd/normalization.h"
 #include "autograd/ops.h"
 #include "runtime/device.h"
 #include "runtime/dtype.h"
@@ -13,3 +15,4 @@
 #include "runtime/safetensors.h"
 #include "runtime/shape.h"
 #include "runtime/tensor.h"
+#include "layers/layers.h"

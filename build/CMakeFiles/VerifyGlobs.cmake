@@ -5,10 +5,12 @@ cmake_policy(SET CMP0009 NEW)
 # KASMINA_AUTOGRAD_SOURCES at CMakeLists.txt:97 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/autograd/*.cpp")
 set(OLD_GLOB
+  "/work/main/autograd/convolution.cpp"
   "/work/main/autograd/engine.cpp"
   "/work/main/autograd/functions.cpp"
   "/work/main/autograd/gradcheck.cpp"
   "/work/main/autograd/node.cpp"
+  "/work/main/autograd/normalization.cpp"
   "/work/main/autograd/tensor_methods.cpp"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
@@ -19,7 +21,9 @@ endif()
 # KASMINA_KERNEL_SOURCES at CMakeLists.txt:89 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/*.cpp")
 set(OLD_GLOB
+  "/work/main/kernels/convolution.cpp"
   "/work/main/kernels/dispatch.cpp"
+  "/work/main/kernels/normalization.cpp"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -29,9 +33,11 @@ endif()
 # KASMINA_KERNEL_SOURCES at CMakeLists.txt:89 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/cpu/*.cpp")
 set(OLD_GLOB
+  "/work/main/kernels/cpu/convolution.cpp"
   "/work/main/kernels/cpu/elementwise.cpp"
   "/work/main/kernels/cpu/indexing.cpp"
   "/work/main/kernels/cpu/matmul.cpp"
+  "/work/main/kernels/cpu/normalization.cpp"
   "/work/main/kernels/cpu/onednn_utils.cpp"
   "/work/main/kernels/cpu/reduction.cpp"
   "/work/main/kernels/cpu/softmax.cpp"
@@ -53,6 +59,24 @@ endif()
 # KASMINA_KERNEL_CUDA_SOURCES at CMakeLists.txt:91 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/cuda/*.cu")
 set(OLD_GLOB
+  )
+if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
+  message("-- GLOB mismatch!")
+  file(TOUCH_NOCREATE "/work/main/build/CMakeFiles/cmake.verify_globs")
+endif()
+
+# KASMINA_LAYER_SOURCES at CMakeLists.txt:101 (file)
+file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/layers/*.cpp")
+set(OLD_GLOB
+  "/work/main/layers/activation.cpp"
+  "/work/main/layers/conv2d.cpp"
+  "/work/main/layers/init.cpp"
+  "/work/main/layers/linear.cpp"
+  "/work/main/layers/module.cpp"
+  "/work/main/layers/multihead_attention.cpp"
+  "/work/main/layers/normalization.cpp"
+  "/work/main/layers/optim.cpp"
+  "/work/main/layers/sequential.cpp"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")
@@ -98,7 +122,21 @@ endif()
 # KASMINA_TEST_SOURCES at tests/CMakeLists.txt:3 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/tests/kernels/*.cpp")
 set(OLD_GLOB
+  "/work/main/tests/kernels/convolution_test.cpp"
+  "/work/main/tests/kernels/normalization_test.cpp"
   "/work/main/tests/kernels/ops_test.cpp"
+  )
+if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
+  message("-- GLOB mismatch!")
+  file(TOUCH_NOCREATE "/work/main/build/CMakeFiles/cmake.verify_globs")
+endif()
+
+# KASMINA_TEST_SOURCES at tests/CMakeLists.txt:3 (file)
+file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/tests/layers/*.cpp")
+set(OLD_GLOB
+  "/work/main/tests/layers/layers_test.cpp"
+  "/work/main/tests/layers/module_test.cpp"
+  "/work/main/tests/layers/pytorch_parity_test.cpp"
   )
 if(NOT "${NEW_GLOB}" STREQUAL "${OLD_GLOB}")
   message("-- GLOB mismatch!")

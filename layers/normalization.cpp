@@ -1,0 +1,80 @@
+#include "layers/normalization.h"
+
+#include "autograd/normalization.h"
+#include "kernels/kernels.h"
+#include "runtime/grad_mode.h"
+
+namespace kasmina::nn {
+
+LayerNorm::LayerNorm(Shape normalized_shape, LayerNormOptions options)
+    : normalized_shape_(std::move(normalized_shape)), options_(options) {
+    if (normalized_shape_.empty()) raise<ShapeError>("LayerNorm", "normalized_shape must have at least one dimension");
+    if (options.elementwise_affine) {
+        weight = register_parameter("weight", Tensor::ones(normalized_shape_));
+        if (options.bias) bias = register_parameter("bias", Tensor::zeros(normalized_shape_));
+    }
+}
+
+std::string LayerNorm::extra_repr() const {
+    std::string shape = "(";
+    for (size_t i = 0; i < normalized_shape_.size(); ++i) shape += (i ? ", " : "") + std::to_string(normalized_shape_[i]);
+    shape += normalized_shape_.size() == 1 ? ",)" : ")";
+    return make_message(shape, ", eps=", options_.eps, ", elementwise_affine=", py_bool(options_.elementwise_affine));
+}
+
+Tensor LayerNorm::forward(const Tensor& input) { return layer_norm(input, normalized_shape_, weight, bias, options_.eps); }
+
+BatchNorm::BatchNorm(int64_t num_features, BatchNormOptions options) : num_features_(num_features), options_(options) {
+    if (num_features <= 0) raise<ShapeError>("BatchNorm", "num_features must be positive, got ", num_features);
+    if (options.affine) {
+        weight = register_parameter("weight", Tensor::ones({num_features}));
+        bias = register_parameter("bias", Tensor::zeros({num_features}));
+    }
+    if (options.track_running_stats) {
+        running_mean = register_buffer("running_mean", Tensor::zeros({num_features}));
+        running_var = register_buffer("running_var", Tensor::ones({num_features}));
+        num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}, {.dtype = DType::i64}));
+    }
+}
+
+std::string BatchNorm::extra_repr() const {
+    const std::string momentum = options_.momentum ? make_message(*options_.momentum) : "None";
+    return make_message(num_features_, ", eps=", options_.eps, ", momentum=", momentum, ", affine=", py_bool(options_.affine),
+                        ", track_running_stats=", py_bool(options_.track_running_stats));
+}
+
+double BatchNorm::next_average_factor() {
+    if (!is_training() || !options_.track_running_stats) return options_.momentum.value_or(0.0);
+    NoGradGuard no_grad;
+    kernels::add_into(num_batches_tracked, Tensor::scalar(1.0, {.dtype = DType::i64, .device = num_batches_tracked.device()}));
+    num_batches_tracked.impl()->storage->bump_version();
+    if (options_.momentum) return *options_.momentum;
+    return 1.0 / static_cast<double>(num_batches_tracked.item<int64_t>());
+}
+
+Tensor BatchNorm::forward(const Tensor& input) {
+    check_input_rank(input);
+    if (input.size(1) != num_features_)
+        raise<ShapeError>(type_name().c_str(), "expected ", num_features_, " channels in dimension 1, got input ",
+                          shape_str(input.shape()));
+    // Validate what would raise inside batch_norm before touching num_batches_tracked (no lost state).
+    if (is_training() && input.numel() / num_features_ <= 1)
+        raise<ShapeError>(type_name().c_str(), "Expected more than 1 value per channel when training, got input size ",
+                          shape_str(input.shape()));
+    const double factor = next_average_factor();
+    const bool use_batch_stats = is_training() || !options_.track_running_stats;
+    return batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, factor, options_.eps);
+}
+
+void BatchNorm1d::check_input_rank(const Tensor& input) const {
+    if (input.dim() != 2 && input.dim() != 3)
+        raise<ShapeError>("BatchNorm1d", "expected 2D or 3D input (N, C) or (N, C, L), got ", input.dim(), "D input ",
+                          shape_str(input.shape()));
+}
+
+void BatchNorm2d::check_input_rank(const Tensor& input) const {
+    if (input.dim() != 4)
+        raise<ShapeError>("BatchNorm2d", "expected 4D input (N, C, H, W), got ", input.dim(), "D input ", shape_str(input.shape()));
+}
+
+}  // namespace kasmina::nn

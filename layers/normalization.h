@@ -1,0 +1,81 @@
+// nn.LayerNorm, nn.BatchNorm1d and nn.BatchNorm2d with PyTorch's parameters, buffers, defaults and
+// train/eval behaviour (running statistics updated with the unbiased variance).
+#pragma once
+
+#include <optional>
+
+#include "layers/module.h"
+
+namespace kasmina::nn {
+
+struct LayerNormOptions {
+    double eps = 1e-5;
+    bool elementwise_affine = true;
+    bool bias = true;
+};
+
+class LayerNorm : public Module {
+public:
+    explicit LayerNorm(Shape normalized_shape, LayerNormOptions options = {});
+    std::string type_name() const override { return "LayerNorm"; }
+    std::string extra_repr() const override;
+    Tensor forward(const Tensor& input) override;
+
+    const Shape& normalized_shape() const { return normalized_shape_; }
+    double eps() const { return options_.eps; }
+    Tensor weight;  // undefined without elementwise_affine
+    Tensor bias;    // undefined without elementwise_affine or bias
+
+private:
+    Shape normalized_shape_;
+    LayerNormOptions options_;
+};
+
+struct BatchNormOptions {
+    double eps = 1e-5;
+    std::optional<double> momentum = 0.1;  // nullopt: cumulative moving average
+    bool affine = true;
+    bool track_running_stats = true;
+};
+
+// The shared mechanism of BatchNorm1d and BatchNorm2d; they differ only in the input ranks accepted.
+class BatchNorm : public Module {
+public:
+    BatchNorm(int64_t num_features, BatchNormOptions options);
+    std::string extra_repr() const override;
+    Tensor forward(const Tensor& input) override;
+
+    int64_t num_features() const { return num_features_; }
+    const BatchNormOptions& options() const { return options_; }
+    Tensor weight, bias;                                          // affine parameters [C]
+    Tensor running_mean, running_var, num_batches_tracked;        // buffers (undefined without tracking)
+
+protected:
+    virtual void check_input_rank(const Tensor& input) const = 0;
+    // The momentum for this forward (advances num_batches_tracked in training); PyTorch's rule.
+    double next_average_factor();
+
+private:
+    int64_t num_features_;
+    BatchNormOptions options_;
+};
+
+class BatchNorm1d : public BatchNorm {
+public:
+    explicit BatchNorm1d(int64_t num_features, BatchNormOptions options = {}) : BatchNorm(num_features, options) {}
+    std::string type_name() const override { return "BatchNorm1d"; }
+
+protected:
+    void check_input_rank(const Tensor& input) const override;  // (N, C) or (N, C, L)
+};
+
+class BatchNorm2d : public BatchNorm {
+public:
+    explicit BatchNorm2d(int64_t num_features, BatchNormOptions options = {}) : BatchNorm(num_features, options) {}
+    std::string type_name() const override { return "BatchNorm2d"; }
+
+protected:
+    void check_input_rank(const Tensor& input) const override;  // (N, C, H, W)
+};
+
+}  // namespace kasmina::nn
