@@ -16,3 +16,4 @@
 #include "runtime/shape.h"
 #include "runtime/tensor.h"
 #include "layers/layers.h"
+#include "autograd/blend.h"

@@ -1,6 +1,7 @@
 // Layer and batch normalization benchmarks on the CPU: layer_norm over the last dim of x[2048,512]
 // (affine), batch_norm in training on x[8,32,32,32] (NCHW, per-channel over N, H, W) and x[256,512]
-// (per feature over N), forward alone (no grad) and forward + backward to input, weight and bias.
+// (per feature over N), forward alone (no grad) and forward + backward to input, weight and bias;
+// batch_norm in eval on the NCHW input.
 #include <benchmark/benchmark.h>
 
 #include "autograd/normalization.h"
@@ -66,6 +67,16 @@ BENCHMARK(BM_BatchNorm2dTrainForward)->Unit(benchmark::kMicrosecond);
 void BM_BatchNorm2dTrainForwardBackward(benchmark::State& state) { batch_norm_forward_backward(state, {8, 32, 32, 32}); }
 BENCHMARK(BM_BatchNorm2dTrainForwardBackward)->Unit(benchmark::kMicrosecond);
 
+// Eval: one pass with the running statistics.
+void BM_BatchNorm2dEvalForward(benchmark::State& state) {
+    const Tensor x = Tensor::randn({8, 32, 32, 32}), weight = Tensor::randn({32}), bias = Tensor::randn({32});
+    const Tensor running_mean = Tensor::zeros({32}), running_var = Tensor::ones({32});
+    NoGradGuard no_grad;
+    for (auto _ : state) benchmark::DoNotOptimize(batch_norm(x, running_mean, running_var, weight, bias, false, 0.1, 1e-5));
+    set_forward_bytes(state, x);
+}
+BENCHMARK(BM_BatchNorm2dEvalForward)->Unit(benchmark::kMicrosecond);
+
 void BM_BatchNorm1dTrainForward(benchmark::State& state) { batch_norm_forward(state, {256, 512}); }
 BENCHMARK(BM_BatchNorm1dTrainForward)->Unit(benchmark::kMicrosecond);
 
@@ -73,3 +84,27 @@ void BM_BatchNorm1dTrainForwardBackward(benchmark::State& state) { batch_norm_fo
 BENCHMARK(BM_BatchNorm1dTrainForwardBackward)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
+// TEMP
+#include "kernels/normalization.h"
+namespace {
+void BM_TempLayerNormBackwardKernel(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512}), weight = Tensor::randn({512}), grad = Tensor::randn({2048, 512});
+    const auto forward = kasmina::kernels::layer_norm(x, 512, weight, {}, 1e-5);
+    for (auto _ : state) benchmark::DoNotOptimize(kasmina::kernels::layer_norm_backward(grad, x, forward.mean, forward.rstd, 512, weight, true, true, true));
+}
+BENCHMARK(BM_TempLayerNormBackwardKernel)->Unit(benchmark::kMicrosecond);
+void BM_TempLayerNormBackwardKernel64(benchmark::State& state) {
+    const Tensor x = Tensor::randn({2048, 512}, {.dtype = DType::f64}), weight = Tensor::randn({512}, {.dtype = DType::f64}), grad = Tensor::randn({2048, 512}, {.dtype = DType::f64});
+    const auto forward = kasmina::kernels::layer_norm(x, 512, weight, {}, 1e-5);
+    for (auto _ : state) benchmark::DoNotOptimize(kasmina::kernels::layer_norm_backward(grad, x, forward.mean, forward.rstd, 512, weight, true, true, true));
+}
+BENCHMARK(BM_TempLayerNormBackwardKernel64)->Unit(benchmark::kMicrosecond);
+void BM_TempAlloc(benchmark::State& state) {
+    for (auto _ : state) benchmark::DoNotOptimize(Tensor::empty({2048, 512}));
+}
+BENCHMARK(BM_TempAlloc)->Unit(benchmark::kMicrosecond);
+void BM_TempAllocTouch(benchmark::State& state) {
+    for (auto _ : state) { Tensor t = Tensor::empty({2048, 512}); float* p = t.data<float>(); for (int64_t i = 0; i < t.numel(); i += 1024) p[i] = 1; benchmark::DoNotOptimize(p); }
+}
+BENCHMARK(BM_TempAllocTouch)->Unit(benchmark::kMicrosecond);
+}

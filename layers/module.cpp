@@ -77,6 +77,7 @@ std::vector<std::pair<std::string, Tensor>> Module::named_parameters(bool recurs
     std::vector<std::pair<std::string, Tensor>> result;
     for (const auto& entry : parameters_)
         if (entry.second.defined()) result.push_back(entry);
+    for (auto& entry : dynamic_parameters()) result.push_back(std::move(entry));
     if (recurse)
         for (const auto& [child_name, module] : children_)
             for (auto& [name, tensor] : module->named_parameters(true)) result.emplace_back(child_name + "." + name, tensor);

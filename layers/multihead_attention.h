@@ -58,6 +58,7 @@ public:
     int64_t kdim() const { return kdim_; }
     int64_t vdim() const { return vdim_; }
     bool batch_first() const { return options_.batch_first; }
+    const MultiheadAttentionOptions& options() const { return options_; }
     bool packed_projection() const { return in_proj_weight.defined(); }
 
     Tensor in_proj_weight;                              // [3E, E] when kdim == vdim == E

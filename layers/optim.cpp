@@ -10,8 +10,8 @@ namespace kasmina::optim {
 
 Optimizer::Optimizer(std::vector<Tensor> parameters) : parameters_(std::move(parameters)) {
     for (const Tensor& p : parameters_)
-        if (!p.defined() || !p.requires_grad() || !p.is_leaf())
-            raise<Error>("Optimizer", "parameters must be leaf tensors that require grad, got ", p.describe());
+        if (!p.defined() || !p.is_leaf() || !is_floating(p.dtype()))
+            raise<Error>("Optimizer", "parameters must be floating leaf tensors, got ", p.describe());
 }
 
 void Optimizer::zero_grad() {
@@ -20,8 +20,8 @@ void Optimizer::zero_grad() {
 
 void Optimizer::add_parameters(const std::vector<Tensor>& parameters) {
     for (const Tensor& p : parameters) {
-        if (!p.defined() || !p.requires_grad() || !p.is_leaf())
-            raise<Error>("Optimizer", "parameters must be leaf tensors that require grad, got ", p.describe());
+        if (!p.defined() || !p.is_leaf() || !is_floating(p.dtype()))
+            raise<Error>("Optimizer", "parameters must be floating leaf tensors, got ", p.describe());
         parameters_.push_back(p);
     }
 }

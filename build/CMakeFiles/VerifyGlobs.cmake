@@ -5,6 +5,7 @@ cmake_policy(SET CMP0009 NEW)
 # KASMINA_AUTOGRAD_SOURCES at CMakeLists.txt:97 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/autograd/*.cpp")
 set(OLD_GLOB
+  "/work/main/autograd/blend.cpp"
   "/work/main/autograd/convolution.cpp"
   "/work/main/autograd/engine.cpp"
   "/work/main/autograd/functions.cpp"
@@ -21,6 +22,7 @@ endif()
 # KASMINA_KERNEL_SOURCES at CMakeLists.txt:89 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/*.cpp")
 set(OLD_GLOB
+  "/work/main/kernels/blend.cpp"
   "/work/main/kernels/convolution.cpp"
   "/work/main/kernels/dispatch.cpp"
   "/work/main/kernels/normalization.cpp"
@@ -33,6 +35,7 @@ endif()
 # KASMINA_KERNEL_SOURCES at CMakeLists.txt:89 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/kernels/cpu/*.cpp")
 set(OLD_GLOB
+  "/work/main/kernels/cpu/blend.cpp"
   "/work/main/kernels/cpu/convolution.cpp"
   "/work/main/kernels/cpu/elementwise.cpp"
   "/work/main/kernels/cpu/indexing.cpp"
@@ -111,6 +114,7 @@ endif()
 # KASMINA_TEST_SOURCES at tests/CMakeLists.txt:3 (file)
 file(GLOB NEW_GLOB LIST_DIRECTORIES true "/work/main/tests/autograd/*.cpp")
 set(OLD_GLOB
+  "/work/main/tests/autograd/blend_test.cpp"
   "/work/main/tests/autograd/engine_test.cpp"
   "/work/main/tests/autograd/gradcheck_test.cpp"
   )

@@ -1,6 +1,7 @@
-// Layer and batch normalization on the CPU: oneDNN primitives for float32, OpenMP loops for float64
-// (gradient checks) and for the cases the primitives do not cover. Statistics are accumulated in
-// double in the loops; oneDNN reports the biased variance, which is turned into rstd / invstd here.
+// Layer and batch normalization on the CPU. float32 layer norm and [N, C] batch norm run on oneDNN
+// primitives (which report the biased variance, turned into rstd / invstd here); batch norm with
+// spatial dims and every float64 op run on OpenMP loops, which reduce in blocks in the element type and
+// combine the blocks in double.
 #include <omp.h>
 
 #include <algorithm>
@@ -29,10 +30,46 @@ T* mutable_or_null(const Tensor& t) {
     return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
 }
 
-bool use_onednn() {
-    static const bool loops = std::getenv("KASMINA_NORM_LOOPS") != nullptr;  // TEMPORARY: benchmark switch
-    return !loops;
-}
+// oneDNN 2.6 has a JIT batch norm for [N, C] (as NHWC [N, C, 1, 1]) but only a plain C++ one for NCHW
+// with spatial dims, which the loops below beat by 3-4x (bench/bench_normalization.cpp); the loops take
+// those shapes.
+bool onednn_batch_norm_fits(const Tensor& x) { return x.dtype() == DType::f32 && x.size(2) == 1; }
+
+// Values are reduced in blocks of at most kBlock elements in the element type (vectorized, and short
+// enough that float sums stay accurate); block results are combined in double.
+constexpr int64_t kBlock = 2048;
+
+// Count, mean and sum of squared deviations of a stream of values, block by block: each block is
+// reduced in two passes while it sits in cache, then merged (Chan, Golub and LeVeque's update).
+struct Moments {
+    double count = 0, mean = 0, m2 = 0;
+
+    template <typename T>
+    void add(const T* values, int64_t length) {
+        for (int64_t start = 0; start < length; start += kBlock) {
+            const T* block = values + start;
+            const int64_t size = std::min(kBlock, length - start);
+            T sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t i = 0; i < size; ++i) sum += block[i];
+            const T block_mean = static_cast<T>(static_cast<double>(sum) / static_cast<double>(size));
+            T squares = 0;
+#pragma omp simd reduction(+ : squares)
+            for (int64_t i = 0; i < size; ++i) {
+                const T centered = block[i] - block_mean;
+                squares += centered * centered;
+            }
+            merge(static_cast<double>(size), block_mean, squares);
+        }
+    }
+    void merge(double n, double block_mean, double block_m2) {
+        const double total = count + n, delta = block_mean - mean;
+        mean += delta * n / total;
+        m2 += block_m2 + delta * delta * count * n / total;
+        count = total;
+    }
+    double biased_variance() const { return m2 / count; }
+};
 
 // ---- layer norm loops: x [rows, n] -------------------------------------------------------------------
 
@@ -43,21 +80,13 @@ void layer_norm_loop(const T* x, const T* weight, const T* bias, double eps, int
     for (int64_t r = 0; r < rows; ++r) {
         const T* in = x + r * n;
         T* out = y + r * n;
-        double sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < n; ++i) sum += in[i];
-        const double row_mean = sum / static_cast<double>(n);
-        double squares = 0;
-#pragma omp simd reduction(+ : squares)
-        for (int64_t i = 0; i < n; ++i) {
-            const double centered = in[i] - row_mean;
-            squares += centered * centered;
-        }
-        const double row_rstd = 1.0 / std::sqrt(squares / static_cast<double>(n) + eps);
-        mean[r] = static_cast<T>(row_mean);
+        Moments moments;
+        moments.add(in, n);
+        const double row_rstd = 1.0 / std::sqrt(moments.biased_variance() + eps);
+        mean[r] = static_cast<T>(moments.mean);
         rstd[r] = static_cast<T>(row_rstd);
         // out = x * rstd - mean * rstd, then the affine transform
-        const T scale = static_cast<T>(row_rstd), shift = static_cast<T>(-row_mean * row_rstd);
+        const T scale = static_cast<T>(row_rstd), shift = static_cast<T>(-moments.mean * row_rstd);
         if (weight != nullptr && bias != nullptr) {
 #pragma omp simd
             for (int64_t i = 0; i < n; ++i) out[i] = (in[i] * scale + shift) * weight[i] + bias[i];
@@ -82,9 +111,9 @@ void layer_norm_backward_loop(const T* grad, const T* x, const T* mean, const T*
     const bool parallel = rows * n > kParallelWork;
     const int threads = parallel ? omp_get_max_threads() : 1;
     // Per-thread column sums, combined in thread order afterwards (deterministic for a thread count).
-    const bool need_columns = grad_weight != nullptr || grad_bias != nullptr;
     std::vector<double> partial_weight(grad_weight != nullptr ? threads * n : 0);
     std::vector<double> partial_bias(grad_bias != nullptr ? threads * n : 0);
+    const double inv_n = 1.0 / static_cast<double>(n);
 #pragma omp parallel num_threads(threads) if (parallel)
     {
         const int thread = omp_get_thread_num();
@@ -94,39 +123,54 @@ void layer_norm_backward_loop(const T* grad, const T* x, const T* mean, const T*
         for (int64_t r = 0; r < rows; ++r) {
             const T* dy = grad + r * n;
             const T* in = x + r * n;
-            const double row_mean = mean[r], row_rstd = rstd[r];
-            if (need_columns) {
-                for (int64_t i = 0; i < n; ++i) {
-                    const double xhat = (in[i] - row_mean) * row_rstd;
-                    if (weight_sums != nullptr) weight_sums[i] += dy[i] * xhat;
-                    if (bias_sums != nullptr) bias_sums[i] += dy[i];
-                }
+            const T row_mean = mean[r], row_rstd = rstd[r];
+            if (weight_sums != nullptr) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) weight_sums[i] += static_cast<double>(dy[i] * ((in[i] - row_mean) * row_rstd));
+            }
+            if (bias_sums != nullptr) {
+#pragma omp simd
+                for (int64_t i = 0; i < n; ++i) bias_sums[i] += static_cast<double>(dy[i]);
             }
             if (grad_x == nullptr) continue;
-            double sum_g = 0, sum_g_xhat = 0;
-#pragma omp simd reduction(+ : sum_g, sum_g_xhat)
-            for (int64_t i = 0; i < n; ++i) {
-                const double g = weight != nullptr ? static_cast<double>(dy[i]) * weight[i] : dy[i];
-                sum_g += g;
-                sum_g_xhat += g * (in[i] - row_mean);
+            // sums of g and g * (x - mean) over the row
+            double sum_g = 0, sum_g_centered = 0;
+            for (int64_t start = 0; start < n; start += kBlock) {
+                const int64_t end = std::min(n, start + kBlock);
+                T block_g = 0, block_g_centered = 0;
+                if (weight != nullptr) {
+#pragma omp simd reduction(+ : block_g, block_g_centered)
+                    for (int64_t i = start; i < end; ++i) {
+                        const T g = dy[i] * weight[i];
+                        block_g += g;
+                        block_g_centered += g * (in[i] - row_mean);
+                    }
+                } else {
+#pragma omp simd reduction(+ : block_g, block_g_centered)
+                    for (int64_t i = start; i < end; ++i) {
+                        block_g += dy[i];
+                        block_g_centered += dy[i] * (in[i] - row_mean);
+                    }
+                }
+                sum_g += block_g;
+                sum_g_centered += block_g_centered;
             }
-            // grad_x = a * g + b * x + c, per row
-            const double inv_n = 1.0 / static_cast<double>(n);
-            const double a = row_rstd;
-            const double b = -row_rstd * row_rstd * row_rstd * sum_g_xhat * inv_n;
-            const double c = -b * row_mean - row_rstd * sum_g * inv_n;
+            // grad_x = a * g + b * x + c
+            const double s = row_rstd, m = row_mean;
+            const double b = -s * s * s * sum_g_centered * inv_n;
+            const double c = -b * m - s * sum_g * inv_n;
             T* dx = grad_x + r * n;
-            const T ta = static_cast<T>(a), tb = static_cast<T>(b), tc = static_cast<T>(c);
+            const T ta = row_rstd, tb = static_cast<T>(b), tc = static_cast<T>(c);
             if (weight != nullptr) {
 #pragma omp simd
-                for (int64_t i = 0; i < n; ++i) dx[i] = ta * dy[i] * weight[i] + tb * in[i] + tc;
+                for (int64_t i = 0; i < n; ++i) dx[i] = ta * (dy[i] * weight[i]) + tb * in[i] + tc;
             } else {
 #pragma omp simd
                 for (int64_t i = 0; i < n; ++i) dx[i] = ta * dy[i] + tb * in[i] + tc;
             }
         }
     }
-    for (int64_t i = 0; i < n && need_columns; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
         double weight_total = 0, bias_total = 0;
         for (int t = 0; t < threads; ++t) {
             if (grad_weight != nullptr) weight_total += partial_weight[t * n + i];
@@ -146,42 +190,55 @@ struct ChannelGeometry {
 
 ChannelGeometry channel_geometry(const Tensor& x) { return {x.size(0), x.size(1), x.size(2)}; }
 
+// Runs fn(begin, end) over blocks of channels, one block per thread (S == 1: channels are the contiguous
+// axis, so loops run across channels).
+template <typename Fn>
+void for_channel_blocks(ChannelGeometry g, Fn fn) {
+#pragma omp parallel if (g.numel() > kParallelWork)
+    {
+        const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+        const int64_t block = (g.channels + threads - 1) / threads;
+        const int64_t begin = std::min(g.channels, thread * block), end = std::min(g.channels, begin + block);
+        fn(begin, end);
+    }
+}
+
 // first_sums[c] = sum of first(i, c) (and second_sums[c] of second(i, c), unless Second is nullptr_t)
-// over the elements i of channel c. With S == 1 the channels are the contiguous axis, so the loop runs
-// across channels, each thread owning a block of them.
-template <typename First, typename Second = std::nullptr_t>
+// over the elements i of channel c; the functions return T.
+template <typename T, typename First, typename Second = std::nullptr_t>
 void channel_sums(ChannelGeometry g, First first, double* first_sums, Second second = nullptr,
                   double* second_sums = nullptr) {
     constexpr bool two = !std::is_same_v<Second, std::nullptr_t>;
-    const bool parallel = g.numel() > kParallelWork;
     if (g.spatial == 1) {
         std::fill(first_sums, first_sums + g.channels, 0.0);
         if constexpr (two) std::fill(second_sums, second_sums + g.channels, 0.0);
-#pragma omp parallel if (parallel)
-        {
-            const int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
-            const int64_t block = (g.channels + threads - 1) / threads;
-            const int64_t begin = std::min(g.channels, thread * block), end = std::min(g.channels, begin + block);
+        for_channel_blocks(g, [&](int64_t begin, int64_t end) {
             for (int64_t n = 0; n < g.batch; ++n) {
                 const int64_t row = n * g.channels;
 #pragma omp simd
                 for (int64_t c = begin; c < end; ++c) {
-                    first_sums[c] += first(row + c, c);
-                    if constexpr (two) second_sums[c] += second(row + c, c);
+                    first_sums[c] += static_cast<double>(first(row + c, c));
+                    if constexpr (two) second_sums[c] += static_cast<double>(second(row + c, c));
                 }
             }
-        }
+        });
         return;
     }
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork)
     for (int64_t c = 0; c < g.channels; ++c) {
         double first_total = 0, second_total = 0;
         for (int64_t n = 0; n < g.batch; ++n) {
-            const int64_t start = (n * g.channels + c) * g.spatial;
-#pragma omp simd reduction(+ : first_total, second_total)
-            for (int64_t s = 0; s < g.spatial; ++s) {
-                first_total += first(start + s, c);
-                if constexpr (two) second_total += second(start + s, c);
+            const int64_t run = (n * g.channels + c) * g.spatial;
+            for (int64_t start = 0; start < g.spatial; start += kBlock) {
+                const int64_t end = std::min(g.spatial, start + kBlock);
+                T first_block = 0, second_block = 0;
+#pragma omp simd reduction(+ : first_block, second_block)
+                for (int64_t s = start; s < end; ++s) {
+                    first_block += first(run + s, c);
+                    if constexpr (two) second_block += second(run + s, c);
+                }
+                first_total += first_block;
+                second_total += second_block;
             }
         }
         first_sums[c] = first_total;
@@ -238,20 +295,31 @@ void batch_norm_normalize(ChannelGeometry g, const T* x, const double* mean, con
     channel_affine<T>(g, x, scale.data(), nullptr, nullptr, shift.data(), out);
 }
 
-// Biased batch mean and variance per channel (two passes: mean, then centered squares).
+// Batch mean and biased variance per channel: with S > 1 each channel's runs feed Moments; with S == 1
+// two passes over the [N, C] matrix (means, then centered squares), vectorized across channels.
 template <typename T>
 void batch_statistics(ChannelGeometry g, const T* x, double* mean, double* variance) {
     const double count = static_cast<double>(g.batch * g.spatial);
-    channel_sums(g, [x](int64_t i, int64_t) { return static_cast<double>(x[i]); }, mean);
-    for (int64_t c = 0; c < g.channels; ++c) mean[c] /= count;
-    channel_sums(
-        g,
-        [x, mean](int64_t i, int64_t c) {
-            const double centered = x[i] - mean[c];
-            return centered * centered;
-        },
-        variance);
-    for (int64_t c = 0; c < g.channels; ++c) variance[c] /= count;
+    if (g.spatial == 1) {
+        channel_sums<T>(g, [x](int64_t i, int64_t) { return x[i]; }, mean);
+        for (int64_t c = 0; c < g.channels; ++c) mean[c] /= count;
+        channel_sums<T>(
+            g,
+            [x, mean](int64_t i, int64_t c) {
+                const double centered = x[i] - mean[c];
+                return centered * centered;
+            },
+            variance);
+        for (int64_t c = 0; c < g.channels; ++c) variance[c] /= count;
+        return;
+    }
+#pragma omp parallel for schedule(static) if (g.numel() > kParallelWork)
+    for (int64_t c = 0; c < g.channels; ++c) {
+        Moments moments;
+        for (int64_t n = 0; n < g.batch; ++n) moments.add(x + (n * g.channels + c) * g.spatial, g.spatial);
+        mean[c] = moments.mean;
+        variance[c] = moments.biased_variance();
+    }
 }
 
 template <typename T>
@@ -292,12 +360,9 @@ void batch_norm_backward_loop(ChannelGeometry g, const T* grad, const T* x, cons
     std::vector<double> sum_dy(g.channels), sum_dy_centered(g.channels);
     const bool need_sums = training || grad_weight != nullptr || grad_bias != nullptr;
     if (need_sums)
-        channel_sums(
-            g, [grad](int64_t i, int64_t) { return static_cast<double>(grad[i]); }, sum_dy.data(),
-            [grad, x, mean](int64_t i, int64_t c) {
-                return static_cast<double>(grad[i]) * (static_cast<double>(x[i]) - static_cast<double>(mean[c]));
-            },
-            sum_dy_centered.data());
+        channel_sums<T>(
+            g, [grad](int64_t i, int64_t) { return grad[i]; }, sum_dy.data(),
+            [grad, x, mean](int64_t i, int64_t c) { return grad[i] * (x[i] - mean[c]); }, sum_dy_centered.data());
     for (int64_t c = 0; c < g.channels; ++c) {
         if (grad_weight != nullptr) grad_weight[c] = static_cast<T>(sum_dy_centered[c] * invstd[c]);
         if (grad_bias != nullptr) grad_bias[c] = static_cast<T>(sum_dy[c]);
@@ -353,10 +418,10 @@ Tensor variance_for_rstd(const Tensor& rstd) {
     return variance;
 }
 
-// Batch norm data descriptor: [N, C] when S == 1, else [N, C, S] (oneDNN's ncw layout).
+// Batch norm data descriptor for x [N, C, 1]: described as NHWC [N, C, 1, 1] (the same bytes), which
+// oneDNN 2.6 runs on its JIT kernel; 2-D "nc" and 3-D "ncw" descriptors get slow C++ implementations.
 dnnl::memory::desc batch_norm_desc(const Tensor& x) {
-    if (x.size(2) == 1) return dnnl::memory::desc({x.size(0), x.size(1)}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
-    return dnnl::memory::desc({x.size(0), x.size(1), x.size(2)}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::abc);
+    return dnnl::memory::desc({x.size(0), x.size(1), 1, 1}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::acdb);
 }
 
 void onednn_layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
@@ -529,7 +594,7 @@ void onednn_batch_norm_backward(const Tensor& grad, const Tensor& x, const Tenso
 
 void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
                 const Tensor& mean, const Tensor& rstd) {
-    if (x.dtype() == DType::f32 && use_onednn()) return onednn_layer_norm(x, weight, bias, eps, output, mean, rstd);
+    if (x.dtype() == DType::f32 && !std::getenv("TEMP_LOOPS")) return onednn_layer_norm(x, weight, bias, eps, output, mean, rstd);
     dispatch_floating(x.dtype(), "layer_norm", [&]<typename T>() {
         layer_norm_loop(static_cast<const T*>(x.raw_data()), data_or_null<T>(weight), data_or_null<T>(bias), eps,
                         x.size(0), x.size(1), static_cast<T*>(output.raw_data()), static_cast<T*>(mean.raw_data()),
@@ -542,7 +607,7 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
                          const Tensor& grad_bias) {
     // oneDNN computes the input gradient in any case; a weight gradient without a weight is left to the loop.
     const bool onednn_fits = grad_input.defined() && (weight.defined() || !grad_weight.defined());
-    if (x.dtype() == DType::f32 && use_onednn() && onednn_fits)
+    if (x.dtype() == DType::f32 && onednn_fits && !std::getenv("TEMP_LOOPS"))
         return onednn_layer_norm_backward(grad, x, mean, rstd, weight, grad_input, grad_weight, grad_bias);
     dispatch_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
         layer_norm_backward_loop(static_cast<const T*>(grad.raw_data()), static_cast<const T*>(x.raw_data()),
@@ -555,7 +620,7 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
 void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, double momentum,
                          const Tensor& output, const Tensor& save_mean, const Tensor& save_invstd,
                          const Tensor& running_mean, const Tensor& running_var) {
-    if (x.dtype() == DType::f32 && use_onednn())
+    if (onednn_batch_norm_fits(x))
         return onednn_batch_norm_training(x, weight, bias, eps, momentum, output, save_mean, save_invstd, running_mean,
                                           running_var);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
@@ -568,7 +633,7 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
 
 void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                           const Tensor& running_var, double eps, const Tensor& output) {
-    if (x.dtype() == DType::f32 && use_onednn())
+    if (onednn_batch_norm_fits(x))
         return onednn_batch_norm_inference(x, weight, bias, running_mean, running_var, eps, output);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
         batch_norm_inference_loop(channel_geometry(x), static_cast<const T*>(x.raw_data()), data_or_null<T>(weight),
@@ -582,7 +647,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
                          const Tensor& invstd, bool training, const Tensor& grad_input, const Tensor& grad_weight,
                          const Tensor& grad_bias) {
     const bool onednn_fits = training && grad_input.defined() && (weight.defined() || !grad_weight.defined());
-    if (x.dtype() == DType::f32 && use_onednn() && onednn_fits)
+    if (onednn_batch_norm_fits(x) && onednn_fits)
         return onednn_batch_norm_backward(grad, x, weight, mean, invstd, grad_input, grad_weight, grad_bias);
     dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
         batch_norm_backward_loop(channel_geometry(x), static_cast<const T*>(grad.raw_data()),

@@ -163,18 +163,43 @@ TEST(LayerNorm, NonContiguousInput) {
 }
 
 TEST(LayerNorm, Float32AgreesWithFloat64ForwardAndBackward) {
-    const Tensor x = random_tensor({16, 33}, DType::f64, 2.0, 1.0);
-    const Tensor weight = random_tensor({33}, DType::f64), bias = random_tensor({33}, DType::f64);
-    const Tensor upstream = random_tensor({16, 33}, DType::f64);
-    auto function = [](const Tensor& a, const Tensor& w, const Tensor& b) { return layer_norm(a, {33}, w, b); };
-    expect_tensors_close(function(x.to(DType::f32), weight.to(DType::f32), bias.to(DType::f32)),
-                         function(x, weight, bias), 1e-5);
-    const Gradients wide = gradients_of(function, x, weight, bias, upstream);
-    const Gradients narrow = gradients_of(function, x.to(DType::f32), weight.to(DType::f32), bias.to(DType::f32),
-                                          upstream.to(DType::f32));
-    expect_tensors_close(narrow.input, wide.input, 1e-4);
-    expect_tensors_close(narrow.weight, wide.weight, 1e-4);
-    expect_tensors_close(narrow.bias, wide.bias, 1e-4);
+    // The larger shapes take the multi-threaded loops; rows of 5000 span several reduction blocks.
+    for (const Shape& shape : {Shape{16, 33}, Shape{300, 130}, Shape{8, 5000}}) {
+        const int64_t n = shape[1];
+        const Tensor x = random_tensor(shape, DType::f64, 2.0, 1.0);
+        const Tensor weight = random_tensor({n}, DType::f64), bias = random_tensor({n}, DType::f64);
+        const Tensor upstream = random_tensor(shape, DType::f64);
+        auto function = [n](const Tensor& a, const Tensor& w, const Tensor& b) { return layer_norm(a, {n}, w, b); };
+        expect_values(function(x, weight, bias), reference_layer_norm(host(x), n, host(weight), host(bias), 1e-5).output,
+                      1e-12);
+        expect_tensors_close(function(x.to(DType::f32), weight.to(DType::f32), bias.to(DType::f32)),
+                             function(x, weight, bias), 1e-5);
+        const Gradients wide = gradients_of(function, x, weight, bias, upstream);
+        const Gradients narrow = gradients_of(function, x.to(DType::f32), weight.to(DType::f32), bias.to(DType::f32),
+                                              upstream.to(DType::f32));
+        expect_tensors_close(narrow.input, wide.input, 1e-4);
+        expect_tensors_close(narrow.weight, wide.weight, 1e-4);
+        expect_tensors_close(narrow.bias, wide.bias, 1e-4);
+    }
+}
+
+TEST(LayerNorm, ParameterGradientsWithoutAnInputGradient) {
+    // Only weight and bias require grad: the backward computes no input gradient.
+    const Tensor x = random_tensor({6, 9}, DType::f64), upstream = random_tensor({6, 9}, DType::f64);
+    for (DType dtype : {DType::f32, DType::f64}) {
+        Tensor weight = random_tensor({9}, DType::f64).to(dtype).set_requires_grad(true);
+        Tensor bias = Tensor::zeros({9}, {.dtype = dtype}).set_requires_grad(true);
+        layer_norm(x.to(dtype), {9}, weight, bias).backward(upstream.to(dtype));
+        const auto normalized = reference_layer_norm(host(x), 9, {}, {}, 1e-5).output;
+        const Values dy = host(upstream);
+        Values expected_weight(9, 0.0), expected_bias(9, 0.0);
+        for (size_t i = 0; i < dy.size(); ++i) {
+            expected_weight[i % 9] += dy[i] * normalized[i];
+            expected_bias[i % 9] += dy[i];
+        }
+        expect_values(weight.grad(), expected_weight, dtype == DType::f32 ? 1e-5 : 1e-12);
+        expect_values(bias.grad(), expected_bias, dtype == DType::f32 ? 1e-5 : 1e-12);
+    }
 }
 
 TEST(LayerNorm, ConstantRowsGiveTheBias) {
@@ -310,7 +335,9 @@ TEST(BatchNorm, NonContiguousInput) {
 }
 
 TEST(BatchNorm, Float32AgreesWithFloat64ForwardAndBackward) {
-    for (const Shape& shape : {Shape{32, 8}, Shape{4, 8, 9}, Shape{4, 8, 5, 5}}) {
+    // The larger shapes take the multi-threaded loops; runs of 3000 span several reduction blocks.
+    for (const Shape& shape : {Shape{32, 8}, Shape{4, 8, 9}, Shape{4, 8, 5, 5}, Shape{5000, 8}, Shape{8, 8, 30, 30},
+                               Shape{2, 8, 3000}}) {
         for (bool training : {true, false}) {
             const Tensor x = random_tensor(shape, DType::f64, 2.0, 1.0);
             const Tensor weight = random_tensor({8}, DType::f64), bias = random_tensor({8}, DType::f64);
@@ -324,12 +351,38 @@ TEST(BatchNorm, Float32AgreesWithFloat64ForwardAndBackward) {
             const auto wide_function = function_for(running_mean, running_var);
             const auto narrow_function = function_for(running_mean.to(DType::f32), running_var.to(DType::f32));
             const Tensor x32 = x.to(DType::f32), w32 = weight.to(DType::f32), b32 = bias.to(DType::f32);
+            const auto ref = reference_batch_norm(host(x), shape[0], 8, spatial_of(shape), host(weight), host(bias), 1e-5,
+                                                  training ? std::nullopt
+                                                           : std::optional{std::pair{host(running_mean), host(running_var)}});
+            expect_values(wide_function(x, weight, bias), ref.output, 1e-12);
             expect_tensors_close(narrow_function(x32, w32, b32), wide_function(x, weight, bias), 2e-5);
             const Gradients wide = gradients_of(wide_function, x, weight, bias, upstream);
             const Gradients narrow = gradients_of(narrow_function, x32, w32, b32, upstream.to(DType::f32));
             expect_tensors_close(narrow.input, wide.input, 1e-4);
             expect_tensors_close(narrow.weight, wide.weight, 1e-4);
             expect_tensors_close(narrow.bias, wide.bias, 1e-4);
+        }
+    }
+}
+
+TEST(BatchNorm, ParameterGradientsWithoutAnInputGradient) {
+    for (const Shape& shape : {Shape{6, 3}, Shape{2, 3, 4}}) {
+        const Tensor x = random_tensor(shape, DType::f64), upstream = random_tensor(shape, DType::f64);
+        const auto ref = reference_batch_norm(host(x), shape[0], 3, spatial_of(shape), {}, {}, 1e-5);
+        const Values dy = host(upstream);
+        Values expected_weight(3, 0.0), expected_bias(3, 0.0);
+        const int64_t spatial = spatial_of(shape);
+        for (size_t i = 0; i < dy.size(); ++i) {
+            const size_t channel = (i / spatial) % 3;
+            expected_weight[channel] += dy[i] * ref.output[i];
+            expected_bias[channel] += dy[i];
+        }
+        for (DType dtype : {DType::f32, DType::f64}) {
+            Tensor weight = Tensor::ones({3}, {.dtype = dtype}).set_requires_grad(true);
+            Tensor bias = Tensor::zeros({3}, {.dtype = dtype}).set_requires_grad(true);
+            batch_norm(x.to(dtype), {}, {}, weight, bias, true, 0.1, 1e-5).backward(upstream.to(dtype));
+            expect_values(weight.grad(), expected_weight, dtype == DType::f32 ? 1e-5 : 1e-12);
+            expect_values(bias.grad(), expected_bias, dtype == DType::f32 ? 1e-5 : 1e-12);
         }
     }
 }

@@ -1,0 +1,24 @@
+// The fused seed blend: out = c0 * d + sum_i c_i * k_i in one pass over memory, and its backward
+// (scaled gradients plus the dot products that give the gradient of the blend weights).
+#pragma once
+
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace kasmina::kernels {
+
+// d and every k_i share shape, dtype and device; coefficients = {c0, c_1, ..., c_n}.
+Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients);
+
+struct BlendBackward {
+    Tensor grad_d;                       // c0 * grad (undefined unless requested)
+    std::vector<Tensor> grad_kernels;    // c_i * grad
+    double grad_dot_d = 0.0;             // sum(grad * d)
+    std::vector<double> grad_dot_kernels;  // sum(grad * k_i)
+};
+// One pass over grad, d and the k_i. Dot products are computed only when `need_dots`.
+BlendBackward blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
+                             const std::vector<double>& coefficients, bool need_grad_d, bool need_dots);
+
+}  // namespace kasmina::kernels

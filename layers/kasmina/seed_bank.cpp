@@ -1,0 +1,248 @@
+#include "layers/kasmina/seed_bank.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "autograd/blend.h"
+#include "autograd/ops.h"
+#include "runtime/grad_mode.h"
+
+namespace kasmina::morph {
+
+SeedBank::SeedBank(int num_seeds, KernelSignature signature, std::shared_ptr<KernelCache> cache)
+    : num_seeds_(num_seeds), signature_(std::move(signature)), cache_(std::move(cache)), state_(num_seeds) {
+    networks_.resize(num_seeds);
+    cached_.resize(num_seeds);
+    ramps_.resize(num_seeds);
+}
+
+void SeedBank::set_device(Device device) {
+    std::lock_guard lock(mutex_);
+    device_ = device;
+    for (auto& network : networks_)
+        if (network) network->to(device);
+}
+
+void SeedBank::refresh_counters() {
+    blending_count_.store(static_cast<int>(state_.blending_seeds().size()), std::memory_order_relaxed);
+    bool pending = false;
+    for (const auto& ramp : ramps_) pending = pending || ramp.has_value();
+    ramps_pending_.store(pending, std::memory_order_relaxed);
+}
+
+void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
+    if (!cache_) raise<Error>("load_kernel", "this layer has no kernel cache (wrap() with a cache)");
+    Device device;
+    int64_t step;
+    {
+        std::lock_guard lock(mutex_);
+        state_.transition(seed, SeedLifecycle::loading, step_);  // raises for illegal sources
+        device = device_;
+        step = step_;
+    }
+    // Read, validate and build outside the lock; the seed is LOADING, so forward ignores it.
+    std::shared_ptr<const CachedKernel> cached;
+    std::shared_ptr<KernelNetwork> network;
+    try {
+        cached = cache_->get(id, device);
+        check_compatible(cached->artifact, signature_);
+        network = std::make_shared<KernelNetwork>(cached->artifact, options.trainable);
+        network->to(device);
+    } catch (const std::exception& error) {
+        std::lock_guard lock(mutex_);
+        state_.reset(seed, step);
+        refresh_counters();
+        throw ArtifactError(make_message("load_kernel: seed ", seed, " refused kernel ", format_kernel_id(id), ": ", error.what()));
+    }
+    std::lock_guard lock(mutex_);
+    networks_[seed] = network;
+    cached_[seed] = cached;
+    ramps_[seed].reset();
+    state_.set_kernel_id(seed, id);
+    state_.set_alpha(seed, options.alpha.value_or(cached->artifact.suggested_alpha));
+    state_.transition(seed, SeedLifecycle::active, step_);
+    state_.record_success(seed);
+    refresh_counters();
+}
+
+void SeedBank::unload_kernel(int seed) {
+    std::lock_guard lock(mutex_);
+    if (state_.lifecycle(seed) == SeedLifecycle::fossilized)
+        raise<Error>("unload_kernel", "seed ", seed, " is FOSSILIZED; its kernel is part of the layer now");
+    state_.reset(seed, step_);
+    networks_[seed].reset();
+    cached_[seed].reset();
+    ramps_[seed].reset();
+    refresh_counters();
+}
+
+void SeedBank::set_seed_alpha(int seed, double alpha) {
+    std::lock_guard lock(mutex_);
+    if (state_.lifecycle(seed) == SeedLifecycle::fossilized)
+        raise<Error>("set_seed_alpha", "seed ", seed, " is FOSSILIZED; its alpha is fixed");
+    ramps_[seed].reset();
+    state_.set_alpha(seed, alpha);
+    refresh_counters();
+}
+
+void SeedBank::ramp_alpha(int seed, double target, int64_t steps) {
+    std::lock_guard lock(mutex_);
+    const SeedLifecycle lifecycle = state_.lifecycle(seed);
+    if (lifecycle != SeedLifecycle::active)
+        raise<Error>("ramp_alpha", "seed ", seed, " is ", lifecycle_name(lifecycle), "; only ACTIVE seeds ramp");
+    if (steps <= 0) {
+        state_.set_alpha(seed, target);
+        ramps_[seed].reset();
+    } else {
+        ramps_[seed] = Ramp{state_.alpha(seed), std::clamp(target, 0.0, 1.0), steps, 0};
+    }
+    refresh_counters();
+}
+
+void SeedBank::fossilize(int seed) {
+    std::lock_guard lock(mutex_);
+    state_.transition(seed, SeedLifecycle::fossilized, step_);
+    ramps_[seed].reset();
+    NoGradGuard no_grad;
+    for (auto& [name, tensor] : networks_[seed]->named_parameters()) tensor.set_requires_grad(false);
+    refresh_counters();
+}
+
+void SeedBank::freeze_kernel(int seed) {
+    std::lock_guard lock(mutex_);
+    if (!networks_.at(seed)) raise<Error>("freeze_kernel", "seed ", seed, " has no kernel");
+    for (auto& [name, tensor] : networks_[seed]->named_parameters()) tensor.set_requires_grad(false);
+}
+
+void SeedBank::reactivate(int seed) {
+    std::lock_guard lock(mutex_);
+    state_.transition(seed, SeedLifecycle::active, step_);
+    state_.record_success(seed);
+    refresh_counters();
+}
+
+void SeedBank::begin_forward(bool training) {
+    if (!training) return;
+    step_.fetch_add(1, std::memory_order_relaxed);
+    if (!ramps_pending_.load(std::memory_order_relaxed)) return;
+    std::lock_guard lock(mutex_);
+    for (int seed = 0; seed < num_seeds_; ++seed) {
+        auto& ramp = ramps_[seed];
+        if (!ramp) continue;
+        ++ramp->done;
+        const double progress = static_cast<double>(ramp->done) / static_cast<double>(ramp->steps);
+        state_.set_alpha(seed, ramp->start + (ramp->target - ramp->start) * std::min(progress, 1.0));
+        if (ramp->done >= ramp->steps) ramp.reset();
+    }
+    refresh_counters();
+}
+
+int64_t SeedBank::step() const { return step_.load(std::memory_order_relaxed); }
+
+std::vector<BlendingSeed> SeedBank::snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<BlendingSeed> seeds;
+    for (int seed : state_.blending_seeds())
+        seeds.push_back({seed, networks_[seed], state_.alpha(seed), cached_[seed]->artifact.signature.target_heads});
+    return seeds;
+}
+
+Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shape,
+                            const std::function<Tensor(KernelNetwork&)>& run) {
+    const auto start = std::chrono::steady_clock::now();
+    Tensor output;
+    bool ok = false;
+    try {
+        output = run(*seed.network);
+        if (output.shape() == expected_shape) {
+            NoGradGuard no_grad;
+            ok = std::isfinite(sum(output.detach()).item());
+        }
+    } catch (const std::exception&) {
+        ok = false;
+    }
+    const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    std::lock_guard lock(mutex_);
+    if (networks_[seed.seed] != seed.network) return ok ? output : Tensor();  // unloaded meanwhile: no bookkeeping
+    state_.record_latency(seed.seed, static_cast<uint64_t>(elapsed.count()));
+    if (ok) {
+        state_.record_success(seed.seed);
+        return output;
+    }
+    if (state_.record_failure(seed.seed, step_)) refresh_counters();
+    return Tensor();
+}
+
+Tensor SeedBank::blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run) {
+    std::vector<Tensor> outputs;
+    std::vector<double> alphas;
+    for (const BlendingSeed& seed : snapshot()) {
+        Tensor k = run_kernel(seed, d.shape(), run);
+        if (!k.defined()) continue;  // this step falls back to the layer's own path for that seed
+        outputs.push_back(k);
+        alphas.push_back(seed.alpha);
+    }
+    if (outputs.empty()) return d;
+    return blend_seeds(d, outputs, Tensor::from_vector<double>(alphas, {static_cast<int64_t>(alphas.size())}));
+}
+
+std::vector<SeedReport> SeedBank::reports() const {
+    std::lock_guard lock(mutex_);
+    std::vector<SeedReport> reports;
+    for (int seed = 0; seed < num_seeds_; ++seed)
+        reports.push_back({seed, state_.lifecycle(seed), state_.kernel_id(seed), state_.alpha(seed), state_.health(seed),
+                           state_.last_update_step(seed), state_.latency_us(seed), state_.consecutive_errors(seed),
+                           state_.fallback(seed), cached_[seed] ? cached_[seed]->artifact.parameter_count : 0});
+    return reports;
+}
+
+std::vector<std::pair<std::string, Tensor>> SeedBank::kernel_parameters() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::pair<std::string, Tensor>> parameters;
+    for (int seed = 0; seed < num_seeds_; ++seed) {
+        if (!networks_[seed]) continue;
+        for (auto& [name, tensor] : networks_[seed]->named_parameters())
+            parameters.emplace_back("seeds." + std::to_string(seed) + "." + name, tensor);
+    }
+    return parameters;
+}
+
+SeedState SeedBank::state_copy() const {
+    std::lock_guard lock(mutex_);
+    return state_;
+}
+
+TensorMap SeedBank::state_tensors() const {
+    std::lock_guard lock(mutex_);
+    TensorMap tensors = state_.to_tensors();
+    tensors.emplace("step", Tensor::scalar(static_cast<double>(step_.load()), {.dtype = DType::i64}));
+    return tensors;
+}
+
+void SeedBank::restore(const TensorMap& tensors) {
+    SeedState restored(num_seeds_);
+    restored.load_tensors(tensors);  // validates; raises before anything changes
+    const auto step_entry = tensors.find("step");
+    std::vector<std::shared_ptr<const CachedKernel>> cached(num_seeds_);
+    std::vector<std::shared_ptr<KernelNetwork>> networks(num_seeds_);
+    for (int seed = 0; seed < num_seeds_; ++seed) {
+        const SeedLifecycle lifecycle = restored.lifecycle(seed);
+        if (lifecycle == SeedLifecycle::dormant || lifecycle == SeedLifecycle::loading) continue;
+        if (!cache_) raise<Error>("restore", "seed ", seed, " holds a kernel but the layer has no cache");
+        cached[seed] = cache_->get(restored.kernel_id(seed), device_);
+        check_compatible(cached[seed]->artifact, signature_);
+        networks[seed] = std::make_shared<KernelNetwork>(cached[seed]->artifact, lifecycle != SeedLifecycle::fossilized);
+        networks[seed]->to(device_);
+    }
+    std::lock_guard lock(mutex_);
+    for (int seed = 0; seed < num_seeds_; ++seed)
+        if (restored.lifecycle(seed) == SeedLifecycle::loading) restored.reset(seed, restored.last_update_step(seed));
+    state_ = restored;
+    networks_ = networks;
+    cached_ = cached;
+    ramps_.assign(num_seeds_, std::nullopt);
+    if (step_entry != tensors.end()) step_ = static_cast<int64_t>(step_entry->second.item());
+    refresh_counters();
+}
+
+}  // namespace kasmina::morph

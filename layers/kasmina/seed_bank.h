@@ -1,0 +1,108 @@
+// The seed slots of one Kasmina layer: seed state, the loaded kernel networks, alpha ramps, and the
+// run-and-blend step every variant shares. Thread-safe: a controller thread may load, unload and
+// ramp while a training thread runs forward; forward works on a snapshot taken under the lock.
+// With no seed blending and no ramp pending, the layer's forward costs one relaxed atomic load.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "layers/kasmina/artifact.h"
+#include "layers/kasmina/kernel_cache.h"
+#include "layers/kasmina/kernel_network.h"
+#include "layers/kasmina/seed_state.h"
+
+namespace kasmina::morph {
+
+struct LoadOptions {
+    std::optional<double> alpha;  // default: the artifact's suggested alpha
+    bool trainable = true;        // kernel weights become trainable parameters of the layer
+};
+
+// One seed taking part in this forward.
+struct BlendingSeed {
+    int seed = 0;
+    std::shared_ptr<KernelNetwork> network;
+    double alpha = 0.0;
+    std::vector<int64_t> target_heads;  // attention kernels only
+};
+
+struct SeedReport {
+    int seed = 0;
+    SeedLifecycle lifecycle = SeedLifecycle::dormant;
+    uint64_t kernel_id = 0;
+    double alpha = 0.0;
+    double health = 0.0;
+    int64_t last_update_step = 0;
+    uint32_t latency_us = 0;
+    uint32_t consecutive_errors = 0;
+    bool fallback = false;
+    int64_t parameter_count = 0;
+};
+
+class SeedBank {
+public:
+    SeedBank(int num_seeds, KernelSignature signature, std::shared_ptr<KernelCache> cache);
+
+    int num_seeds() const { return num_seeds_; }
+    const KernelSignature& signature() const { return signature_; }
+    const std::shared_ptr<KernelCache>& cache() const { return cache_; }
+    void set_device(Device device);
+
+    // DORMANT (or ERROR_RECOVERY) -> LOADING -> ACTIVE with the artifact's suggested alpha. A refused
+    // artifact (unreadable, invalid, incompatible) leaves the seed DORMANT and raises ArtifactError
+    // with the reason; nothing else changes.
+    void load_kernel(int seed, uint64_t id, const LoadOptions& options = {});
+    void unload_kernel(int seed);                          // -> DORMANT, alpha 0
+    void set_seed_alpha(int seed, double alpha);           // clamped to [0, 1]
+    void ramp_alpha(int seed, double target, int64_t steps);  // advanced by one each training step
+    void fossilize(int seed);                              // ACTIVE -> FOSSILIZED: frozen weights, fixed alpha
+    void freeze_kernel(int seed);                          // stop training a kernel's weights
+    void reactivate(int seed);                             // ERROR_RECOVERY -> ACTIVE (clears errors)
+
+    // Cheap check for the dormant fast path.
+    bool idle() const { return blending_count_.load(std::memory_order_relaxed) == 0 && !ramps_pending_.load(std::memory_order_relaxed); }
+    // Called once per forward: in training, advances the step counter and pending ramps.
+    void begin_forward(bool training);
+    int64_t step() const;
+    std::vector<BlendingSeed> snapshot() const;
+    // Runs one seed's kernel: returns its output, or an undefined tensor after recording a failure
+    // (an exception, a non-finite value, or a shape other than `expected_shape`).
+    Tensor run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const std::function<Tensor(KernelNetwork&)>& run);
+    // The dense variants' whole step: run every blending seed on `kernel_input` and blend into d.
+    Tensor blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run);
+
+    std::vector<SeedReport> reports() const;
+    std::vector<std::pair<std::string, Tensor>> kernel_parameters() const;  // "seeds.<i>.<name>"
+    SeedState state_copy() const;
+    // Checkpoint support: seed state tensors; restore reloads each kernel by id from the cache.
+    TensorMap state_tensors() const;
+    void restore(const TensorMap& state_tensors);
+
+private:
+    struct Ramp {
+        double start = 0.0, target = 0.0;
+        int64_t steps = 0, done = 0;
+    };
+    void refresh_counters();  // under mutex_
+
+    int num_seeds_;
+    KernelSignature signature_;
+    std::shared_ptr<KernelCache> cache_;
+    Device device_;
+    mutable std::mutex mutex_;
+    SeedState state_;
+    std::vector<std::shared_ptr<KernelNetwork>> networks_;
+    std::vector<std::shared_ptr<const CachedKernel>> cached_;  // keeps cache entries alive while in use
+    std::vector<std::optional<Ramp>> ramps_;
+    std::atomic<int> blending_count_{0};
+    std::atomic<bool> ramps_pending_{false};
+    std::atomic<int64_t> step_{0};  // training forwards seen
+};
+
+}  // namespace kasmina::morph
