@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/tests/kasmina_tests[1]_tests.cmake")
-  include("/work/main/build/tests/kasmina_tests[1]_tests.cmake")
-else()
-  add_test(kasmina_tests_NOT_BUILT kasmina_tests_NOT_BUILT)
-endif()
