@@ -25,7 +25,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
     if (!matches)
         raise<ShapeError>("layer_norm", "input ", shape_str(x.shape()), " does not end with normalized_shape ",
                           shape_str(normalized_shape), " (expected input of shape [*, ",
-                          shape_str(normalized_shape).substr(1));
+                          shape_str(normalized_shape).substr(1), ")");
     for (const auto& [name, parameter] : {std::pair{"weight", &weight}, std::pair{"bias", &bias}})
         if (parameter->defined() && parameter->shape() != normalized_shape)
             raise<ShapeError>("layer_norm", name, " ", shape_str(parameter->shape()),

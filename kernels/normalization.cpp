@@ -1,10 +1,11 @@
 // Layer and batch normalization entry points: validate operands (shapes against the normalized
 // shape or the channel count, dtypes, devices), allocate outputs and bring operands to the dense
 // layouts the backends take ([rows, n] for layer norm, [N, C, S] for batch norm).
+#include "kernels/normalization.h"
+
 #include <cmath>
 
 #include "kernels/kernels.h"
-#include "kernels/normalization.h"
 
 namespace kasmina::kernels {
 namespace {

@@ -37,6 +37,8 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
 // when running_mean/running_var are defined, updates them in place:
 //   running_mean = (1 - momentum) * running_mean + momentum * batch_mean
 //   running_var  = (1 - momentum) * running_var  + momentum * batch_var * n / (n - 1)
+// with n = N * prod(*) values per channel; n == 1 raises ShapeError (as PyTorch), n == 0 leaves the
+// running statistics untouched and returns NaN save_mean/save_invstd.
 // Eval: normalizes with the running statistics and returns save_mean/save_invstd undefined.
 //   output [x.shape]; save_mean [C], save_invstd [C] = 1 / sqrt(batch_var + eps)
 struct BatchNormForward {

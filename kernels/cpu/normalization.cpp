@@ -2,18 +2,19 @@
 // primitives (which report the biased variance, turned into rstd / invstd here); batch norm with
 // spatial dims and every float64 op run on OpenMP loops, which reduce in blocks in the element type and
 // combine the blocks in double.
+#include "kernels/normalization.h"
+
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/onednn_utils.h"
-#include "kernels/normalization.h"
 
 namespace kasmina::kernels::cpu {
 namespace {
@@ -126,7 +127,8 @@ void layer_norm_backward_loop(const T* grad, const T* x, const T* mean, const T*
             const T row_mean = mean[r], row_rstd = rstd[r];
             if (weight_sums != nullptr) {
 #pragma omp simd
-                for (int64_t i = 0; i < n; ++i) weight_sums[i] += static_cast<double>(dy[i] * ((in[i] - row_mean) * row_rstd));
+                for (int64_t i = 0; i < n; ++i)
+                    weight_sums[i] += static_cast<double>(dy[i] * ((in[i] - row_mean) * row_rstd));
             }
             if (bias_sums != nullptr) {
 #pragma omp simd
@@ -301,7 +303,8 @@ template <typename T>
 void batch_statistics(ChannelGeometry g, const T* x, double* mean, double* variance) {
     const double count = static_cast<double>(g.batch * g.spatial);
     if (g.spatial == 1) {
-        channel_sums<T>(g, [x](int64_t i, int64_t) { return x[i]; }, mean);
+        channel_sums<T>(
+            g, [x](int64_t i, int64_t) { return x[i]; }, mean);
         for (int64_t c = 0; c < g.channels; ++c) mean[c] /= count;
         channel_sums<T>(
             g,
@@ -397,8 +400,10 @@ normalization_flags affine_flags(bool scale, bool shift) {
     return flags;
 }
 
+// Cache key text for the flags and the float epsilon the primitive was built with (its exact bits).
 std::string flags_key(normalization_flags flags, double eps = 0.0) {
-    return std::to_string(static_cast<unsigned>(flags)) + "/" + std::to_string(eps);
+    return std::to_string(static_cast<unsigned>(flags)) + "/" +
+           std::to_string(std::bit_cast<uint32_t>(static_cast<float>(eps)));
 }
 
 dnnl::memory::desc vector_desc(int64_t count) {
@@ -421,7 +426,8 @@ Tensor variance_for_rstd(const Tensor& rstd) {
 // Batch norm data descriptor for x [N, C, 1]: described as NHWC [N, C, 1, 1] (the same bytes), which
 // oneDNN 2.6 runs on its JIT kernel; 2-D "nc" and 3-D "ncw" descriptors get slow C++ implementations.
 dnnl::memory::desc batch_norm_desc(const Tensor& x) {
-    return dnnl::memory::desc({x.size(0), x.size(1), 1, 1}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::acdb);
+    return dnnl::memory::desc({x.size(0), x.size(1), 1, 1}, dnnl::memory::data_type::f32,
+                              dnnl::memory::format_tag::acdb);
 }
 
 void onednn_layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
@@ -433,7 +439,8 @@ void onednn_layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
     dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const dnnl::layer_normalization_forward::desc op(dnnl::prop_kind::forward_training, data, stats,
                                                          static_cast<float>(eps), flags);
-        return dnnl::layer_normalization_forward(dnnl::layer_normalization_forward::primitive_desc(op, onednn::engine()));
+        return dnnl::layer_normalization_forward(
+            dnnl::layer_normalization_forward::primitive_desc(op, onednn::engine()));
     });
     // The variance lands in rstd's memory and is turned into rstd below.
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(data, x)},
@@ -445,7 +452,8 @@ void onednn_layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias
     primitive.execute(onednn::stream(), args);
     onednn::stream().wait();
     float* r = rstd.data<float>();
-    for (int64_t i = 0; i < rstd.numel(); ++i) r[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(r[i]) + eps));
+    for (int64_t i = 0; i < rstd.numel(); ++i)
+        r[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(r[i]) + eps));
 }
 
 void onednn_layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean, const Tensor& rstd,
@@ -500,7 +508,8 @@ void onednn_batch_norm_training(const Tensor& x, const Tensor& weight, const Ten
     dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const dnnl::batch_normalization_forward::desc op(dnnl::prop_kind::forward_training, data,
                                                          static_cast<float>(eps), flags);
-        return dnnl::batch_normalization_forward(dnnl::batch_normalization_forward::primitive_desc(op, onednn::engine()));
+        return dnnl::batch_normalization_forward(
+            dnnl::batch_normalization_forward::primitive_desc(op, onednn::engine()));
     });
     // The biased variance lands in save_invstd's memory and is turned into invstd below.
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(data, x)},
@@ -536,7 +545,8 @@ void onednn_batch_norm_inference(const Tensor& x, const Tensor& weight, const Te
     dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const dnnl::batch_normalization_forward::desc op(dnnl::prop_kind::forward_inference, data,
                                                          static_cast<float>(eps), flags);
-        return dnnl::batch_normalization_forward(dnnl::batch_normalization_forward::primitive_desc(op, onednn::engine()));
+        return dnnl::batch_normalization_forward(
+            dnnl::batch_normalization_forward::primitive_desc(op, onednn::engine()));
     });
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(data, x)},
                                                {DNNL_ARG_DST, onednn::wrap(data, output)},
@@ -571,8 +581,9 @@ void onednn_batch_norm_backward(const Tensor& grad, const Tensor& x, const Tenso
     // oneDNN 2.6 refuses to run a use_shift backward without a SHIFT argument, though it does not need it.
     const Tensor unused_shift = grad_bias.defined() ? Tensor::zeros(grad_bias.shape(), x.options()) : Tensor();
     const Tensor diff_src = grad_input.defined() ? grad_input : Tensor::empty(x.shape(), x.options());
-    const Tensor diff_scale =
-        grad_weight.defined() || !weight.defined() || !parameters ? grad_weight : Tensor::empty({channels}, x.options());
+    const Tensor diff_scale = grad_weight.defined() || !weight.defined() || !parameters
+                                  ? grad_weight
+                                  : Tensor::empty({channels}, x.options());
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, onednn::wrap(data, x)},
                                                {DNNL_ARG_DIFF_DST, onednn::wrap(data, grad)},
                                                {DNNL_ARG_MEAN, onednn::wrap(stats, mean)},
@@ -594,7 +605,7 @@ void onednn_batch_norm_backward(const Tensor& grad, const Tensor& x, const Tenso
 
 void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
                 const Tensor& mean, const Tensor& rstd) {
-    if (x.dtype() == DType::f32 && !std::getenv("TEMP_LOOPS")) return onednn_layer_norm(x, weight, bias, eps, output, mean, rstd);
+    if (x.dtype() == DType::f32) return onednn_layer_norm(x, weight, bias, eps, output, mean, rstd);
     dispatch_floating(x.dtype(), "layer_norm", [&]<typename T>() {
         layer_norm_loop(static_cast<const T*>(x.raw_data()), data_or_null<T>(weight), data_or_null<T>(bias), eps,
                         x.size(0), x.size(1), static_cast<T*>(output.raw_data()), static_cast<T*>(mean.raw_data()),
@@ -607,7 +618,7 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
                          const Tensor& grad_bias) {
     // oneDNN computes the input gradient in any case; a weight gradient without a weight is left to the loop.
     const bool onednn_fits = grad_input.defined() && (weight.defined() || !grad_weight.defined());
-    if (x.dtype() == DType::f32 && onednn_fits && !std::getenv("TEMP_LOOPS"))
+    if (x.dtype() == DType::f32 && onednn_fits)
         return onednn_layer_norm_backward(grad, x, mean, rstd, weight, grad_input, grad_weight, grad_bias);
     dispatch_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
         layer_norm_backward_loop(static_cast<const T*>(grad.raw_data()), static_cast<const T*>(x.raw_data()),
@@ -650,11 +661,10 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
     if (onednn_batch_norm_fits(x) && onednn_fits)
         return onednn_batch_norm_backward(grad, x, weight, mean, invstd, grad_input, grad_weight, grad_bias);
     dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
-        batch_norm_backward_loop(channel_geometry(x), static_cast<const T*>(grad.raw_data()),
-                                 static_cast<const T*>(x.raw_data()), data_or_null<T>(weight),
-                                 static_cast<const T*>(mean.raw_data()), static_cast<const T*>(invstd.raw_data()),
-                                 training, mutable_or_null<T>(grad_input), mutable_or_null<T>(grad_weight),
-                                 mutable_or_null<T>(grad_bias));
+        batch_norm_backward_loop(
+            channel_geometry(x), static_cast<const T*>(grad.raw_data()), static_cast<const T*>(x.raw_data()),
+            data_or_null<T>(weight), static_cast<const T*>(mean.raw_data()), static_cast<const T*>(invstd.raw_data()),
+            training, mutable_or_null<T>(grad_input), mutable_or_null<T>(grad_weight), mutable_or_null<T>(grad_bias));
     });
 }
 

@@ -1,10 +1,11 @@
 // Layer and batch normalization (functional forms): forward values against float64 references
 // computed here, running-statistics updates, float32 (oneDNN) against float64 (loops), gradients
 // against finite differences, PyTorch reference fixtures, and the errors bad operands raise.
+#include "autograd/normalization.h"
+
 #include <cmath>
 #include <optional>
 
-#include "autograd/normalization.h"
 #include "kernels/normalization.h"
 #include "test_util.h"
 
@@ -138,7 +139,8 @@ TEST(LayerNorm, NormalizesTwoTrailingDims) {
         const Tensor out = layer_norm(x, {4, 5}, weight, bias);
         EXPECT_EQ(out.shape(), x.shape());
         expect_values(out, ref.output, tolerance_for(dtype));
-        expect_values(layer_norm(x, {4, 5}), reference_layer_norm(host(x), 20, {}, {}, 1e-5).output, tolerance_for(dtype));
+        expect_values(layer_norm(x, {4, 5}), reference_layer_norm(host(x), 20, {}, {}, 1e-5).output,
+                      tolerance_for(dtype));
     }
 }
 
@@ -170,8 +172,8 @@ TEST(LayerNorm, Float32AgreesWithFloat64ForwardAndBackward) {
         const Tensor weight = random_tensor({n}, DType::f64), bias = random_tensor({n}, DType::f64);
         const Tensor upstream = random_tensor(shape, DType::f64);
         auto function = [n](const Tensor& a, const Tensor& w, const Tensor& b) { return layer_norm(a, {n}, w, b); };
-        expect_values(function(x, weight, bias), reference_layer_norm(host(x), n, host(weight), host(bias), 1e-5).output,
-                      1e-12);
+        expect_values(function(x, weight, bias),
+                      reference_layer_norm(host(x), n, host(weight), host(bias), 1e-5).output, 1e-12);
         expect_tensors_close(function(x.to(DType::f32), weight.to(DType::f32), bias.to(DType::f32)),
                              function(x, weight, bias), 1e-5);
         const Gradients wide = gradients_of(function, x, weight, bias, upstream);
@@ -209,23 +211,30 @@ TEST(LayerNorm, ConstantRowsGiveTheBias) {
         const Tensor weight = random_tensor({5}, dtype), bias = random_tensor({5}, dtype);
         const Tensor out = layer_norm(x, {5}, weight, bias);
         const Values b = host(bias);
-        expect_values(out, Values{b[0], b[1], b[2], b[3], b[4], b[0], b[1], b[2], b[3], b[4], b[0], b[1], b[2], b[3], b[4]},
+        expect_values(out,
+                      Values{b[0], b[1], b[2], b[3], b[4], b[0], b[1], b[2], b[3], b[4], b[0], b[1], b[2], b[3], b[4]},
                       1e-6);
         const kernels::LayerNormForward forward = kernels::layer_norm(x, 5, weight, bias, 1e-5);
         expect_values(forward.rstd, Values(3, 1.0 / std::sqrt(1e-5)), 1e-6);
-        const Gradients grads = gradients_of([](const Tensor& a, const Tensor& w, const Tensor& c) { return layer_norm(a, {5}, w, c); },
-                                             x, weight, bias, random_tensor({3, 5}, dtype));
+        const Gradients grads =
+            gradients_of([](const Tensor& a, const Tensor& w, const Tensor& c) { return layer_norm(a, {5}, w, c); }, x,
+                         weight, bias, random_tensor({3, 5}, dtype));
         for (double value : host(grads.input)) EXPECT_TRUE(std::isfinite(value));
         for (double value : host(grads.weight)) EXPECT_NEAR(value, 0.0, 1e-6);
     }
 }
 
 TEST(LayerNorm, MatchesPyTorchFixtureOverTwoDims) {
-    const SafetensorsContent fixture = load_safetensors(std::string(KASMINA_FIXTURES_DIR) + "/layers/layernorm_two_dims.safetensors");
+    const SafetensorsContent fixture =
+        load_safetensors(std::string(KASMINA_FIXTURES_DIR) + "/layers/layernorm_two_dims.safetensors");
     const TensorMap& t = fixture.tensors;
-    const Gradients grads = gradients_of([](const Tensor& a, const Tensor& w, const Tensor& b) { return layer_norm(a, {3, 5}, w, b); },
-                                         t.at("input"), t.at("param.weight"), t.at("param.bias"), t.at("grad_output"));
-    expect_tensors_close(layer_norm(t.at("input"), {3, 5}, t.at("param.weight"), t.at("param.bias")), t.at("output"), 2e-5);
+    const Gradients grads = gradients_of(
+        [](const Tensor& a, const Tensor& w, const Tensor& b) {
+            return layer_norm(a, {3, 5}, w, b);
+        },
+        t.at("input"), t.at("param.weight"), t.at("param.bias"), t.at("grad_output"));
+    expect_tensors_close(layer_norm(t.at("input"), {3, 5}, t.at("param.weight"), t.at("param.bias")), t.at("output"),
+                         2e-5);
     expect_tensors_close(grads.input, t.at("grad.input"), 2e-5);
     expect_tensors_close(grads.weight, t.at("grad.weight"), 2e-5);
     expect_tensors_close(grads.bias, t.at("grad.bias"), 2e-5);
@@ -235,7 +244,9 @@ TEST(LayerNorm, MatchesPyTorchFixtureOverTwoDims) {
 
 TEST(LayerNorm, RejectsAnInputThatDoesNotEndWithTheNormalizedShape) {
     const Tensor x = Tensor::randn({2, 3});
-    EXPECT_THROW_WITH(layer_norm(x, {4}), ShapeError, "layer_norm: input [2, 3] does not end with normalized_shape [4]");
+    EXPECT_THROW_WITH(
+        layer_norm(x, {4}), ShapeError,
+        "layer_norm: input [2, 3] does not end with normalized_shape [4] (expected input of shape [*, 4])");
     EXPECT_THROW_WITH(layer_norm(x, {2, 3, 1}), ShapeError, "normalized_shape [2, 3, 1]");
     EXPECT_THROW_WITH(layer_norm(x, {}), ShapeError, "layer_norm");
     EXPECT_THROW_WITH(kernels::layer_norm(x, 4, {}, {}, 1e-5), ShapeError, "layer_norm: input [2, 3]");
@@ -243,9 +254,11 @@ TEST(LayerNorm, RejectsAnInputThatDoesNotEndWithTheNormalizedShape) {
 
 TEST(LayerNorm, RejectsParametersOfAnotherShapeOrDtype) {
     const Tensor x = Tensor::randn({2, 3});
-    EXPECT_THROW_WITH(layer_norm(x, {3}, Tensor::ones({4})), ShapeError, "layer_norm: weight [4] does not match normalized_shape [3]");
+    EXPECT_THROW_WITH(layer_norm(x, {3}, Tensor::ones({4})), ShapeError,
+                      "layer_norm: weight [4] does not match normalized_shape [3]");
     EXPECT_THROW_WITH(layer_norm(x, {3}, {}, Tensor::ones({1, 3})), ShapeError, "bias [1, 3]");
-    EXPECT_THROW_WITH(layer_norm(x, {3}, Tensor::ones({3}, {.dtype = DType::f64})), DTypeError, "layer_norm: weight is float64");
+    EXPECT_THROW_WITH(layer_norm(x, {3}, Tensor::ones({3}, {.dtype = DType::f64})), DTypeError,
+                      "layer_norm: weight is float64");
     EXPECT_THROW_WITH(layer_norm(Tensor::ones({2, 3}, {.dtype = DType::i64}), {3}), DTypeError, "layer_norm");
     EXPECT_THROW_WITH(kernels::layer_norm(x, 3, Tensor::ones({2}), {}, 1e-5), ShapeError, "expected 3 elements");
 }
@@ -257,7 +270,8 @@ TEST(BatchNorm, TrainingNormalizesWithBatchStatisticsForEveryRank) {
         for (DType dtype : {DType::f32, DType::f64}) {
             const Tensor x = random_tensor(shape, dtype, 2.0, 1.0);
             const Tensor weight = random_tensor({4}, dtype), bias = random_tensor({4}, dtype);
-            const auto ref = reference_batch_norm(host(x), shape[0], 4, spatial_of(shape), host(weight), host(bias), 1e-5);
+            const auto ref =
+                reference_batch_norm(host(x), shape[0], 4, spatial_of(shape), host(weight), host(bias), 1e-5);
             const kernels::BatchNormForward forward = kernels::batch_norm(x, {}, {}, weight, bias, true, 0.1, 1e-5);
             EXPECT_EQ(forward.output.shape(), shape);
             expect_values(forward.output, ref.output, tolerance_for(dtype));
@@ -278,8 +292,8 @@ TEST(BatchNorm, EvalNormalizesWithRunningStatistics) {
             const Tensor running_mean = random_tensor({3}, dtype, 0.5);
             const Tensor running_var = Tensor::from_vector<double>({0.5, 1.5, 2.0}, {3}).to(dtype);
             const Tensor weight = random_tensor({3}, dtype), bias = random_tensor({3}, dtype);
-            const auto ref = reference_batch_norm(host(x), shape[0], 3, spatial_of(shape), host(weight), host(bias), 1e-5,
-                                                  std::pair{host(running_mean), host(running_var)});
+            const auto ref = reference_batch_norm(host(x), shape[0], 3, spatial_of(shape), host(weight), host(bias),
+                                                  1e-5, std::pair{host(running_mean), host(running_var)});
             const Values mean_before = host(running_mean), var_before = host(running_var);
             expect_values(batch_norm(x, running_mean, running_var, weight, bias, false, 0.1, 1e-5), ref.output,
                           tolerance_for(dtype));
@@ -304,7 +318,8 @@ TEST(BatchNorm, TrainingUpdatesRunningStatisticsWithUnbiasedVariance) {
                 Values expected_mean, expected_var;
                 for (int c = 0; c < 3; ++c) {
                     expected_mean.push_back((1 - momentum) * mean_before[c] + momentum * ref.mean[c]);
-                    expected_var.push_back((1 - momentum) * var_before[c] + momentum * ref.biased_var[c] * count / (count - 1));
+                    expected_var.push_back((1 - momentum) * var_before[c] +
+                                           momentum * ref.biased_var[c] * count / (count - 1));
                 }
                 expect_values(running_mean, expected_mean, tolerance_for(dtype));
                 expect_values(running_var, expected_var, tolerance_for(dtype));
@@ -336,12 +351,13 @@ TEST(BatchNorm, NonContiguousInput) {
 
 TEST(BatchNorm, Float32AgreesWithFloat64ForwardAndBackward) {
     // The larger shapes take the multi-threaded loops; runs of 3000 span several reduction blocks.
-    for (const Shape& shape : {Shape{32, 8}, Shape{4, 8, 9}, Shape{4, 8, 5, 5}, Shape{5000, 8}, Shape{8, 8, 30, 30},
-                               Shape{2, 8, 3000}}) {
+    for (const Shape& shape :
+         {Shape{32, 8}, Shape{4, 8, 9}, Shape{4, 8, 5, 5}, Shape{5000, 8}, Shape{8, 8, 30, 30}, Shape{2, 8, 3000}}) {
         for (bool training : {true, false}) {
             const Tensor x = random_tensor(shape, DType::f64, 2.0, 1.0);
             const Tensor weight = random_tensor({8}, DType::f64), bias = random_tensor({8}, DType::f64);
-            const Tensor running_mean = random_tensor({8}, DType::f64, 0.3), running_var = Tensor::full({8}, 1.7, {.dtype = DType::f64});
+            const Tensor running_mean = random_tensor({8}, DType::f64, 0.3),
+                         running_var = Tensor::full({8}, 1.7, {.dtype = DType::f64});
             const Tensor upstream = random_tensor(shape, DType::f64);
             auto function_for = [training](const Tensor& rm, const Tensor& rv) {
                 return [=](const Tensor& a, const Tensor& w, const Tensor& b) {
@@ -351,9 +367,9 @@ TEST(BatchNorm, Float32AgreesWithFloat64ForwardAndBackward) {
             const auto wide_function = function_for(running_mean, running_var);
             const auto narrow_function = function_for(running_mean.to(DType::f32), running_var.to(DType::f32));
             const Tensor x32 = x.to(DType::f32), w32 = weight.to(DType::f32), b32 = bias.to(DType::f32);
-            const auto ref = reference_batch_norm(host(x), shape[0], 8, spatial_of(shape), host(weight), host(bias), 1e-5,
-                                                  training ? std::nullopt
-                                                           : std::optional{std::pair{host(running_mean), host(running_var)}});
+            const auto ref = reference_batch_norm(
+                host(x), shape[0], 8, spatial_of(shape), host(weight), host(bias), 1e-5,
+                training ? std::nullopt : std::optional{std::pair{host(running_mean), host(running_var)}});
             expect_values(wide_function(x, weight, bias), ref.output, 1e-12);
             expect_tensors_close(narrow_function(x32, w32, b32), wide_function(x, weight, bias), 2e-5);
             const Gradients wide = gradients_of(wide_function, x, weight, bias, upstream);
@@ -393,15 +409,18 @@ TEST(BatchNorm, ConstantChannelsGiveTheBias) {
         const Tensor weight = Tensor::from_vector<double>({2.0, -3.0}, {2}).to(dtype);
         const Tensor bias = Tensor::from_vector<double>({0.5, 0.25}, {2}).to(dtype);
         Tensor running_mean = Tensor::zeros({2}, {.dtype = dtype}), running_var = Tensor::ones({2}, {.dtype = dtype});
-        const kernels::BatchNormForward forward = kernels::batch_norm(x, running_mean, running_var, weight, bias, true, 0.1, 1e-5);
+        const kernels::BatchNormForward forward =
+            kernels::batch_norm(x, running_mean, running_var, weight, bias, true, 0.1, 1e-5);
         expect_values(forward.output, {0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25,
-                                       0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25}, 1e-6);
+                                       0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25},
+                      1e-6);
         expect_values(forward.save_invstd, {1.0 / std::sqrt(1e-5), 1.0 / std::sqrt(1e-5)}, 1e-6);
         expect_values(running_mean, {-0.125, -0.125}, 1e-6);
         expect_values(running_var, {0.9, 0.9}, 1e-6);
-        const Gradients grads = gradients_of(
-            [](const Tensor& a, const Tensor& w, const Tensor& b) { return batch_norm(a, {}, {}, w, b, true, 0.1, 1e-5); }, x,
-            weight, bias, random_tensor({4, 2, 3}, dtype));
+        const Gradients grads =
+            gradients_of([](const Tensor& a, const Tensor& w,
+                            const Tensor& b) { return batch_norm(a, {}, {}, w, b, true, 0.1, 1e-5); },
+                         x, weight, bias, random_tensor({4, 2, 3}, dtype));
         for (double value : host(grads.input)) EXPECT_TRUE(std::isfinite(value));
     }
 }
@@ -429,7 +448,8 @@ TEST(BatchNorm, MatchesPyTorchFixturesInTrainingAndEval) {
 }
 
 TEST(BatchNorm, EvalBackwardRaisesWhenRunningStatisticsChangedInPlace) {
-    const Tensor running_mean = Tensor::zeros({3}, {.dtype = DType::f64}), running_var = Tensor::ones({3}, {.dtype = DType::f64});
+    const Tensor running_mean = Tensor::zeros({3}, {.dtype = DType::f64}),
+                 running_var = Tensor::ones({3}, {.dtype = DType::f64});
     const Tensor x = random_leaf({4, 3});
     const Tensor out = batch_norm(x, running_mean, running_var, {}, {}, false, 0.1, 1e-5);
     batch_norm(x.detach(), running_mean, running_var, {}, {}, true, 0.1, 1e-5);  // a training step in between
@@ -465,8 +485,8 @@ TEST(BatchNorm, RejectsParametersThatDoNotMatchTheChannels) {
 TEST(BatchNorm, RejectsBadInputsAndMissingRunningStatistics) {
     EXPECT_THROW_WITH(batch_norm(Tensor::randn({4}), {}, {}, {}, {}, true, 0.1, 1e-5), ShapeError,
                       "batch_norm: expected an input [N, C] or [N, C, *] with at least 2 dims, got [4]");
-    EXPECT_THROW_WITH(batch_norm(Tensor::ones({2, 3}, {.dtype = DType::i64}), {}, {}, {}, {}, true, 0.1, 1e-5), DTypeError,
-                      "batch_norm");
+    EXPECT_THROW_WITH(batch_norm(Tensor::ones({2, 3}, {.dtype = DType::i64}), {}, {}, {}, {}, true, 0.1, 1e-5),
+                      DTypeError, "batch_norm");
     EXPECT_THROW_WITH(batch_norm(Tensor::randn({2, 3}), {}, {}, {}, {}, false, 0.1, 1e-5), Error,
                       "running_mean and running_var must be given in evaluation mode");
     EXPECT_THROW_WITH(batch_norm(Tensor::randn({2, 3}), Tensor::zeros({3}), {}, {}, {}, true, 0.1, 1e-5), Error,
@@ -478,28 +498,52 @@ TEST(BatchNorm, RejectsBadInputsAndMissingRunningStatistics) {
 TEST(NormalizationGradcheck, LayerNormOverOneAndTwoDims) {
     EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {5}, v[1], v[2]); },
                      {random_leaf({3, 5}, 1.5, 0.5), random_leaf({5}), random_leaf({5})});
-    EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {3, 4}, v[1], v[2]); },
-                     {random_leaf({2, 3, 4}), random_leaf({3, 4}), random_leaf({3, 4})});
+    EXPECT_GRADCHECK(
+        [](const Inputs& v) {
+            return layer_norm(v[0], {3, 4}, v[1], v[2]);
+        },
+        {random_leaf({2, 3, 4}), random_leaf({3, 4}), random_leaf({3, 4})});
     EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {4}); }, {random_leaf({2, 3, 4})});
-    EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {4}, v[1]); }, {random_leaf({3, 4}), random_leaf({4})});
-    EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {4}, {}, v[1]); }, {random_leaf({3, 4}), random_leaf({4})});
+    EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {4}, v[1]); },
+                     {random_leaf({3, 4}), random_leaf({4})});
+    EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0], {4}, {}, v[1]); },
+                     {random_leaf({3, 4}), random_leaf({4})});
     EXPECT_GRADCHECK([](const Inputs& v) { return layer_norm(v[0].t(), {3}, v[1], v[2]); },
                      {random_leaf({3, 4}), random_leaf({3}), random_leaf({3})});
 }
 
 TEST(NormalizationGradcheck, BatchNormTrainingOnTwoThreeAndFourDims) {
-    const Tensor running_mean = Tensor::zeros({3}, {.dtype = DType::f64}), running_var = Tensor::ones({3}, {.dtype = DType::f64});
-    auto train = [&](const Inputs& v) { return batch_norm(v[0], running_mean, running_var, v[1], v[2], true, 0.1, 1e-5); };
+    const Tensor running_mean = Tensor::zeros({3}, {.dtype = DType::f64}),
+                 running_var = Tensor::ones({3}, {.dtype = DType::f64});
+    auto train = [&](const Inputs& v) {
+        return batch_norm(v[0], running_mean, running_var, v[1], v[2], true, 0.1, 1e-5);
+    };
     EXPECT_GRADCHECK(train, {random_leaf({5, 3}), random_leaf({3}), random_leaf({3})});
     EXPECT_GRADCHECK(train, {random_leaf({2, 3, 4}), random_leaf({3}), random_leaf({3})});
     EXPECT_GRADCHECK(train, {random_leaf({2, 3, 2, 3}), random_leaf({3}), random_leaf({3})});
-    EXPECT_GRADCHECK([](const Inputs& v) { return batch_norm(v[0], {}, {}, {}, {}, true, 0.1, 1e-5); }, {random_leaf({2, 3, 4})});
+    EXPECT_GRADCHECK([](const Inputs& v) { return batch_norm(v[0], {}, {}, {}, {}, true, 0.1, 1e-5); },
+                     {random_leaf({2, 3, 4})});
 }
 
 TEST(NormalizationGradcheck, BatchNormEvalTreatsRunningStatisticsAsConstants) {
     const Tensor running_mean = Tensor::from_vector<double>({0.1, -0.3, 0.2}, {3});
     const Tensor running_var = Tensor::from_vector<double>({0.8, 1.3, 2.1}, {3});
-    auto eval = [&](const Inputs& v) { return batch_norm(v[0], running_mean, running_var, v[1], v[2], false, 0.1, 1e-5); };
+    auto eval = [&](const Inputs& v) {
+        return batch_norm(v[0], running_mean, running_var, v[1], v[2], false, 0.1, 1e-5);
+    };
     EXPECT_GRADCHECK(eval, {random_leaf({5, 3}), random_leaf({3}), random_leaf({3})});
     EXPECT_GRADCHECK(eval, {random_leaf({2, 3, 2, 2}), random_leaf({3}), random_leaf({3})});
+}
+
+TEST(NormalizationDevices, CudaOperandsRaiseUntilTheGpuBackendProvidesNormalization) {
+    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
+    const Tensor x = Tensor::zeros({2, 3}, {.device = Device::cuda()});
+    EXPECT_THROW_WITH(layer_norm(x, {3}), DeviceError, "layer_norm: no kernel for device cuda:0");
+    EXPECT_THROW_WITH(batch_norm(x, {}, {}, {}, {}, true, 0.1, 1e-5), DeviceError,
+                      "batch_norm: no kernel for device cuda:0");
+    EXPECT_THROW_WITH(layer_norm(Tensor::zeros({2, 3}), {3}, Tensor::ones({3}, {.device = Device::cuda()})),
+                      DeviceError, "layer_norm: operands are on different devices");
+    EXPECT_THROW_WITH(batch_norm(Tensor::zeros({2, 3}), Tensor::zeros({3}, {.device = Device::cuda()}),
+                                 Tensor::ones({3}, {.device = Device::cuda()}), {}, {}, false, 0.1, 1e-5),
+                      DeviceError, "batch_norm: operands are on different devices");
 }
