@@ -21,8 +21,8 @@ void BM_Conv2dForward(benchmark::State& state) {
     const Tensor weight = Tensor::randn({out_channels, channels, kernel, kernel}), bias = Tensor::randn({out_channels});
     NoGradGuard no_grad;
     for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, weight, bias, params));
-    state.counters["GFLOP/s"] =
-        benchmark::Counter(forward_flops() * state.iterations(), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+    state.counters["GFLOP/s"] = benchmark::Counter(forward_flops() * state.iterations(), benchmark::Counter::kIsRate,
+                                                   benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Conv2dForward)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
@@ -37,8 +37,8 @@ void BM_Conv2dForwardBackward(benchmark::State& state) {
         sum(conv2d(x, weight, bias, params)).backward();
     }
     // backward data and backward weights each cost as much as the forward pass
-    state.counters["GFLOP/s"] = benchmark::Counter(3.0 * forward_flops() * state.iterations(), benchmark::Counter::kIsRate,
-                                                   benchmark::Counter::kIs1000);
+    state.counters["GFLOP/s"] = benchmark::Counter(3.0 * forward_flops() * state.iterations(),
+                                                   benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Conv2dForwardBackward)->Unit(benchmark::kMicrosecond)->UseRealTime();
 

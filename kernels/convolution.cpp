@@ -65,8 +65,8 @@ Shape conv2d_output_shape(const Shape& input, const Shape& weight, const Conv2dP
         const int64_t padded = input[2 + axis] + 2 * padding[axis];
         const int64_t span = dilation[axis] * (weight[2 + axis] - 1) + 1;
         if (span > padded)
-            raise<ShapeError>("conv2d", "kernel ", shape_str({weight[2], weight[3]}), " with dilation ", pair_str(dilation),
-                              " spans ", span, " along ", axis == 0 ? "height" : "width",
+            raise<ShapeError>("conv2d", "kernel ", shape_str({weight[2], weight[3]}), " with dilation ",
+                              pair_str(dilation), " spans ", span, " along ", axis == 0 ? "height" : "width",
                               ", more than the padded input's ", padded, " (input ", shape_str(input), ", weight ",
                               shape_str(weight), ", padding ", pair_str(padding), ")");
         out[2 + axis] = (padded - span) / stride[axis] + 1;
@@ -82,15 +82,17 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     if (bias.defined()) check_same_dtype("conv2d", x, bias);
     const Shape out_shape = conv2d_output_shape(x.shape(), weight.shape(), params);
     if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
-        raise<ShapeError>("conv2d", "bias ", shape_str(bias.shape()), " does not match weight ", shape_str(weight.shape()),
-                          " (expected [", weight.size(0), "])");
+        raise<ShapeError>("conv2d", "bias ", shape_str(bias.shape()), " does not match weight ",
+                          shape_str(weight.shape()), " (expected [", weight.size(0), "])");
 
     Tensor out = Tensor::empty(out_shape, x.options());
     if (out.numel() == 0) return out;
     if (x.numel() == 0) {
         // No channels or no pixels: every tap reads padding, so the output is the bias.
-        if (bias.defined()) copy_into(out, bias_as_channels(bias));
-        else out.fill_(0.0);
+        if (bias.defined())
+            copy_into(out, bias_as_channels(bias));
+        else
+            out.fill_(0.0);
         return out;
     }
     cpu::conv2d_forward(contiguous_copy(x), contiguous_copy(weight), bias.defined() ? contiguous_copy(bias) : Tensor(),
@@ -125,13 +127,16 @@ Conv2dGrads conv2d_backward(const Tensor& grad_output, const Tensor& x, const Te
         if (need_input) grads.input.fill_(0.0);
         if (need_weight) grads.weight.fill_(0.0);
         if (need_bias) {
-            if (grad.numel() == 0) grads.bias.fill_(0.0);
-            else cpu::conv2d_backward_weights(grad, x, params, Tensor(), grads.bias);
+            if (grad.numel() == 0)
+                grads.bias.fill_(0.0);
+            else
+                cpu::conv2d_backward_weights(grad, x, params, Tensor(), grads.bias);
         }
         return grads;
     }
     if (need_input) cpu::conv2d_backward_data(grad, contiguous_copy(weight), params, grads.input);
-    if (need_weight || need_bias) cpu::conv2d_backward_weights(grad, contiguous_copy(x), params, grads.weight, grads.bias);
+    if (need_weight || need_bias)
+        cpu::conv2d_backward_weights(grad, contiguous_copy(x), params, grads.weight, grads.bias);
     return grads;
 }
 

@@ -26,7 +26,26 @@ void Optimizer::add_parameters(const std::vector<Tensor>& parameters) {
     }
 }
 
+void Optimizer::set_parameters(std::vector<Tensor> parameters) {
+    for (const Tensor& p : parameters)
+        if (!p.defined() || !p.is_leaf() || !is_floating(p.dtype()))
+            raise<Error>("Optimizer", "parameters must be floating leaf tensors, got ", p.describe());
+    std::vector<int> source(parameters.size(), -1);
+    for (size_t i = 0; i < parameters.size(); ++i)
+        for (size_t j = 0; j < parameters_.size(); ++j)
+            if (parameters_[j].impl() == parameters[i].impl()) source[i] = static_cast<int>(j);
+    remap_state(source);
+    parameters_ = std::move(parameters);
+}
+
 namespace {
+
+template <typename T>
+std::vector<T> remapped(const std::vector<T>& old, const std::vector<int>& source, T fresh = T()) {
+    std::vector<T> result;
+    for (int index : source) result.push_back(index >= 0 && index < static_cast<int>(old.size()) ? old[index] : fresh);
+    return result;
+}
 
 // Raises ArtifactError unless `state` holds `name` with `like`'s shape; returns it.
 Tensor state_entry(const TensorMap& state, const std::string& name, const Tensor& like, const char* op) {
@@ -77,6 +96,8 @@ void SGD::step() {
         p.impl()->storage->bump_version();
     }
 }
+
+void SGD::remap_state(const std::vector<int>& source) { momentum_buffers_ = remapped(momentum_buffers_, source); }
 
 TensorMap SGD::state_dict() const {
     TensorMap state{{"lr", Tensor::scalar(learning_rate_, {.dtype = DType::f64})}};
@@ -131,6 +152,12 @@ void AdamW::step() {
         kernels::add_into(p, exp_avg_[i] / denominator, -learning_rate_ / bias_correction1);
         p.impl()->storage->bump_version();
     }
+}
+
+void AdamW::remap_state(const std::vector<int>& source) {
+    exp_avg_ = remapped(exp_avg_, source);
+    exp_avg_sq_ = remapped(exp_avg_sq_, source);
+    steps_ = remapped<int64_t>(steps_, source, 0);
 }
 
 TensorMap AdamW::state_dict() const {

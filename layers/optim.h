@@ -22,11 +22,17 @@ public:
     const std::vector<Tensor>& parameters() const { return parameters_; }
     // Adds parameters (e.g. a seed kernel's weights that appeared mid-training) with fresh state.
     void add_parameters(const std::vector<Tensor>& parameters);
+    // Replaces the parameter list: tensors already present keep their state (matched by identity),
+    // new ones start fresh, absent ones are dropped (e.g. an unloaded seed kernel's weights).
+    void set_parameters(std::vector<Tensor> parameters);
     // Per-parameter state by "<index>.<name>" plus scalars; for checkpoints.
     virtual TensorMap state_dict() const = 0;
     virtual void load_state_dict(const TensorMap& state) = 0;
 
 protected:
+    // Reorders per-parameter state: entry i of the new list takes old entry source[i] (-1: fresh).
+    virtual void remap_state(const std::vector<int>& source) = 0;
+
     std::vector<Tensor> parameters_;
     double learning_rate_ = 0.0;
 };
@@ -47,6 +53,7 @@ public:
     void load_state_dict(const TensorMap& state) override;
 
 private:
+    void remap_state(const std::vector<int>& source) override;
     SGDOptions options_;
     std::vector<Tensor> momentum_buffers_;  // undefined until a parameter's first step
 };
@@ -67,6 +74,7 @@ public:
     void load_state_dict(const TensorMap& state) override;
 
 private:
+    void remap_state(const std::vector<int>& source) override;
     AdamWOptions options_;
     std::vector<Tensor> exp_avg_, exp_avg_sq_;
     std::vector<int64_t> steps_;

@@ -71,3 +71,10 @@ inline Tensor random_transposed_leaf(const Shape& shape) {
                 << "message was: " << error.what();                                               \
         }                                                                                         \
     } while (0)
+
+// EXPECT that gradcheck(function, inputs...) passes, printing the first mismatch otherwise.
+#define EXPECT_GRADCHECK(function, ...)                                  \
+    do {                                                                 \
+        const GradcheckResult result = gradcheck(function, __VA_ARGS__); \
+        EXPECT_TRUE(result.passed) << result.message;                    \
+    } while (0)

@@ -2,12 +2,13 @@
 // data, backward weights with the bias gradient fused; cached per geometry, layouts chosen by oneDNN),
 // direct OpenMP loops for float64 (gradient checks). Operands arrive contiguous (NCHW activations,
 // OIHW weights) with shapes checked by kernels/convolution.cpp.
+#include "kernels/convolution.h"
+
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "kernels/convolution.h"
 #include "kernels/cpu/onednn_utils.h"
 
 namespace kasmina::kernels::cpu {
@@ -30,8 +31,8 @@ Geometry geometry(const Conv2dParams& params) {
 }
 
 std::string params_key(const Conv2dParams& params) {
-    return make_message("s", params.stride[0], ",", params.stride[1], "p", params.padding[0], ",", params.padding[1], "d",
-                        params.dilation[0], ",", params.dilation[1], "g", params.groups);
+    return make_message("s", params.stride[0], ",", params.stride[1], "p", params.padding[0], ",", params.padding[1],
+                        "d", params.dilation[0], ",", params.dilation[1], "g", params.groups);
 }
 
 // activations [N, C, H, W] as nchw
@@ -47,7 +48,9 @@ memory::desc weight_desc(const Shape& shape, int64_t groups) {
                         memory::format_tag::goihw);
 }
 
-memory::desc bias_desc(int64_t channels) { return memory::desc({channels}, memory::data_type::f32, memory::format_tag::x); }
+memory::desc bias_desc(int64_t channels) {
+    return memory::desc({channels}, memory::data_type::f32, memory::format_tag::x);
+}
 
 // Tensors hold plain layouts, but primitives are created with "any" so oneDNN picks its blocked or
 // channels-last layouts, and execute() reorders around them. At x[8, 32, 32, 32], 32 out, 3x3 with 2
@@ -58,7 +61,8 @@ memory::desc any_layout(const memory::desc& plain) {
 }
 
 dnnl::convolution_forward::primitive_desc forward_descriptor(dnnl::prop_kind kind, const Shape& x, const Shape& weight,
-                                                             bool with_bias, const Shape& out, const Conv2dParams& params) {
+                                                             bool with_bias, const Shape& out,
+                                                             const Conv2dParams& params) {
     const Geometry g = geometry(params);
     const dnnl::convolution_forward::desc desc(
         kind, dnnl::algorithm::convolution_direct, any_layout(activation_desc(x)),
@@ -84,8 +88,8 @@ struct Argument {
 void execute(const std::string& key, const dnnl::primitive& primitive, const std::vector<Argument>& inputs,
              const std::vector<Argument>& outputs) {
     auto reorder = [&](int index, const char* direction, const memory& from, const memory& to) {
-        const dnnl::primitive converter =
-            onednn::cached_primitive(key + "|" + direction + std::to_string(index), [&] { return dnnl::reorder(from, to); });
+        const dnnl::primitive converter = onednn::cached_primitive(key + "|" + direction + std::to_string(index),
+                                                                   [&] { return dnnl::reorder(from, to); });
         converter.execute(onednn::stream(), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
     };
     std::unordered_map<int, memory> arguments;
@@ -121,8 +125,8 @@ void onednn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                     const Tensor& out) {
     const std::string key = onednn::geometry_key("conv2d_forward", {&x, &weight, &bias, &out}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        return dnnl::convolution_forward(forward_descriptor(dnnl::prop_kind::forward_inference, x.shape(), weight.shape(),
-                                                            bias.defined(), out.shape(), params));
+        return dnnl::convolution_forward(forward_descriptor(dnnl::prop_kind::forward_inference, x.shape(),
+                                                            weight.shape(), bias.defined(), out.shape(), params));
     });
     std::vector<Argument> inputs{{DNNL_ARG_SRC, wrap(activation_desc(x.shape()), x)},
                                  {DNNL_ARG_WEIGHTS, wrap(weight_desc(weight.shape(), params.groups), weight)}};
@@ -135,14 +139,15 @@ void onednn_backward_data(const Tensor& grad_output, const Tensor& weight, const
     const std::string key =
         onednn::geometry_key("conv2d_backward_data", {&grad_output, &weight, &grad_input}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, grad_input.shape(), weight.shape(), false,
-                                             grad_output.shape(), params);
+        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, grad_input.shape(), weight.shape(),
+                                             false, grad_output.shape(), params);
         const Geometry g = geometry(params);
         const dnnl::convolution_backward_data::desc desc(
             dnnl::algorithm::convolution_direct, any_layout(activation_desc(grad_input.shape())),
             any_layout(weight_desc(weight.shape(), params.groups)), any_layout(activation_desc(grad_output.shape())),
             g.strides, g.dilates, g.padding_l, g.padding_r);
-        return dnnl::convolution_backward_data(dnnl::convolution_backward_data::primitive_desc(desc, onednn::engine(), hint));
+        return dnnl::convolution_backward_data(
+            dnnl::convolution_backward_data::primitive_desc(desc, onednn::engine(), hint));
     });
     execute(key, primitive,
             {{DNNL_ARG_DIFF_DST, wrap(activation_desc(grad_output.shape()), grad_output)},
@@ -152,22 +157,23 @@ void onednn_backward_data(const Tensor& grad_output, const Tensor& weight, const
 
 void onednn_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
                              const Tensor& grad_weight, const Tensor& grad_bias) {
-    const std::string key = onednn::geometry_key("conv2d_backward_weights", {&grad_output, &x, &grad_weight, &grad_bias},
-                                                 params_key(params));
+    const std::string key = onednn::geometry_key("conv2d_backward_weights",
+                                                 {&grad_output, &x, &grad_weight, &grad_bias}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const bool with_bias = grad_bias.defined();
-        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, x.shape(), grad_weight.shape(), with_bias,
-                                             grad_output.shape(), params);
+        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, x.shape(), grad_weight.shape(),
+                                             with_bias, grad_output.shape(), params);
         const Geometry g = geometry(params);
         const dnnl::convolution_backward_weights::desc desc(
             dnnl::algorithm::convolution_direct, any_layout(activation_desc(x.shape())),
             any_layout(weight_desc(grad_weight.shape(), params.groups)),
-            with_bias ? bias_desc(grad_weight.size(0)) : memory::desc(), any_layout(activation_desc(grad_output.shape())),
-            g.strides, g.dilates, g.padding_l, g.padding_r);
+            with_bias ? bias_desc(grad_weight.size(0)) : memory::desc(),
+            any_layout(activation_desc(grad_output.shape())), g.strides, g.dilates, g.padding_l, g.padding_r);
         return dnnl::convolution_backward_weights(
             dnnl::convolution_backward_weights::primitive_desc(desc, onednn::engine(), hint));
     });
-    std::vector<Argument> outputs{{DNNL_ARG_DIFF_WEIGHTS, wrap(weight_desc(grad_weight.shape(), params.groups), grad_weight)}};
+    std::vector<Argument> outputs{
+        {DNNL_ARG_DIFF_WEIGHTS, wrap(weight_desc(grad_weight.shape(), params.groups), grad_weight)}};
     if (grad_bias.defined()) outputs.push_back({DNNL_ARG_DIFF_BIAS, wrap(bias_desc(grad_bias.size(0)), grad_bias)});
     execute(key, primitive,
             {{DNNL_ARG_SRC, wrap(activation_desc(x.shape()), x)},
@@ -189,15 +195,15 @@ void guarded(const char* op, Fn&& fn) {
 
 // Sizes of one convolution, read from its operands' shapes.
 struct Extents {
-    int64_t batch, channels, height, width;                 // input [N, C, H, W]
+    int64_t batch, channels, height, width;                    // input [N, C, H, W]
     int64_t out_channels, group_channels, kernel_h, kernel_w;  // weight [O, C / G, KH, KW]
-    int64_t out_h, out_w;                                   // output [N, O, OH, OW]
-    int64_t groups, group_out_channels;                     // G, O / G
+    int64_t out_h, out_w;                                      // output [N, O, OH, OW]
+    int64_t groups, group_out_channels;                        // G, O / G
 };
 
 Extents extents(const Shape& input, const Shape& weight, const Shape& output, int64_t groups) {
-    return {input[0], input[1], input[2],  input[3],  weight[0], weight[1], weight[2],
-            weight[3], output[2], output[3], groups,   weight[0] / groups};
+    return {input[0],  input[1],  input[2],  input[3],  weight[0], weight[1],
+            weight[2], weight[3], output[2], output[3], groups,    weight[0] / groups};
 }
 
 // Input row/column read by output position `out` through kernel tap `tap`; may lie in the padding.
@@ -207,7 +213,7 @@ inline int64_t input_index(int64_t out, int64_t tap, int64_t axis, const Conv2dP
 
 constexpr int64_t parallel_threshold = 1 << 15;  // multiply-adds below which threads cost more than they save
 
-// out[n, o] = bias[o] + sum over the group's channels c and taps (kh, kw) of weight[o, c, kh, kw] * x[n, g * C/G + c, ...]
+// out[n, o] = bias[o] + sum over the group's channels c and taps (kh, kw) of weight[o, c, kh, kw] * x[n, g*C/G + c]
 template <typename T>
 void direct_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
                     const Tensor& out) {

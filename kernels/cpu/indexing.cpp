@@ -1,33 +1,29 @@
 // Index-driven ops on the CPU: index_select / index_add (rows picked along a dim), gather /
 // scatter_add (per-element indices), one_hot. Indices are validated by the dispatcher.
+#include "kernels/cpu/axis_split.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kasmina::kernels::cpu {
 namespace {
 
-// View a contiguous tensor as [outer, size(dim), inner].
-struct Split {
-    int64_t outer = 1, n = 1, inner = 1;
-};
+std::vector<int64_t> read_indices(const Tensor& index) { return index.to_vector<int64_t>(); }
 
-Split split_at(const Shape& shape, int64_t dim) {
-    Split split;
-    for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
-        if (d < dim) split.outer *= shape[d];
-        else if (d == dim) split.n = shape[d];
-        else split.inner *= shape[d];
+// torch.gather / scatter_add addressing: the element offset in a contiguous tensor of `strides`
+// for entry `linear` of an index tensor of `index_shape`, with dimension `dim` replaced by `pick`.
+int64_t picked_offset(int64_t linear, const Shape& index_shape, const Shape& strides, int64_t dim, int64_t pick) {
+    int64_t offset = 0;
+    for (int64_t d = static_cast<int64_t>(index_shape.size()) - 1; d >= 0; --d) {
+        const int64_t coordinate = linear % index_shape[d];
+        linear /= index_shape[d];
+        offset += (d == dim ? pick : coordinate) * strides[d];
     }
-    return split;
-}
-
-std::vector<int64_t> read_indices(const Tensor& index) {
-    return index.to_vector<int64_t>();
+    return offset;
 }
 
 }  // namespace
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
-    const Split in = split_at(x.shape(), dim);
+    const AxisSplit in = split_at(x.shape(), dim);
     const std::vector<int64_t> picks = read_indices(index);
     const int64_t count = static_cast<int64_t>(picks.size());
     dispatch_all(x.dtype(), "index_select", [&]<typename T>() {
@@ -44,7 +40,7 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
 }
 
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& source) {
-    const Split target = split_at(out.shape(), dim);
+    const AxisSplit target = split_at(out.shape(), dim);
     const std::vector<int64_t> picks = read_indices(index);
     const int64_t count = static_cast<int64_t>(picks.size());
     dispatch_numeric(out.dtype(), "index_add", [&]<typename T>() {
@@ -71,15 +67,8 @@ void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out
     dispatch_all(x.dtype(), "gather", [&]<typename T>() {
         const T* source = static_cast<const T*>(x.raw_data());
         T* result = static_cast<T*>(out.raw_data());
-        for (int64_t linear = 0; linear < total; ++linear) {
-            int64_t rest = linear, offset = 0;
-            for (int64_t d = static_cast<int64_t>(index_shape.size()) - 1; d >= 0; --d) {
-                const int64_t coordinate = rest % index_shape[d];
-                rest /= index_shape[d];
-                offset += (d == dim ? picks[linear] : coordinate) * x_strides[d];
-            }
-            result[linear] = source[offset];
-        }
+        for (int64_t linear = 0; linear < total; ++linear)
+            result[linear] = source[picked_offset(linear, index_shape, x_strides, dim, picks[linear])];
     });
 }
 
@@ -91,15 +80,8 @@ void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tens
     dispatch_numeric(out.dtype(), "scatter_add", [&]<typename T>() {
         const T* from = static_cast<const T*>(source.raw_data());
         T* result = static_cast<T*>(out.raw_data());
-        for (int64_t linear = 0; linear < total; ++linear) {
-            int64_t rest = linear, offset = 0;
-            for (int64_t d = static_cast<int64_t>(index_shape.size()) - 1; d >= 0; --d) {
-                const int64_t coordinate = rest % index_shape[d];
-                rest /= index_shape[d];
-                offset += (d == dim ? picks[linear] : coordinate) * out_strides[d];
-            }
-            result[offset] += from[linear];
-        }
+        for (int64_t linear = 0; linear < total; ++linear)
+            result[picked_offset(linear, index_shape, out_strides, dim, picks[linear])] += from[linear];
     });
 }
 

@@ -3,28 +3,15 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/axis_split.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/onednn_utils.h"
 
 namespace kasmina::kernels::cpu {
 namespace {
 
-struct AxisGeometry {
-    int64_t outer = 1, n = 1, inner = 1;
-};
-
-AxisGeometry axis_geometry(const Shape& shape, int64_t dim) {
-    AxisGeometry geometry;
-    for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
-        if (d < dim) geometry.outer *= shape[d];
-        else if (d == dim) geometry.n = shape[d];
-        else geometry.inner *= shape[d];
-    }
-    return geometry;
-}
-
 template <typename T>
-void softmax_loop(const T* x, T* y, AxisGeometry g, bool log) {
+void softmax_loop(const T* x, T* y, AxisSplit g, bool log) {
 #pragma omp parallel for collapse(2) schedule(static) if (g.outer * g.n * g.inner > 32768)
     for (int64_t o = 0; o < g.outer; ++o) {
         for (int64_t i = 0; i < g.inner; ++i) {
@@ -45,7 +32,7 @@ void softmax_loop(const T* x, T* y, AxisGeometry g, bool log) {
 }
 
 template <typename T>
-void softmax_backward_loop(const T* grad, const T* y, T* out, AxisGeometry g, bool log) {
+void softmax_backward_loop(const T* grad, const T* y, T* out, AxisSplit g, bool log) {
 #pragma omp parallel for collapse(2) schedule(static) if (g.outer * g.n * g.inner > 32768)
     for (int64_t o = 0; o < g.outer; ++o) {
         for (int64_t i = 0; i < g.inner; ++i) {
@@ -84,7 +71,7 @@ void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
         return;
     }
     dispatch_floating(x.dtype(), "softmax", [&]<typename T>() {
-        softmax_loop(static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), axis_geometry(x.shape(), dim), log);
+        softmax_loop(static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), split_at(x.shape(), dim), log);
     });
 }
 
@@ -114,7 +101,7 @@ void softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim, bool log
     }
     dispatch_floating(y.dtype(), "softmax_backward", [&]<typename T>() {
         softmax_backward_loop(static_cast<const T*>(grad.raw_data()), static_cast<const T*>(y.raw_data()),
-                              static_cast<T*>(out.raw_data()), axis_geometry(y.shape(), dim), log);
+                              static_cast<T*>(out.raw_data()), split_at(y.shape(), dim), log);
     });
 }
 

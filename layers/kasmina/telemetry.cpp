@@ -46,7 +46,8 @@ void MemoryTelemetry::clear() {
     reports_.clear();
 }
 
-JsonLinesTelemetry::JsonLinesTelemetry(const std::string& path) : stream_(path, std::ios::trunc) {
+JsonLinesTelemetry::JsonLinesTelemetry(const std::string& path, bool append)
+    : stream_(path, append ? std::ios::app : std::ios::trunc) {
     if (!stream_) raise<Error>("JsonLinesTelemetry", "cannot open '", path, "' for writing");
 }
 

@@ -45,7 +45,8 @@ private:
 
 class JsonLinesTelemetry final : public TelemetrySink {
 public:
-    explicit JsonLinesTelemetry(const std::string& path);  // truncates; raises Error if it cannot open
+    // Truncates the file unless `append`; raises Error if it cannot be opened.
+    explicit JsonLinesTelemetry(const std::string& path, bool append = false);
     void report(const LayerReport& report) override;
 
 private:

@@ -7,12 +7,6 @@ using kasmina::testing::random_leaf;
 using kasmina::testing::random_transposed_leaf;
 using Inputs = std::vector<Tensor>;
 
-#define EXPECT_GRADCHECK(function, ...)                                         \
-    do {                                                                        \
-        const GradcheckResult result = gradcheck(function, __VA_ARGS__);        \
-        EXPECT_TRUE(result.passed) << result.message;                           \
-    } while (0)
-
 TEST(Gradcheck, BinaryArithmeticWithBroadcasting) {
     const Tensor a = random_leaf({2, 3}), row = random_leaf({3}), column = random_leaf({2, 1}, 0.5, 2.0);
     EXPECT_GRADCHECK([](const Inputs& x) { return x[0] + x[1]; }, {a, row});

@@ -2,10 +2,11 @@
 // geometry (padding, stride, dilation, groups, depthwise, non-square kernels, no bias, 1x1), the
 // float32 oneDNN path against the float64 loops (forward and backward), gradients against finite
 // differences, non-contiguous operands, and the errors bad shapes raise.
+#include "autograd/convolution.h"
+
 #include <string>
 #include <vector>
 
-#include "autograd/convolution.h"
 #include "kernels/convolution.h"
 #include "test_util.h"
 
@@ -16,12 +17,6 @@ using kasmina::testing::expect_values;
 using kasmina::testing::random_leaf;
 using kasmina::testing::random_transposed_leaf;
 using Inputs = std::vector<Tensor>;
-
-#define EXPECT_GRADCHECK(function, ...)                                  \
-    do {                                                                 \
-        const GradcheckResult result = gradcheck(function, __VA_ARGS__); \
-        EXPECT_TRUE(result.passed) << result.message;                    \
-    } while (0)
 
 namespace {
 
@@ -46,7 +41,8 @@ const std::vector<ConvCase> cases = {
     {"NonSquareKernel3x1", {2, 3, 5, 4}, {4, 3, 3, 1}, true, {.padding = {1, 0}}},
     {"NoBias", {2, 3, 5, 5}, {4, 3, 3, 3}, false, {.padding = {1, 1}}},
     {"Batch1Kernel1x1", {1, 5, 4, 4}, {3, 5, 1, 1}, true, {}},
-    {"MixedStrideAndDilation", {2, 2, 7, 6}, {3, 2, 2, 3}, true, {.stride = {2, 1}, .padding = {0, 1}, .dilation = {1, 2}}},
+    // stride (2, 1), padding (0, 1), dilation (1, 2)
+    {"MixedStrideAndDilation", {2, 2, 7, 6}, {3, 2, 2, 3}, true, {{2, 1}, {0, 1}, {1, 2}, 1}},
     {"PaddingWiderThanKernel", {1, 2, 3, 3}, {2, 2, 2, 2}, true, {.padding = {2, 2}}},
 };
 
@@ -149,8 +145,8 @@ TEST_P(Conv2dCase, GradientsOfInputWeightAndBiasPassGradcheck) {
     const Conv2dParams params = c.params;
     Inputs inputs{random_leaf(c.input), random_leaf(c.weight)};
     if (c.bias) inputs.push_back(random_leaf({c.weight[0]}));
-    EXPECT_GRADCHECK(
-        [params](const Inputs& v) { return conv2d(v[0], v[1], v.size() > 2 ? v[2] : Tensor(), params); }, inputs);
+    EXPECT_GRADCHECK([params](const Inputs& v) { return conv2d(v[0], v[1], v.size() > 2 ? v[2] : Tensor(), params); },
+                     inputs);
 }
 
 INSTANTIATE_TEST_SUITE_P(Geometries, Conv2dCase, ::testing::ValuesIn(cases),
@@ -163,7 +159,8 @@ TEST(Conv2d, NonContiguousInputGivesTheSameValuesAsItsDenseCopy) {
         // A channels-last buffer [N, H, W, C] viewed as [N, C, H, W].
         const Tensor x = Tensor::randn({2, 5, 6, 3}, {.dtype = dtype}).permute({0, 3, 1, 2});
         ASSERT_FALSE(x.is_contiguous());
-        const Tensor weight = Tensor::randn({4, 3, 3, 3}, {.dtype = dtype}), bias = Tensor::randn({4}, {.dtype = dtype});
+        const Tensor weight = Tensor::randn({4, 3, 3, 3}, {.dtype = dtype}),
+                     bias = Tensor::randn({4}, {.dtype = dtype});
         const Tensor out = conv2d(x, weight, bias, params);
         expect_tensors_close(out, conv2d(x.contiguous(), weight, bias, params), 1e-6);
         expect_tensors_close(out, reference_conv2d(x, weight, bias, params), 1e-5);
@@ -188,8 +185,9 @@ TEST(Conv2d, BackwardFillsFloat32GradsOfInputWeightAndBias) {
     // d sum / d bias[o] counts the output positions: N * OH * OW = 2 * 3 * 3.
     expect_values(bias.grad(), {18, 18, 18, 18});
     // d sum / d x[n, c, i, j] = sum of the weight taps that read (i, j): compare with float64 loops.
-    const auto expected = kernels::conv2d_backward(Tensor::ones({2, 4, 3, 3}, {.dtype = DType::f64}), x.detach().to(DType::f64),
-                                                   weight.detach().to(DType::f64), true, params, true, true, true);
+    const auto expected =
+        kernels::conv2d_backward(Tensor::ones({2, 4, 3, 3}, {.dtype = DType::f64}), x.detach().to(DType::f64),
+                                 weight.detach().to(DType::f64), true, params, true, true, true);
     expect_tensors_close(x.grad(), expected.input, 1e-5);
     expect_tensors_close(weight.grad(), expected.weight, 1e-5);
 }
@@ -252,18 +250,21 @@ TEST(Conv2dErrors, KernelLargerThanPaddedInput) {
     EXPECT_THROW_WITH(conv2d(Tensor::zeros({1, 1, 2, 2}), Tensor::zeros({1, 1, 3, 3})), ShapeError,
                       "conv2d: kernel [3, 3] with dilation [1, 1] spans 3 along height, more than the padded input's 2 "
                       "(input [1, 1, 2, 2], weight [1, 1, 3, 3], padding [0, 0])");
-    EXPECT_THROW_WITH(conv2d(Tensor::zeros({1, 1, 9, 4}), Tensor::zeros({1, 1, 3, 3}), {}, {.padding = {0, 1}, .dilation = {1, 3}}),
-                      ShapeError,
-                      "conv2d: kernel [3, 3] with dilation [1, 3] spans 7 along width, more than the padded input's 6 "
-                      "(input [1, 1, 9, 4], weight [1, 1, 3, 3], padding [0, 1])");
+    EXPECT_THROW_WITH(
+        conv2d(Tensor::zeros({1, 1, 9, 4}), Tensor::zeros({1, 1, 3, 3}), {}, {.padding = {0, 1}, .dilation = {1, 3}}),
+        ShapeError,
+        "conv2d: kernel [3, 3] with dilation [1, 3] spans 7 along width, more than the padded input's 6 "
+        "(input [1, 1, 9, 4], weight [1, 1, 3, 3], padding [0, 1])");
 }
 
 TEST(Conv2dErrors, InvalidParametersAreRejected) {
     const Tensor x = Tensor::zeros({1, 2, 5, 5}), weight = Tensor::zeros({2, 2, 3, 3});
-    EXPECT_THROW_WITH(conv2d(x, weight, {}, {.stride = {0, 1}}), ShapeError, "conv2d: stride must be positive, got [0, 1]");
+    EXPECT_THROW_WITH(conv2d(x, weight, {}, {.stride = {0, 1}}), ShapeError,
+                      "conv2d: stride must be positive, got [0, 1]");
     EXPECT_THROW_WITH(conv2d(x, weight, {}, {.padding = {-1, 0}}), ShapeError,
                       "conv2d: padding must be non-negative, got [-1, 0]");
-    EXPECT_THROW_WITH(conv2d(x, weight, {}, {.dilation = {1, 0}}), ShapeError, "conv2d: dilation must be positive, got [1, 0]");
+    EXPECT_THROW_WITH(conv2d(x, weight, {}, {.dilation = {1, 0}}), ShapeError,
+                      "conv2d: dilation must be positive, got [1, 0]");
     EXPECT_THROW_WITH(conv2d(x, weight, {}, {.groups = 0}), ShapeError, "conv2d: groups must be positive, got 0");
 }
 
@@ -273,10 +274,12 @@ TEST(Conv2dErrors, BiasMustHaveOneValuePerOutputChannel) {
 }
 
 TEST(Conv2dErrors, DtypesMustMatchAndBeFloating) {
-    EXPECT_THROW_WITH(conv2d(Tensor::zeros({1, 2, 5, 5}), Tensor::zeros({3, 2, 3, 3}, {.dtype = DType::f64})), DTypeError,
-                      "conv2d: operands have different dtypes: float32[1, 2, 5, 5] on cpu and float64[3, 2, 3, 3] on cpu");
-    EXPECT_THROW_WITH(conv2d(Tensor::zeros({1, 2, 5, 5}, {.dtype = DType::i64}), Tensor::zeros({3, 2, 3, 3}, {.dtype = DType::i64})),
-                      DTypeError, "conv2d: expected float32 or float64 operands, got int64[1, 2, 5, 5]");
+    EXPECT_THROW_WITH(
+        conv2d(Tensor::zeros({1, 2, 5, 5}), Tensor::zeros({3, 2, 3, 3}, {.dtype = DType::f64})), DTypeError,
+        "conv2d: operands have different dtypes: float32[1, 2, 5, 5] on cpu and float64[3, 2, 3, 3] on cpu");
+    EXPECT_THROW_WITH(
+        conv2d(Tensor::zeros({1, 2, 5, 5}, {.dtype = DType::i64}), Tensor::zeros({3, 2, 3, 3}, {.dtype = DType::i64})),
+        DTypeError, "conv2d: expected float32 or float64 operands, got int64[1, 2, 5, 5]");
 }
 
 TEST(Conv2dErrors, GradOutputMustHaveTheOutputShape) {

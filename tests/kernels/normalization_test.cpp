@@ -16,12 +16,6 @@ using kasmina::testing::random_leaf;
 using Inputs = std::vector<Tensor>;
 using Values = std::vector<double>;
 
-#define EXPECT_GRADCHECK(function, ...)                                  \
-    do {                                                                 \
-        const GradcheckResult result = gradcheck(function, __VA_ARGS__); \
-        EXPECT_TRUE(result.passed) << result.message;                    \
-    } while (0)
-
 namespace {
 
 Tensor random_tensor(const Shape& shape, DType dtype = DType::f32, double scale = 1.0, double shift = 0.0) {

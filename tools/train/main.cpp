@@ -1,0 +1,333 @@
+// kasmina-train: morphogenetic training on Fashion-MNIST, end to end. Trains the demo network
+// (tools/train/model.h) wrapped with Kasmina layers; at a validation plateau the controller
+// germinates seeds, ramps them in, and keeps or unloads them. Writes a JSON report, the telemetry
+// JSON-lines file and a checkpoint from which --resume continues bit for bit.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "kasmina.h"
+#include "layers/kasmina/kernel_store.h"
+#include "layers/kasmina/wrap.h"
+#include "tools/train/controller.h"
+#include "tools/train/fashion_mnist.h"
+#include "tools/train/model.h"
+
+using namespace kasmina;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Config {
+    std::string device = cuda_is_available() ? "cuda" : "cpu";
+    int epochs = 6;
+    int64_t batch_size = 128;
+    uint64_t seed = 1;
+    bool seeds = true;
+    std::string out = "runs/fashion-mnist";
+    std::string data_dir;
+    std::string store;
+    std::string optimizer = "adamw";
+    double lr = 2e-3;
+    bool resume = false;
+    int64_t validation = 5000;
+    train::ControllerOptions controller;
+};
+
+void usage(FILE* stream) {
+    std::fprintf(stream,
+                 "usage: kasmina-train [--device cpu|cuda] [--epochs N] [--batch-size N] [--seed N] [--no-seeds]\n"
+                 "                     [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
+                 "                     [--plateau-delta POINTS] [--min-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
+                 "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README).\n");
+}
+
+Config parse(int argc, char** argv) {
+    Config config;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw Error("missing value after " + flag);
+            return argv[++i];
+        };
+        auto number = [&](double low, double high) {
+            const std::string text = value();
+            char* end = nullptr;
+            const double parsed = std::strtod(text.c_str(), &end);
+            if (end == text.c_str() || *end != '\0' || !(parsed >= low && parsed <= high))
+                throw Error(make_message(flag, " expects a number in [", low, ", ", high, "], got '", text, "'"));
+            return parsed;
+        };
+        if (flag == "--help" || flag == "-h") {
+            usage(stdout);
+            std::exit(0);
+        } else if (flag == "--device") config.device = value();
+        else if (flag == "--epochs") config.epochs = static_cast<int>(number(1, 1000));
+        else if (flag == "--batch-size") config.batch_size = static_cast<int64_t>(number(2, 65536));
+        else if (flag == "--seed") config.seed = static_cast<uint64_t>(number(0, 1e15));
+        else if (flag == "--no-seeds") config.seeds = false;
+        else if (flag == "--out") config.out = value();
+        else if (flag == "--data-dir") config.data_dir = value();
+        else if (flag == "--store") config.store = value();
+        else if (flag == "--optimizer") config.optimizer = value();
+        else if (flag == "--lr") config.lr = number(0, 10);
+        else if (flag == "--plateau-delta") config.controller.plateau_delta = number(-100, 100);
+        else if (flag == "--min-epoch") config.controller.min_epoch = static_cast<int>(number(1, 1000));
+        else if (flag == "--alpha") config.controller.target_alpha = number(0, 1);
+        else if (flag == "--ramp-steps") config.controller.ramp_steps = static_cast<int64_t>(number(0, 1e9));
+        else if (flag == "--resume") config.resume = true;
+        else throw Error("unknown option '" + flag + "'");
+    }
+    if (config.optimizer != "adamw" && config.optimizer != "sgd") throw Error("--optimizer must be adamw or sgd");
+    config.controller.seed = config.seed;
+    if (config.store.empty()) config.store = config.out + "/store";
+    return config;
+}
+
+// A permutation of [0, n) drawn from the counter-based generator (reproducible for a seed and epoch).
+std::vector<int64_t> shuffled(int64_t n, uint64_t seed) {
+    Generator generator(seed);
+    const std::vector<double> keys = Tensor::rand({n}, {.dtype = DType::f64}, &generator).to_vector<double>();
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
+    return order;
+}
+
+Tensor index_tensor(const std::vector<int64_t>& order, int64_t begin, int64_t count) {
+    return Tensor::from_vector<int64_t>(std::vector<int64_t>(order.begin() + begin, order.begin() + begin + count), {count});
+}
+
+double accuracy(nn::Module& model, const Tensor& images, const Tensor& labels, Device device) {
+    NoGradGuard no_grad;
+    const bool was_training = model.is_training();
+    model.eval();
+    int64_t correct = 0;
+    const int64_t n = labels.size(0), chunk = 1000;
+    for (int64_t begin = 0; begin < n; begin += chunk) {
+        const int64_t count = std::min(chunk, n - begin);
+        const Tensor logits = model.forward(images.narrow(0, begin, count).to(device));
+        const std::vector<int64_t> predicted = argmax(logits, 1).to(Device::cpu()).to_vector<int64_t>();
+        const std::vector<int64_t> truth = labels.narrow(0, begin, count).to_vector<int64_t>();
+        for (int64_t i = 0; i < count; ++i) correct += predicted[i] == truth[i];
+    }
+    model.train(was_training);
+    return 100.0 * static_cast<double>(correct) / static_cast<double>(n);
+}
+
+void progress(int epoch, int epochs, int64_t step, int64_t steps, double seconds, double loss, double accuracy) {
+    const int width = 30;
+    const int filled = static_cast<int>(width * step / std::max<int64_t>(steps, 1));
+    std::fprintf(stderr, "\repoch %d/%d [%s%s] %lld/%lld  %.1f steps/s  loss %.4f  acc %.1f%%  ", epoch, epochs,
+                 std::string(filled, '=').c_str(), std::string(width - filled, ' ').c_str(), (long long)step, (long long)steps,
+                 step / std::max(seconds, 1e-9), loss, accuracy);
+    if (step == steps) std::fprintf(stderr, "\n");
+}
+
+// The trainable parameters, named, in the order the optimizer holds them.
+std::vector<std::pair<std::string, Tensor>> trainable(const nn::Module& model) {
+    std::vector<std::pair<std::string, Tensor>> result;
+    for (auto& [name, tensor] : model.named_parameters())
+        if (tensor.requires_grad()) result.emplace_back(name, tensor);
+    return result;
+}
+
+std::vector<Tensor> tensors_of(const std::vector<std::pair<std::string, Tensor>>& named) {
+    std::vector<Tensor> result;
+    for (const auto& entry : named) result.push_back(entry.second);
+    return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Config config;
+    try {
+        config = parse(argc, argv);
+    } catch (const Error& error) {
+        std::fprintf(stderr, "kasmina-train: %s\n", error.what());
+        usage(stderr);
+        return 2;
+    }
+    try {
+        const auto start = Clock::now();
+        const Device device = Device::parse(config.device);
+        std::filesystem::create_directories(config.out);
+        const std::string directory = train::fashion_mnist_directory(config.data_dir);
+        std::printf("kasmina-train: Fashion-MNIST from %s, device %s, %d epochs, batch %lld, seed %llu, %s\n", directory.c_str(),
+                    device.str().c_str(), config.epochs, (long long)config.batch_size, (unsigned long long)config.seed,
+                    config.seeds ? "morphogenetic (Kasmina seeds on)" : "host only (--no-seeds)");
+        train::FashionMnist data = train::load_fashion_mnist(directory);
+        // Hold out the last `validation` training images for the controller's decisions.
+        const int64_t train_count = data.train.size() - config.validation;
+        const Tensor train_images = data.train.images.narrow(0, 0, train_count), train_labels = data.train.labels.narrow(0, 0, train_count);
+        const Tensor validation_images = data.train.images.narrow(0, train_count, config.validation).to(device);
+        const Tensor validation_labels = data.train.labels.narrow(0, train_count, config.validation);
+        const Tensor test_images = data.test.images.to(device);
+
+        manual_seed(config.seed);
+        auto network = std::make_shared<train::FashionNet>();
+        network->to(device);
+        auto store = std::make_shared<morph::DirectoryStore>(config.store);
+        auto cache = std::make_shared<morph::KernelCache>(store);
+        auto telemetry = config.seeds ? std::make_shared<morph::JsonLinesTelemetry>(config.out + "/telemetry.jsonl", config.resume) : nullptr;
+        morph::WrapOptions wrap_options{.cache = cache, .telemetry = telemetry, .telemetry_interval = 100};
+        if (!config.seeds) wrap_options.targets.clear();
+        morph::MorphableModel model = morph::wrap(network, wrap_options);
+        train::Controller controller(config.controller, store);
+
+        std::vector<std::pair<std::string, Tensor>> named = trainable(*network);
+        std::unique_ptr<optim::Optimizer> optimizer;
+        if (config.optimizer == "adamw")
+            optimizer = std::make_unique<optim::AdamW>(tensors_of(named), optim::AdamWOptions{.lr = config.lr, .weight_decay = 1e-4});
+        else
+            optimizer = std::make_unique<optim::SGD>(tensors_of(named), optim::SGDOptions{.lr = config.lr, .momentum = 0.9, .nesterov = true});
+        optim::CosineAnnealingLR schedule(*optimizer, config.epochs, config.lr * 0.02);
+
+        Json history = Json::array();
+        int first_epoch = 1;
+        double accuracy_before_germination = -1;
+        const std::string checkpoint_path = config.out + "/checkpoint.safetensors";
+        if (config.resume) {
+            const SafetensorsContent checkpoint = load_safetensors(checkpoint_path);
+            TensorMap seed_state, weights, optimizer_state;
+            for (const auto& [name, tensor] : checkpoint.tensors) {
+                if (name.rfind("seed_state/", 0) == 0) seed_state.emplace(name.substr(11), tensor);
+                else if (name.rfind("optimizer/", 0) == 0) optimizer_state.emplace(name.substr(10), tensor);
+                else if (name.rfind("model/", 0) == 0) weights.emplace(name.substr(6), tensor);
+            }
+            if (!seed_state.empty()) model.restore_seed_state(seed_state);  // reloads kernels from the store
+            network->load_state_dict(weights, /*strict=*/true);
+            // Rebuild the optimizer's parameter list in the saved order, then its state.
+            const std::vector<std::string> order = Json::parse(checkpoint.metadata.at("parameter_order")).get<std::vector<std::string>>();
+            std::map<std::string, Tensor> by_name;
+            for (auto& [name, tensor] : network->named_parameters()) by_name[name] = tensor;
+            named.clear();
+            for (const std::string& name : order) named.emplace_back(name, by_name.at(name));
+            optimizer->set_parameters(tensors_of(named));
+            optimizer->load_state_dict(optimizer_state);
+            controller.load_state(checkpoint.metadata.at("controller"));
+            history = Json::parse(checkpoint.metadata.at("history"));
+            first_epoch = std::stoi(checkpoint.metadata.at("epoch")) + 1;
+            accuracy_before_germination = std::stod(checkpoint.metadata.at("accuracy_before_germination"));
+            schedule.set_epoch(first_epoch - 1);
+            std::printf("resumed from %s after epoch %d\n", checkpoint_path.c_str(), first_epoch - 1);
+        }
+
+        const int64_t steps = train_count / config.batch_size;  // drop the last partial batch (BatchNorm needs > 1 sample)
+        for (int epoch = first_epoch; epoch <= config.epochs; ++epoch) {
+            network->train();
+            const auto epoch_start = Clock::now();
+            const std::vector<int64_t> order = shuffled(train_count, config.seed * 1000003 + static_cast<uint64_t>(epoch));
+            double loss_sum = 0;
+            int64_t correct = 0, seen = 0;
+            for (int64_t step = 0; step < steps; ++step) {
+                const Tensor index = index_tensor(order, step * config.batch_size, config.batch_size);
+                const Tensor images = index_select(train_images, 0, index).to(device);
+                const Tensor labels = index_select(train_labels, 0, index);
+                optimizer->zero_grad();
+                const Tensor logits = network->forward(images);
+                const Tensor loss = cross_entropy(logits, labels.to(device));
+                loss.backward();
+                optimizer->step();
+                loss_sum += loss.item();
+                const std::vector<int64_t> predicted = argmax(logits.detach(), 1).to(Device::cpu()).to_vector<int64_t>();
+                const std::vector<int64_t> truth = labels.to_vector<int64_t>();
+                for (size_t i = 0; i < truth.size(); ++i) correct += predicted[i] == truth[i];
+                seen += static_cast<int64_t>(truth.size());
+                if (step % 10 == 9 || step + 1 == steps)
+                    progress(epoch, config.epochs, step + 1, steps, std::chrono::duration<double>(Clock::now() - epoch_start).count(),
+                             loss_sum / (step + 1), 100.0 * correct / seen);
+            }
+            const double train_seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
+            const double validation = accuracy(*network, validation_images, validation_labels, device);
+            const double test = accuracy(*network, test_images, data.test.labels, device);
+            std::printf("epoch %d: loss %.4f  train %.2f%%  validation %.2f%%  test %.2f%%  lr %.5f  (%.1f s)\n", epoch,
+                        loss_sum / steps, 100.0 * correct / seen, validation, test, optimizer->learning_rate(), train_seconds);
+            history.push_back({{"epoch", epoch},
+                               {"loss", loss_sum / steps},
+                               {"train_accuracy", 100.0 * correct / seen},
+                               {"validation_accuracy", validation},
+                               {"test_accuracy", test},
+                               {"seconds", train_seconds}});
+            if (config.seeds) {
+                const train::Controller::Phase before = controller.phase();
+                const bool changed = controller.after_epoch(epoch, validation, model, [&] {
+                    return accuracy(*network, validation_images, validation_labels, device);
+                });
+                if (before == train::Controller::Phase::watching && controller.phase() != before) accuracy_before_germination = test;
+                if (changed) {
+                    named = trainable(*network);
+                    optimizer->set_parameters(tensors_of(named));
+                }
+            }
+            schedule.step();
+
+            // Checkpoint: weights and buffers, optimizer state, seed state (kernel ids), controller, history.
+            TensorMap checkpoint;
+            for (auto& [name, tensor] : network->state_dict()) checkpoint.emplace("model/" + name, tensor);
+            for (auto& [name, tensor] : optimizer->state_dict()) checkpoint.emplace("optimizer/" + name, tensor);
+            for (auto& [name, tensor] : model.seed_state()) checkpoint.emplace("seed_state/" + name, tensor);
+            Json parameter_order = Json::array();
+            for (const auto& entry : named) parameter_order.push_back(entry.first);
+            save_safetensors(checkpoint_path, checkpoint,
+                             {{"epoch", std::to_string(epoch)},
+                              {"parameter_order", parameter_order.dump()},
+                              {"controller", controller.save_state()},
+                              {"history", history.dump()},
+                              {"accuracy_before_germination", make_message(accuracy_before_germination)}});
+        }
+
+        // ---- summary -----------------------------------------------------------------------------
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        const double final_test = history.empty() ? 0.0 : history.back()["test_accuracy"].get<double>();
+        const morph::ModelStats stats = model.model_stats();
+        std::printf("\n%-12s %-5s %-15s %-7s %-18s %-8s\n", "layer", "seed", "lifecycle", "alpha", "kernel", "params");
+        Json seeds_json = Json::array();
+        for (const auto& [name, reports] : stats.per_layer)
+            for (const morph::SeedReport& report : reports) {
+                if (report.lifecycle == morph::SeedLifecycle::dormant) continue;
+                std::printf("%-12s %-5d %-15s %-7.3f %-18s %-8lld\n", name.c_str(), report.seed, morph::lifecycle_name(report.lifecycle),
+                            report.alpha, morph::format_kernel_id(report.kernel_id).c_str(), (long long)report.parameter_count);
+                seeds_json.push_back({{"layer", name}, {"seed", report.seed}, {"lifecycle", morph::lifecycle_name(report.lifecycle)},
+                                      {"alpha", report.alpha}, {"kernel_id", morph::format_kernel_id(report.kernel_id)},
+                                      {"health", report.health}, {"parameters", report.parameter_count}});
+            }
+        std::printf("%d Kasmina layers, %d seeds (%d fossilized, %d active); cache %llu hits / %llu misses, %llu evictions\n",
+                    stats.layers, stats.seeds,
+                    stats.seeds_by_lifecycle.count(morph::SeedLifecycle::fossilized) ? stats.seeds_by_lifecycle.at(morph::SeedLifecycle::fossilized) : 0,
+                    stats.seeds_by_lifecycle.count(morph::SeedLifecycle::active) ? stats.seeds_by_lifecycle.at(morph::SeedLifecycle::active) : 0,
+                    (unsigned long long)stats.cache.hits, (unsigned long long)stats.cache.misses, (unsigned long long)stats.cache.evictions);
+        if (accuracy_before_germination >= 0)
+            std::printf("test accuracy before germination %.2f%%, final %.2f%%\n", accuracy_before_germination, final_test);
+        std::printf("final test accuracy %.2f%% in %.1f s; report %s/report.json\n", final_test, seconds, config.out.c_str());
+
+        Json decisions = Json::array();
+        for (const auto& d : controller.decisions())
+            decisions.push_back({{"epoch", d.epoch}, {"action", d.action}, {"layer", d.layer}, {"seed", d.seed}, {"kernel", d.kernel},
+                                 {"reason", d.reason}});
+        const Json report = {{"config",
+                              {{"device", device.str()}, {"epochs", config.epochs}, {"batch_size", config.batch_size}, {"seed", config.seed},
+                               {"seeds", config.seeds}, {"optimizer", config.optimizer}, {"lr", config.lr}}},
+                             {"history", history},
+                             {"accuracy_before_germination", accuracy_before_germination},
+                             {"final_test_accuracy", final_test},
+                             {"seconds", seconds},
+                             {"decisions", decisions},
+                             {"seeds", seeds_json},
+                             {"cache", {{"hits", stats.cache.hits}, {"misses", stats.cache.misses}, {"evictions", stats.cache.evictions},
+                                        {"bytes", stats.cache.bytes}}},
+                             {"unsupported_layers", model.unsupported()}};
+        std::ofstream(config.out + "/report.json") << report.dump(2) << '\n';
+        return 0;
+    } catch (const Error& error) {
+        std::fprintf(stderr, "\nkasmina-train: %s\n", error.what());
+        return 1;
+    }
+}

@@ -1,0 +1,39 @@
+#include "tools/train/model.h"
+
+#include "autograd/ops.h"
+
+namespace kasmina::train {
+
+FashionNet::FashionNet() {
+    register_module("conv1", std::make_shared<nn::Conv2d>(1, 32, 3, nn::Conv2dOptions{.padding = {1, 1}}));
+    register_module("bn1", std::make_shared<nn::BatchNorm2d>(32));
+    register_module("conv2", std::make_shared<nn::Conv2d>(32, 64, 3, nn::Conv2dOptions{.stride = {2, 2}, .padding = {1, 1}}));
+    register_module("bn2", std::make_shared<nn::BatchNorm2d>(64));
+    register_module("conv3", std::make_shared<nn::Conv2d>(64, 64, 3, nn::Conv2dOptions{.stride = {2, 2}, .padding = {1, 1}}));
+    register_module("bn3", std::make_shared<nn::BatchNorm2d>(64));
+    register_module("norm", std::make_shared<nn::LayerNorm>(Shape{64}));
+    register_module("attention", std::make_shared<nn::MultiheadAttention>(64, 4, nn::MultiheadAttentionOptions{.batch_first = true}));
+    register_module("fc1", std::make_shared<nn::Linear>(64, 128));
+    register_module("bn4", std::make_shared<nn::BatchNorm1d>(128));
+    register_module("fc2", std::make_shared<nn::Linear>(128, 10));
+}
+
+Tensor FashionNet::stage(const std::string& conv, const std::string& norm, const Tensor& x) {
+    return relu(child(norm)->forward(child(conv)->forward(x)));
+}
+
+Tensor FashionNet::forward(const Tensor& images) {
+    Tensor x = stage("conv1", "bn1", images);
+    x = stage("conv2", "bn2", x);
+    x = stage("conv3", "bn3", x);  // [B, 64, 7, 7]
+    const int64_t batch = x.size(0);
+    Tensor tokens = x.reshape({batch, 64, 49}).transpose(1, 2);  // [B, 49, 64]
+    const Tensor normalized = child("norm")->forward(tokens);
+    auto& attention = static_cast<nn::MultiheadAttention&>(*child("attention"));
+    tokens = tokens + attention.forward(normalized, normalized, normalized, {.need_weights = false}).first;
+    Tensor pooled = mean(tokens, {1});  // [B, 64]
+    pooled = relu(child("bn4")->forward(child("fc1")->forward(pooled)));
+    return child("fc2")->forward(pooled);
+}
+
+}  // namespace kasmina::train
