@@ -4,11 +4,19 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "runtime/device.h"
 
 namespace kasmina {
+
+// Counters an allocator keeps (the CPU one always; they cost one relaxed atomic per call).
+struct AllocatorStats {
+    uint64_t allocations = 0;   // blocks handed out since the process started
+    uint64_t bytes_in_use = 0;  // requested bytes not yet returned
+    uint64_t peak_bytes = 0;    // the highest bytes_in_use seen
+};
 
 class Allocator {
 public:
@@ -16,6 +24,7 @@ public:
     // Returns a block of at least `bytes` bytes (nullptr only when bytes == 0); raises on failure.
     virtual void* allocate(size_t bytes) = 0;
     virtual void deallocate(void* pointer, size_t bytes) = 0;
+    virtual AllocatorStats stats() const { return {}; }
 };
 
 constexpr size_t kCpuAlignment = 64;

@@ -1,5 +1,6 @@
 #include "runtime/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <new>
 
@@ -19,9 +20,25 @@ public:
         void* pointer = std::aligned_alloc(kCpuAlignment, rounded);
         if (pointer == nullptr)
             throw Error(make_message("cpu allocator: failed to allocate ", bytes, " bytes"));
+        allocations_.fetch_add(1, std::memory_order_relaxed);
+        const uint64_t in_use = bytes_in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+        uint64_t peak = peak_bytes_.load(std::memory_order_relaxed);
+        while (in_use > peak && !peak_bytes_.compare_exchange_weak(peak, in_use, std::memory_order_relaxed)) {
+        }
         return pointer;
     }
-    void deallocate(void* pointer, size_t) override { std::free(pointer); }
+    void deallocate(void* pointer, size_t bytes) override {
+        if (pointer == nullptr) return;
+        std::free(pointer);
+        bytes_in_use_.fetch_sub(bytes, std::memory_order_relaxed);
+    }
+    AllocatorStats stats() const override {
+        return {allocations_.load(std::memory_order_relaxed), bytes_in_use_.load(std::memory_order_relaxed),
+                peak_bytes_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    std::atomic<uint64_t> allocations_{0}, bytes_in_use_{0}, peak_bytes_{0};
 };
 
 }  // namespace

@@ -219,7 +219,9 @@ void validate_artifact(KernelArtifact& artifact) {
                     refuse(where + " acts on the last dim, which is not this " + kernel_kind_name(s.kind) +
                            " kernel's feature axis");
                 const auto w = artifact.tensors.find(op.weight);
-                const int64_t out = w != artifact.tensors.end() && w->second.dim() == 2 ? w->second.size(0) : 0;
+                if (w == artifact.tensors.end() || w->second.dim() != 2)
+                    refuse(where + " needs a 2-D weight tensor '" + op.weight + "'");
+                const int64_t out = w->second.size(0);
                 check_extent(out, (where + " output features").c_str());
                 check_tensor(artifact, i, op.weight, {out, value.features}, true, used);
                 check_tensor(artifact, i, op.bias, {out}, false, used);
