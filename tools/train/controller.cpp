@@ -41,13 +41,18 @@ bool Controller::after_epoch(int epoch, double accuracy, morph::MorphableModel& 
     const double gain = previous_accuracy_ < 0 ? 100.0 : accuracy - previous_accuracy_;
     previous_accuracy_ = accuracy;
     if (phase_ == Phase::watching) {
-        if (epoch < options_.min_epoch || gain >= options_.plateau_delta) {
+        const bool deadline = options_.latest_epoch > 0 && epoch >= options_.latest_epoch;
+        if (epoch < options_.min_epoch || (gain >= options_.plateau_delta && !deadline)) {
             log({epoch, "wait", "", -1, "",
                  make_message("validation ", accuracy, "% (", gain >= 100 ? std::string("first epoch") : make_message("+", gain, " points"),
                               "); no plateau")});
             return false;
         }
-        log({epoch, "plateau", "", -1, "", make_message("validation gain ", gain, " points < ", options_.plateau_delta)});
+        if (gain < options_.plateau_delta)
+            log({epoch, "plateau", "", -1, "", make_message("validation gain ", gain, " points < ", options_.plateau_delta)});
+        else
+            log({epoch, "deadline", "", -1, "",
+                 make_message("no plateau by epoch ", options_.latest_epoch, " (gain ", gain, " points); germinating anyway")});
         germinate(epoch, model);
         return true;
     }

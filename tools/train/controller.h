@@ -14,8 +14,9 @@
 namespace kasmina::train {
 
 struct ControllerOptions {
-    double plateau_delta = 0.5;  // percentage points of validation accuracy gained per epoch below which we germinate
+    double plateau_delta = 1.0;  // percentage points of validation accuracy gained per epoch below which we germinate
     int min_epoch = 2;           // never germinate before this epoch (1-based)
+    int latest_epoch = 3;        // germinate after this epoch even without a plateau (0: only at a plateau)
     int evaluation_epochs = 1;   // epochs of training before judging germinated seeds
     double target_alpha = 0.3;
     int64_t ramp_steps = 150;

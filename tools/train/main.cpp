@@ -44,7 +44,7 @@ void usage(FILE* stream) {
     std::fprintf(stream,
                  "usage: kasmina-train [--device cpu|cuda] [--epochs N] [--batch-size N] [--seed N] [--no-seeds]\n"
                  "                     [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
-                 "                     [--plateau-delta POINTS] [--min-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
+                 "                     [--plateau-delta POINTS] [--min-epoch N] [--latest-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
                  "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README).\n");
 }
 
@@ -79,6 +79,7 @@ Config parse(int argc, char** argv) {
         else if (flag == "--lr") config.lr = number(0, 10);
         else if (flag == "--plateau-delta") config.controller.plateau_delta = number(-100, 100);
         else if (flag == "--min-epoch") config.controller.min_epoch = static_cast<int>(number(1, 1000));
+        else if (flag == "--latest-epoch") config.controller.latest_epoch = static_cast<int>(number(0, 1000));
         else if (flag == "--alpha") config.controller.target_alpha = number(0, 1);
         else if (flag == "--ramp-steps") config.controller.ramp_steps = static_cast<int64_t>(number(0, 1e9));
         else if (flag == "--resume") config.resume = true;
