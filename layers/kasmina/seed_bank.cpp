@@ -216,6 +216,21 @@ TensorMap SeedBank::state_tensors() const {
     std::lock_guard lock(mutex_);
     TensorMap tensors = state_.to_tensors();
     tensors.emplace("step", Tensor::scalar(static_cast<double>(step_.load()), {.dtype = DType::i64}));
+    // Pending alpha ramps (ramp_steps 0: none), so a resumed run ramps on exactly as it would have.
+    std::vector<double> start(num_seeds_, 0.0), target(num_seeds_, 0.0);
+    std::vector<int64_t> steps(num_seeds_, 0), done(num_seeds_, 0);
+    for (int seed = 0; seed < num_seeds_; ++seed)
+        if (const auto& ramp = ramps_[seed]) {
+            start[seed] = ramp->start;
+            target[seed] = ramp->target;
+            steps[seed] = ramp->steps;
+            done[seed] = ramp->done;
+        }
+    const Shape shape{num_seeds_};
+    tensors.emplace("ramp_start", Tensor::from_vector(start, shape));
+    tensors.emplace("ramp_target", Tensor::from_vector(target, shape));
+    tensors.emplace("ramp_steps", Tensor::from_vector(steps, shape));
+    tensors.emplace("ramp_done", Tensor::from_vector(done, shape));
     return tensors;
 }
 
@@ -223,6 +238,21 @@ void SeedBank::restore(const TensorMap& tensors) {
     SeedState restored(num_seeds_);
     restored.load_tensors(tensors);  // validates; raises before anything changes
     const auto step_entry = tensors.find("step");
+    // Ramps are optional (checkpoints written before they were saved have none).
+    std::vector<std::optional<Ramp>> ramps(num_seeds_);
+    if (tensors.count("ramp_steps")) {
+        const auto field = [&](const char* name) {
+            const auto found = tensors.find(name);
+            if (found == tensors.end() || found->second.shape() != Shape{num_seeds_})
+                raise<ArtifactError>("restore", "seed state field '", name, "' is missing or not of shape [", num_seeds_, "]");
+            return found->second.to_vector<double>();
+        };
+        const std::vector<double> start = field("ramp_start"), target = field("ramp_target"), steps = field("ramp_steps"),
+                                  done = field("ramp_done");
+        for (int seed = 0; seed < num_seeds_; ++seed)
+            if (steps[seed] > 0)
+                ramps[seed] = Ramp{start[seed], target[seed], static_cast<int64_t>(steps[seed]), static_cast<int64_t>(done[seed])};
+    }
     std::vector<std::shared_ptr<const CachedKernel>> cached(num_seeds_);
     std::vector<std::shared_ptr<KernelNetwork>> networks(num_seeds_);
     for (int seed = 0; seed < num_seeds_; ++seed) {
@@ -240,7 +270,7 @@ void SeedBank::restore(const TensorMap& tensors) {
     state_ = restored;
     networks_ = networks;
     cached_ = cached;
-    ramps_.assign(num_seeds_, std::nullopt);
+    ramps_ = ramps;
     if (step_entry != tensors.end()) step_ = static_cast<int64_t>(step_entry->second.item());
     refresh_counters();
 }

@@ -37,15 +37,20 @@ struct Config {
     double lr = 2e-3;
     bool resume = false;
     int64_t validation = 5000;
+    int64_t train_limit = 0;  // training images used (0: all but the validation hold-out)
+    int64_t test_limit = 0;   // test images evaluated (0: all)
+    int stop_after = 0;       // stop (checkpoint written) after this epoch, as if interrupted (0: never)
     train::ControllerOptions controller;
 };
 
 void usage(FILE* stream) {
     std::fprintf(stream,
-                 "usage: kasmina-train [--device cpu|cuda] [--epochs N] [--batch-size N] [--seed N] [--no-seeds]\n"
+                 "usage: kasmina-train [--quick] [--device cpu|cuda] [--epochs N] [--batch-size N] [--seed N] [--no-seeds]\n"
                  "                     [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
                  "                     [--plateau-delta POINTS] [--min-epoch N] [--latest-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
-                 "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README).\n");
+                 "                     [--train-limit N] [--validation N] [--test-limit N] [--stop-after EPOCH]\n"
+                 "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README). --quick: 3 short\n"
+                 "epochs on a subset with seeds germinated after the first (later flags override it).\n");
 }
 
 Config parse(int argc, char** argv) {
@@ -67,7 +72,22 @@ Config parse(int argc, char** argv) {
         if (flag == "--help" || flag == "-h") {
             usage(stdout);
             std::exit(0);
-        } else if (flag == "--device") config.device = value();
+        } else if (flag == "--quick") {
+            // A small end-to-end run (used by the tests): a few hundred steps on a subset, seeds
+            // germinated after the first epoch and ramped in quickly. Later flags still override.
+            config.epochs = 3;
+            config.batch_size = 64;
+            config.train_limit = 4096;
+            config.validation = 1024;
+            config.test_limit = 2000;
+            config.controller.min_epoch = 1;
+            config.controller.latest_epoch = 1;
+            config.controller.ramp_steps = 20;
+        } else if (flag == "--train-limit") config.train_limit = static_cast<int64_t>(number(0, 1e9));
+        else if (flag == "--test-limit") config.test_limit = static_cast<int64_t>(number(0, 1e9));
+        else if (flag == "--stop-after") config.stop_after = static_cast<int>(number(0, 1000));
+        else if (flag == "--validation") config.validation = static_cast<int64_t>(number(1, 1e9));
+        else if (flag == "--device") config.device = value();
         else if (flag == "--epochs") config.epochs = static_cast<int>(number(1, 1000));
         else if (flag == "--batch-size") config.batch_size = static_cast<int64_t>(number(2, 65536));
         else if (flag == "--seed") config.seed = static_cast<uint64_t>(number(0, 1e15));
@@ -165,6 +185,15 @@ int main(int argc, char** argv) {
                     device.str().c_str(), config.epochs, (long long)config.batch_size, (unsigned long long)config.seed,
                     config.seeds ? "morphogenetic (Kasmina seeds on)" : "host only (--no-seeds)");
         train::FashionMnist data = train::load_fashion_mnist(directory);
+        if (config.validation >= data.train.size())
+            throw Error(make_message("--validation ", config.validation, " leaves no training images (", data.train.size(), " in all)"));
+        if (config.train_limit > 0 && config.train_limit + config.validation < data.train.size()) {
+            // The subset keeps the hold-out at its end, as the full run does.
+            const int64_t kept = config.train_limit + config.validation;
+            data.train = {data.train.images.narrow(0, 0, kept), data.train.labels.narrow(0, 0, kept)};
+        }
+        if (config.test_limit > 0 && config.test_limit < data.test.size())
+            data.test = {data.test.images.narrow(0, 0, config.test_limit), data.test.labels.narrow(0, 0, config.test_limit)};
         // Hold out the last `validation` training images for the controller's decisions.
         const int64_t train_count = data.train.size() - config.validation;
         const Tensor train_images = data.train.images.narrow(0, 0, train_count), train_labels = data.train.labels.narrow(0, 0, train_count);
@@ -283,6 +312,10 @@ int main(int argc, char** argv) {
                               {"controller", controller.save_state()},
                               {"history", history.dump()},
                               {"accuracy_before_germination", make_message(accuracy_before_germination)}});
+            if (epoch == config.stop_after) {
+                std::printf("stopping after epoch %d as asked (--stop-after); continue with --resume\n", epoch);
+                break;
+            }
         }
 
         // ---- summary -----------------------------------------------------------------------------
@@ -315,7 +348,9 @@ int main(int argc, char** argv) {
                                  {"reason", d.reason}});
         const Json report = {{"config",
                               {{"device", device.str()}, {"epochs", config.epochs}, {"batch_size", config.batch_size}, {"seed", config.seed},
-                               {"seeds", config.seeds}, {"optimizer", config.optimizer}, {"lr", config.lr}}},
+                               {"seeds", config.seeds}, {"optimizer", config.optimizer}, {"lr", config.lr},
+                               {"train_images", train_count}, {"validation_images", config.validation},
+                               {"test_images", data.test.size()}}},
                              {"history", history},
                              {"accuracy_before_germination", accuracy_before_germination},
                              {"final_test_accuracy", final_test},
