@@ -15,5 +15,6 @@
 #include "runtime/safetensors.h"
 #include "runtime/shape.h"
 #include "runtime/tensor.h"
+#include "layers/kasmina/kasmina_api.h"
 #include "layers/layers.h"
 #include "autograd/blend.h"
