@@ -491,6 +491,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction reduc
 }
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction) {
+    if (!is_floating(input.dtype()) || target.dtype() != input.dtype())
+        raise<DTypeError>("mse_loss", "expected floating input and target of the same dtype, got input ", input.describe(),
+                          " and target ", target.describe());
     if (input.shape() != target.shape())
         raise<ShapeError>("mse_loss", "input ", shape_str(input.shape()), " and target ", shape_str(target.shape()),
                           " must have the same shape");

@@ -49,7 +49,9 @@ std::optional<Shape> view_strides(const Tensor& tensor, const Shape& shape) {
     return new_strides;
 }
 
-Shape infer_shape(const Shape& requested, int64_t numel, const char* op) {
+// `requested` with its -1 resolved; raises unless it holds exactly the elements of `input_shape`.
+Shape infer_shape(const Shape& requested, const Shape& input_shape, const char* op) {
+    const int64_t numel = shape_numel(input_shape);
     Shape shape = requested;
     int64_t known = 1, infer_at = -1;
     for (size_t i = 0; i < shape.size(); ++i) {
@@ -64,11 +66,13 @@ Shape infer_shape(const Shape& requested, int64_t numel, const char* op) {
     }
     if (infer_at >= 0) {
         if (known == 0 || numel % known != 0)
-            raise<ShapeError>(op, "shape ", shape_str(requested), " is invalid for input of size ", numel);
+            raise<ShapeError>(op, "shape ", shape_str(requested), " is invalid for input ", shape_str(input_shape), " of size ",
+                              numel);
         shape[infer_at] = numel / known;
     }
     if (shape_numel(shape) != numel)
-        raise<ShapeError>(op, "shape ", shape_str(requested), " is invalid for input of size ", numel);
+        raise<ShapeError>(op, "shape ", shape_str(requested), " is invalid for input ", shape_str(input_shape), " of size ",
+                          numel, " (expected ", numel, " elements, got ", shape_numel(shape), ")");
     return shape;
 }
 
@@ -96,7 +100,7 @@ Tensor subview(const Tensor& self, Shape shape, Shape strides, int64_t offset, c
 }  // namespace
 
 Tensor Tensor::view(const Shape& requested) const {
-    const Shape target = infer_shape(requested, numel(), "view");
+    const Shape target = infer_shape(requested, shape(), "view");
     const std::optional<Shape> strides = view_strides(*this, target);
     if (!strides)
         raise<ShapeError>("view", "cannot view ", describe(), " as ", shape_str(target),
@@ -105,7 +109,7 @@ Tensor Tensor::view(const Shape& requested) const {
 }
 
 Tensor Tensor::reshape(const Shape& requested) const {
-    const Shape target = infer_shape(requested, numel(), "reshape");
+    const Shape target = infer_shape(requested, shape(), "reshape");
     if (const std::optional<Shape> strides = view_strides(*this, target)) return reshape_view(*this, target, *strides, "reshape");
     return contiguous().view(target);
 }
@@ -138,13 +142,16 @@ Tensor Tensor::t() const {
 
 Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
     if (static_cast<int64_t>(dims.size()) != dim())
-        raise<ShapeError>("permute", "got ", dims.size(), " dims ", shape_str(dims), " for a tensor of rank ", dim());
+        raise<ShapeError>("permute", "got ", dims.size(), " dims ", shape_str(dims), " for input ", shape_str(shape()), " (expected ",
+                          dim(), " dims, a permutation of its rank)");
     std::vector<int64_t> order;
     std::vector<bool> used(dim(), false);
     Shape new_shape, new_strides;
     for (int64_t d : dims) {
         const int64_t wrapped = wrap_dim(d, dim(), "permute");
-        if (used[wrapped]) raise<ShapeError>("permute", "dimension ", wrapped, " repeated in ", shape_str(dims));
+        if (used[wrapped])
+            raise<ShapeError>("permute", "dimension ", wrapped, " repeated in ", shape_str(dims), " for input ", shape_str(shape()),
+                              " (expected each dimension once)");
         used[wrapped] = true;
         order.push_back(wrapped);
         new_shape.push_back(size(wrapped));

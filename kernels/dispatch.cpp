@@ -42,10 +42,13 @@ void check_index_tensor(const char* op, const Tensor& index) {
         raise<DTypeError>(op, "index must be int64 or int32, got ", index.describe());
 }
 
-void check_index_range(const char* op, const Tensor& index, int64_t bound, const char* what) {
+// Every index value in [0, bound); `input` (when given) is the indexed tensor, named in the message.
+void check_index_range(const char* op, const Tensor& index, int64_t bound, const char* what, const Tensor* input = nullptr) {
     for (int64_t value : index.to_vector<int64_t>())
         if (value < 0 || value >= bound)
-            raise<ShapeError>(op, "index ", value, " out of range for ", what, " of size ", bound);
+            raise<ShapeError>(op, "index ", value, " out of range for ", what, " of size ", bound, " (expected in [0, ",
+                              bound - 1, "]; ", input ? "input " + shape_str(input->shape()) + ", " : std::string(), "index ",
+                              shape_str(index.shape()), ")");
 }
 
 }  // namespace
@@ -135,7 +138,13 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
     if (condition.dtype() != DType::boolean)
         raise<DTypeError>("where", "condition must be bool, got ", condition.describe());
     check_same_dtype("where", a, b);
-    const Shape shape = broadcast_shapes(broadcast_shapes(condition.shape(), a.shape(), "where"), b.shape(), "where");
+    Shape shape;
+    try {
+        shape = broadcast_shapes(broadcast_shapes(condition.shape(), a.shape(), "where"), b.shape(), "where");
+    } catch (const ShapeError&) {
+        raise<ShapeError>("where", "condition ", shape_str(condition.shape()), ", input ", shape_str(a.shape()), " and other ",
+                          shape_str(b.shape()), " do not broadcast to a common shape");
+    }
     Tensor out = Tensor::empty(shape, a.options());
     cpu::where(condition, a, b, out);
     return out;
@@ -434,7 +443,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     if (index.dim() > 1) raise<ShapeError>("index_select", "index must be 0-D or 1-D, got ", shape_str(index.shape()));
     const int64_t wrapped = wrap_dim(dim, x.dim(), "index_select");
     const int64_t bound = x.dim() == 0 ? 1 : x.size(wrapped);
-    check_index_range("index_select", index, bound, "dimension");
+    check_index_range("index_select", index, bound, "dimension", &x);
     Shape out_shape = x.shape();
     if (x.dim() > 0) out_shape[wrapped] = index.numel();
     Tensor out = Tensor::empty(out_shape, x.options());
@@ -460,7 +469,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
         if (d != wrapped && index.size(d) > x.size(d))
             raise<ShapeError>("gather", "index ", shape_str(index.shape()), " is larger than input ", shape_str(x.shape()),
                               " in dimension ", d);
-    check_index_range("gather", index, x.dim() == 0 ? 1 : x.size(wrapped), "gathered dimension");
+    check_index_range("gather", index, x.dim() == 0 ? 1 : x.size(wrapped), "gathered dimension", &x);
     Tensor out = Tensor::empty(index.shape(), x.options());
     cpu::gather(contiguous_copy(x), wrapped, contiguous_copy(index), out);
     return out;

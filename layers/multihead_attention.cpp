@@ -106,9 +106,9 @@ AttentionHeads MultiheadAttention::attend_heads(const Tensor& query, const Tenso
     v = split_heads(v, source);
     Tensor scores = matmul(q, k.transpose(-1, -2));  // [B, heads, L, S]
     if (additive_mask.defined()) scores = scores + additive_mask;
-    const Tensor weights = softmax(scores, -1);
-    const Tensor dropped = dropout(weights, options_.dropout, is_training());
-    return {matmul(dropped, v), need_weights ? weights : Tensor()};
+    // As PyTorch, the weights returned are the ones the context used: after dropout in training.
+    const Tensor weights = dropout(softmax(scores, -1), options_.dropout, is_training());
+    return {matmul(weights, v), need_weights ? weights : Tensor()};
 }
 
 Tensor MultiheadAttention::project_heads(const Tensor& context) {

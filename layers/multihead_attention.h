@@ -32,7 +32,7 @@ struct AttentionCall {
 // The per-head attention result, batch-first.
 struct AttentionHeads {
     Tensor context;  // [B, heads, L, head_dim]
-    Tensor weights;  // [B, heads, L, S] (softmax output, before dropout); undefined unless requested
+    Tensor weights;  // [B, heads, L, S] (softmax output, after dropout as PyTorch); undefined unless requested
 };
 
 class MultiheadAttention : public Module {

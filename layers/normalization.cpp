@@ -43,27 +43,34 @@ std::string BatchNorm::extra_repr() const {
                         ", track_running_stats=", py_bool(options_.track_running_stats));
 }
 
-double BatchNorm::next_average_factor() {
-    if (!is_training() || !options_.track_running_stats) return options_.momentum.value_or(0.0);
+double BatchNorm::average_factor() const {
+    if (!counts_batches()) return options_.momentum.value_or(0.0);
+    if (options_.momentum) return *options_.momentum;
+    return 1.0 / static_cast<double>(num_batches_tracked.item<int64_t>() + 1);
+}
+
+void BatchNorm::count_batch() {
     NoGradGuard no_grad;
     kernels::add_into(num_batches_tracked, Tensor::scalar(1.0, {.dtype = DType::i64, .device = num_batches_tracked.device()}));
     num_batches_tracked.impl()->storage->bump_version();
-    if (options_.momentum) return *options_.momentum;
-    return 1.0 / static_cast<double>(num_batches_tracked.item<int64_t>());
 }
 
 Tensor BatchNorm::forward(const Tensor& input) {
+    if (!is_floating(input.dtype()))
+        raise<DTypeError>(type_name().c_str(), "expected a floating input, got ", input.describe());
     check_input_rank(input);
     if (input.size(1) != num_features_)
         raise<ShapeError>(type_name().c_str(), "expected ", num_features_, " channels in dimension 1, got input ",
                           shape_str(input.shape()));
-    // Validate what would raise inside batch_norm before touching num_batches_tracked (no lost state).
     if (is_training() && input.numel() / num_features_ <= 1)
         raise<ShapeError>(type_name().c_str(), "Expected more than 1 value per channel when training, got input size ",
                           shape_str(input.shape()));
-    const double factor = next_average_factor();
+    // The batch is counted only once batch_norm has succeeded, so a raising forward changes no buffer
+    // (batch_norm validates everything before it updates the running statistics).
     const bool use_batch_stats = is_training() || !options_.track_running_stats;
-    return batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, factor, options_.eps);
+    Tensor output = batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, average_factor(), options_.eps);
+    if (counts_batches()) count_batch();
+    return output;
 }
 
 void BatchNorm1d::check_input_rank(const Tensor& input) const {

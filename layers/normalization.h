@@ -52,8 +52,12 @@ public:
 
 protected:
     virtual void check_input_rank(const Tensor& input) const = 0;
-    // The momentum for this forward (advances num_batches_tracked in training); PyTorch's rule.
-    double next_average_factor();
+    // Training with running statistics: each successful forward counts one batch in num_batches_tracked.
+    bool counts_batches() const { return is_training() && options_.track_running_stats; }
+    // The momentum for this forward, PyTorch's rule: with momentum none, the cumulative average over the
+    // batches counted so far plus this one. Reads num_batches_tracked without advancing it.
+    double average_factor() const;
+    void count_batch();
 
 private:
     int64_t num_features_;

@@ -146,3 +146,109 @@ TEST(Gradcheck, ReportsAWrongGradient) {
     EXPECT_FALSE(result.passed);
     EXPECT_NE(result.message.find("input 0 element 0"), std::string::npos);
 }
+
+// ---- every op's backward on non-contiguous inputs -------------------------------------------------
+
+namespace {
+
+// A non-contiguous float64 leaf of `shape` holding randn * scale + shift: every other element of the
+// last dim of a dense [..., 2 * last] tensor, starting at element 1 (so stride 2 and offset 1).
+Tensor strided_leaf(const Shape& shape, double scale = 1.0, double shift = 0.0) {
+    Shape dense_shape = shape;
+    dense_shape.back() *= 2;
+    Tensor view;
+    {
+        NoGradGuard no_grad;
+        view = (Tensor::randn(dense_shape, {.dtype = DType::f64}) * scale + shift).slice(-1, 1, dense_shape.back(), 2);
+    }
+    return view.set_requires_grad(true);
+}
+
+// A non-contiguous float64 leaf of shape [a, b, c]: the permute({1, 2, 0}) view of a dense [c, a, b].
+Tensor permuted_leaf(const Shape& shape) {
+    Tensor view;
+    {
+        NoGradGuard no_grad;
+        view = Tensor::randn({shape[2], shape[0], shape[1]}, {.dtype = DType::f64}).permute({1, 2, 0});
+    }
+    return view.set_requires_grad(true);
+}
+
+struct NonContiguousCase {
+    std::string name;
+    std::function<Inputs()> make_inputs;  // at least one is a non-contiguous leaf
+    GradcheckFunction function;
+};
+
+const Tensor& row_mask() {
+    static const Tensor mask = Tensor::from_vector<bool>({true, false, false, true}, {4});
+    return mask;
+}
+
+std::vector<NonContiguousCase> non_contiguous_cases() {
+    using kasmina::testing::random_transposed_leaf;
+    const auto transposed = [] { return Inputs{random_transposed_leaf({3, 4})}; };
+    const auto positive = [] { return Inputs{strided_leaf({3, 4}, 0.3, 2.0)}; };
+    const auto three_dims = [] { return Inputs{permuted_leaf({2, 3, 4})}; };
+    return {
+        {"add", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 4})}; }, [](const Inputs& v) { return v[0] + v[1]; }},
+        {"sub", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({4})}; }, [](const Inputs& v) { return v[0] - v[1]; }},
+        {"mul", [] { return Inputs{strided_leaf({3, 4}), random_transposed_leaf({3, 4})}; }, [](const Inputs& v) { return v[0] * v[1]; }},
+        {"div", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 4}, 0.3, 2.0)}; },
+         [](const Inputs& v) { return v[0] / v[1]; }},
+        {"pow", [] { return Inputs{strided_leaf({3, 4}, 0.3, 2.0), random_transposed_leaf({3, 4})}; },
+         [](const Inputs& v) { return pow(v[0], v[1]); }},
+        {"pow_scalar_exponent", positive, [](const Inputs& v) { return pow(v[0], 2.5); }},
+        {"neg", transposed, [](const Inputs& v) { return neg(v[0]); }},
+        {"log", positive, [](const Inputs& v) { return log(v[0]); }},
+        {"sqrt", positive, [](const Inputs& v) { return sqrt(v[0]); }},
+        {"rsqrt", positive, [](const Inputs& v) { return rsqrt(v[0]); }},
+        {"abs", transposed, [](const Inputs& v) { return abs(v[0]); }},
+        {"relu", transposed, [](const Inputs& v) { return relu(v[0]); }},
+        {"sigmoid", transposed, [](const Inputs& v) { return sigmoid(v[0]); }},
+        {"clamp", transposed, [](const Inputs& v) { return clamp(v[0], -0.5, 0.5); }},
+        {"where", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 4})}; },
+         [](const Inputs& v) { return where(row_mask(), v[0], v[1]); }},
+        {"masked_fill", transposed, [](const Inputs& v) { return masked_fill(v[0], row_mask(), -2.0); }},
+        {"mean", three_dims, [](const Inputs& v) { return mean(v[0], {0, 2}); }},
+        {"var", three_dims, [](const Inputs& v) { return var(v[0], {1}); }},
+        {"max_values_along_dim", three_dims, [](const Inputs& v) { return max(v[0], 1).first; }},
+        {"logsumexp", three_dims, [](const Inputs& v) { return logsumexp(v[0], {2}); }},
+        {"logsumexp_over_two_dims", three_dims, [](const Inputs& v) { return logsumexp(v[0], {0, 2}); }},
+        {"logsumexp_keepdim", three_dims, [](const Inputs& v) { return logsumexp(v[0], {1}, true); }},
+        {"softmax", three_dims, [](const Inputs& v) { return softmax(v[0], 1); }},
+        {"cat", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 2})}; },
+         [](const Inputs& v) { return cat({v[0], v[1]}, 1); }},
+        {"stack", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 4})}; },
+         [](const Inputs& v) { return stack({v[0], v[1]}, 1); }},
+        {"split", [] { return Inputs{random_transposed_leaf({3, 5})}; }, [](const Inputs& v) { return split(v[0], 2, 1)[1] * 2.0; }},
+        {"index_select", transposed,
+         [](const Inputs& v) { return index_select(v[0], 1, Tensor::from_vector<int64_t>({3, 0, 3}, {3})); }},
+        {"gather", transposed,
+         [](const Inputs& v) { return gather(v[0], 1, Tensor::from_vector<int64_t>({3, 0, 1, 1, 2, 3}, {3, 2})); }},
+        {"embedding", [] { return Inputs{random_transposed_leaf({4, 3})}; },
+         [](const Inputs& v) { return embedding(v[0], Tensor::from_vector<int64_t>({0, 3, 3, 1}, {2, 2})); }},
+        {"mse_loss", [] { return Inputs{random_transposed_leaf({3, 4}), strided_leaf({3, 4})}; },
+         [](const Inputs& v) { return mse_loss(v[0], v[1]); }},
+        {"dropout", [] { return Inputs{random_transposed_leaf({4, 5})}; },
+         [](const Inputs& v) {
+             Generator generator(11);  // the same mask on every evaluation
+             return dropout(v[0], 0.4, true, &generator);
+         }},
+    };
+}
+
+class GradcheckNonContiguous : public ::testing::TestWithParam<NonContiguousCase> {};
+
+}  // namespace
+
+TEST_P(GradcheckNonContiguous, MatchesFiniteDifferences) {
+    const Inputs inputs = GetParam().make_inputs();
+    bool any_strided = false;
+    for (const Tensor& input : inputs) any_strided = any_strided || !input.is_contiguous();
+    ASSERT_TRUE(any_strided);
+    EXPECT_GRADCHECK(GetParam().function, inputs);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryOp, GradcheckNonContiguous, ::testing::ValuesIn(non_contiguous_cases()),
+                         [](const ::testing::TestParamInfo<NonContiguousCase>& info) { return info.param.name; });

@@ -298,6 +298,134 @@ TEST(Dropout, ZeroesAboutPAndScalesTheRest) {
     EXPECT_THROW_WITH(dropout(x, 1.5, true), Error, "probability must be in [0, 1]");
 }
 
+TEST(Elementwise, PowOfTwoTensorsMatchesReference) {
+    for (DType dtype : {DType::f32, DType::f64}) {
+        const double tolerance = dtype == DType::f32 ? 1e-6 : 1e-12;
+        expect_values(pow(f64({2, 4, 9, 0.5}, {4}).to(dtype), f64({3, 0.5, -1, 2}, {4}).to(dtype)), {8, 2, 1.0 / 9.0, 0.25},
+                      tolerance);
+        const Tensor broadcast = pow(f64({2, 3}, {2, 1}).to(dtype), f64({0, 1, 2.5}, {3}).to(dtype));
+        EXPECT_EQ(broadcast.shape(), (Shape{2, 3}));
+        expect_values(broadcast, {1, 2, std::pow(2.0, 2.5), 1, 3, std::pow(3.0, 2.5)}, tolerance);
+    }
+}
+
+TEST(Elementwise, WhereWithShapesThatDoNotBroadcastRaisesNamingAllThree) {
+    const Tensor condition = Tensor::from_vector<bool>({true, false, true}, {3});
+    EXPECT_THROW_WITH(where(condition, Tensor::zeros({2, 3}), Tensor::zeros({4})), ShapeError,
+                      "where: condition [3], input [2, 3] and other [4] do not broadcast");
+}
+
+TEST(Elementwise, IntegerInputsToFloatingOnlyOpsRaiseNamingTheOp) {
+    const Tensor integers = Tensor::from_vector<int64_t>({1, 2, 3}, {3});
+    EXPECT_THROW_WITH(pow(integers, integers), DTypeError, "pow: expected floating operands, got int64[3]");
+    EXPECT_THROW_WITH(pow(integers, 2.0), DTypeError, "pow: expected floating operands");
+    EXPECT_THROW_WITH(mse_loss(integers, integers), DTypeError,
+                      "mse_loss: expected floating input and target of the same dtype, got input int64[3]");
+    EXPECT_THROW_WITH(mse_loss(f32({1, 2, 3}, {3}), integers), DTypeError, "and target int64[3]");
+    EXPECT_THROW_WITH(dropout(integers, 0.5, true), DTypeError, "dropout: expected a floating tensor, got int64[3]");
+}
+
+TEST(Reductions, KeepdimKeepsReducedDimsAsOnes) {
+    const Tensor x = Tensor::arange(24, {.dtype = DType::f64}).reshape({2, 3, 4});  // x[i, j, k] = 12 i + 4 j + k
+    const Tensor means = mean(x, {1}, true);
+    EXPECT_EQ(means.shape(), (Shape{2, 1, 4}));
+    expect_values(means, {4, 5, 6, 7, 16, 17, 18, 19});
+    auto [values, indices] = max(x, 2, true);
+    EXPECT_EQ(values.shape(), (Shape{2, 3, 1}));
+    EXPECT_EQ(indices.shape(), (Shape{2, 3, 1}));
+    expect_values(values, {3, 7, 11, 15, 19, 23});
+    expect_values(indices, {3, 3, 3, 3, 3, 3});
+    const Tensor small = f64({1, 7, 3, 9, 2, 9}, {2, 3});
+    const Tensor lse = logsumexp(small, {1}, true);
+    EXPECT_EQ(lse.shape(), (Shape{2, 1}));
+    expect_values(lse, {std::log(std::exp(1.0) + std::exp(7.0) + std::exp(3.0)), std::log(2 * std::exp(9.0) + std::exp(2.0))},
+                  1e-12);
+}
+
+TEST(Reductions, LogsumexpOverSeveralDimsMatchesReference) {
+    const Tensor x = Tensor::randn({2, 3, 4}, {.dtype = DType::f64});
+    const std::vector<double> v = x.to_vector<double>();
+    std::vector<double> expected(3, 0.0);  // over dims 0 and 2, one value per j
+    for (int64_t i = 0; i < 2; ++i)
+        for (int64_t j = 0; j < 3; ++j)
+            for (int64_t k = 0; k < 4; ++k) expected[j] += std::exp(v[(i * 3 + j) * 4 + k]);
+    for (double& e : expected) e = std::log(e);
+    expect_values(logsumexp(x, {0, 2}), expected, 1e-12);
+    const Tensor kept = logsumexp(x, {2, 0}, true);
+    EXPECT_EQ(kept.shape(), (Shape{1, 3, 1}));
+    expect_values(kept, expected, 1e-12);
+    expect_values(logsumexp(x.to(DType::f32), {0, 2}), expected, 1e-6);
+    double total = 0.0;
+    for (double e : v) total += std::exp(e);
+    expect_values(logsumexp(x, {0, 1, 2}), {std::log(total)}, 1e-12);
+}
+
+TEST(Reductions, OutOfRangeDimsRaiseNamingTheOp) {
+    const Tensor x = Tensor::zeros({2, 3});
+    EXPECT_THROW_WITH(mean(x, {2}), ShapeError, "mean: dimension 2 out of range for a tensor of rank 2 (expected in [-2, 1])");
+    EXPECT_THROW_WITH(var(x, {-3}), ShapeError, "var: dimension -3 out of range for a tensor of rank 2");
+    EXPECT_THROW_WITH(max(x, 2), ShapeError, "max: dimension 2 out of range for a tensor of rank 2");
+    EXPECT_THROW_WITH(logsumexp(x, {0, 5}), ShapeError, "logsumexp: dimension 5 out of range for a tensor of rank 2");
+    EXPECT_THROW_WITH(logsumexp(x, {1, -1}), ShapeError, "logsumexp: dimension listed twice in [1, -1]");
+}
+
+TEST(Softmax, OutOfRangeDimRaisesNamingTheOp) {
+    const Tensor x = Tensor::zeros({2, 3});
+    EXPECT_THROW_WITH(softmax(x, 2), ShapeError, "softmax: dimension 2 out of range for a tensor of rank 2 (expected in [-2, 1])");
+    EXPECT_THROW_WITH(log_softmax(x, -3), ShapeError, "log_softmax: dimension -3 out of range for a tensor of rank 2");
+}
+
+TEST(Joining, StackPlacesInputsAlongTheNewDim) {
+    const Tensor a = Tensor::arange(4, {.dtype = DType::f32}).reshape({2, 2}), b = f32({10, 11, 12, 13}, {2, 2});
+    expect_values(stack({a, b}, 0), {0, 1, 2, 3, 10, 11, 12, 13});
+    expect_values(stack({a, b}, 1), {0, 1, 10, 11, 2, 3, 12, 13});
+    const Tensor last = stack({a, b}, -1);
+    EXPECT_EQ(last.shape(), (Shape{2, 2, 2}));
+    expect_values(last, {0, 10, 1, 11, 2, 12, 3, 13});
+    expect_values(stack({a.t(), b}, 0), {0, 2, 1, 3, 10, 11, 12, 13});
+}
+
+TEST(Joining, StackOfMismatchedShapesRaises) {
+    EXPECT_THROW_WITH(stack({Tensor::zeros({2, 2}), Tensor::zeros({2, 3})}, 0), ShapeError,
+                      "stack: all tensors must have the same shape, got [2, 2] and [2, 3]");
+    EXPECT_THROW_WITH(stack({Tensor::zeros({2, 2})}, 3), ShapeError, "stack: dimension 3 out of range for a tensor of rank 3");
+}
+
+TEST(Indexing, GatherIndexOutOfRangeRaisesWithShapes) {
+    const Tensor x = Tensor::zeros({3, 4});
+    EXPECT_THROW_WITH(gather(x, 1, Tensor::from_vector<int64_t>({0, 4, 1, 1}, {2, 2})), ShapeError,
+                      "gather: index 4 out of range for gathered dimension of size 4 (expected in [0, 3]; input [3, 4], index [2, 2])");
+    EXPECT_THROW_WITH(gather(x, 0, Tensor::from_vector<int64_t>({-1}, {1, 1})), ShapeError, "gather: index -1 out of range");
+}
+
+TEST(Views, ReshapeAndViewToAWrongElementCountRaise) {
+    const Tensor x = Tensor::zeros({2, 3});
+    EXPECT_THROW_WITH(x.reshape({4, 2}), ShapeError,
+                      "reshape: shape [4, 2] is invalid for input [2, 3] of size 6 (expected 6 elements, got 8)");
+    EXPECT_THROW_WITH(x.view({5}), ShapeError, "view: shape [5] is invalid for input [2, 3] of size 6");
+    EXPECT_THROW_WITH(x.reshape({4, -1}), ShapeError, "reshape: shape [4, -1] is invalid for input [2, 3] of size 6");
+}
+
+TEST(Views, PermuteTransposeSqueezeWithBadDimsRaise) {
+    const Tensor x = Tensor::zeros({2, 3, 4});
+    EXPECT_THROW_WITH(x.permute({0, 1}), ShapeError, "permute: got 2 dims [0, 1] for input [2, 3, 4] (expected 3 dims");
+    EXPECT_THROW_WITH(x.permute({1, 1, 0}), ShapeError, "permute: dimension 1 repeated in [1, 1, 0] for input [2, 3, 4]");
+    EXPECT_THROW_WITH(x.permute({0, 1, 3}), ShapeError, "permute: dimension 3 out of range for a tensor of rank 3");
+    EXPECT_THROW_WITH(x.transpose(0, 3), ShapeError, "transpose: dimension 3 out of range for a tensor of rank 3 (expected in [-3, 2])");
+    EXPECT_THROW_WITH(x.squeeze(-4), ShapeError, "squeeze: dimension -4 out of range for a tensor of rank 3");
+}
+
+TEST(Devices, ToTheTensorsOwnDeviceReturnsTheSameTensor) {
+    const Tensor x = f32({1, 2, 3}, {3});
+    const Tensor moved = x.to(Device::cpu());
+    EXPECT_EQ(moved.impl(), x.impl());  // no copy: the same tensor, as PyTorch's .to() on the same device
+    expect_values(moved, {1, 2, 3});
+    Tensor leaf = Tensor::ones({2}).set_requires_grad(true);
+    const Tensor same = leaf.to(Device::cpu());
+    EXPECT_TRUE(same.requires_grad());
+    EXPECT_TRUE(same.is_leaf());
+}
+
 TEST(Devices, CudaOperandsRaiseUntilTheGpuBackendProvidesKernels) {
     if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
     const Tensor x = Tensor::zeros({2}, {.device = Device::cuda()});

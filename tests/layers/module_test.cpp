@@ -1,6 +1,7 @@
 // The module system: dotted names, parameters vs buffers, train/eval, dtype moves, state dicts
 // (strict loading, errors that leave the module unchanged) and safetensors save/load.
 #include <filesystem>
+#include <map>
 
 #include "layers/layers.h"
 #include "test_util.h"
@@ -14,6 +15,27 @@ std::shared_ptr<nn::Sequential> small_network() {
     return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
         std::make_shared<nn::Linear>(4, 3), std::make_shared<nn::BatchNorm1d>(3), std::make_shared<nn::ReLU>(),
         std::make_shared<nn::Linear>(3, 2, false)});
+}
+
+// A Linear, a LayerNorm and a BatchNorm1d nested in a Sequential: parameters and buffers at depth one.
+std::shared_ptr<nn::Sequential> nested_network() {
+    return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+        std::make_shared<nn::Linear>(4, 3), std::make_shared<nn::LayerNorm>(Shape{3}), std::make_shared<nn::BatchNorm1d>(3)});
+}
+
+// A state dict for `module` in which every entry differs from the module's own (each value + 1).
+TensorMap shifted_state(const nn::Module& module) {
+    TensorMap state;
+    for (const auto& [name, tensor] : module.state_dict())
+        state.emplace(name, add(tensor, Tensor::scalar(1.0, {.dtype = tensor.dtype()})));
+    return state;
+}
+
+// Every parameter and buffer, element by element.
+std::map<std::string, std::vector<double>> values_of(const nn::Module& module) {
+    std::map<std::string, std::vector<double>> values;
+    for (const auto& [name, tensor] : module.state_dict()) values[name] = tensor.to_vector<double>();
+    return values;
 }
 
 std::vector<std::string> names_of(const std::vector<std::pair<std::string, Tensor>>& entries) {
@@ -124,4 +146,60 @@ TEST(Module, ReplaceChildSwapsALayer) {
     network->replace_child("2", std::make_shared<nn::GELU>());
     EXPECT_EQ((*network)[2]->type_name(), "GELU");
     EXPECT_THROW_WITH(network->replace_child("9", std::make_shared<nn::ReLU>()), Error, "no child module named '9'");
+}
+
+TEST(Module, ToTheCurrentDeviceKeepsParametersValid) {
+    const auto network = small_network();
+    const std::vector<Tensor> handles = network->parameters();
+    const auto before = values_of(*network);
+    network->to(Device::cpu());
+    const std::vector<Tensor> after = network->parameters();
+    ASSERT_EQ(after.size(), handles.size());
+    for (size_t i = 0; i < handles.size(); ++i) {
+        EXPECT_EQ(after[i].impl(), handles[i].impl());
+        EXPECT_TRUE(handles[i].requires_grad());
+        EXPECT_TRUE(handles[i].device().is_cpu());
+    }
+    EXPECT_EQ(values_of(*network), before);
+    sum(network->forward(Tensor::randn({5, 4}))).backward();
+    for (const Tensor& handle : handles) EXPECT_TRUE(handle.grad().defined());
+}
+
+TEST(Module, NestedMisshapenEntryRaisesNamingItAndChangesNothing) {
+    const auto network = nested_network();
+    network->forward(Tensor::randn({6, 4}));  // the BatchNorm buffers move off their initial values
+    const auto before = values_of(*network);
+    TensorMap state = shifted_state(*network);
+    state["1.weight"] = Tensor::ones({4});
+    EXPECT_THROW_WITH(network->load_state_dict(state), ShapeError,
+                      "load_state_dict: error(s) loading state dict for Sequential: size mismatch for 1.weight "
+                      "(checkpoint [4], module [3]).");
+    EXPECT_EQ(values_of(*network), before);
+}
+
+TEST(Module, NestedMissingEntryRaisesNamingItAndChangesNothing) {
+    const auto network = nested_network();
+    network->forward(Tensor::randn({6, 4}));
+    const auto before = values_of(*network);
+    TensorMap state = shifted_state(*network);
+    state.erase("2.running_var");
+    EXPECT_THROW_WITH(network->load_state_dict(state), ShapeError, "missing keys: 2.running_var.");
+    EXPECT_EQ(values_of(*network), before);
+}
+
+TEST(Module, NestedMissingAndMisshapenEntriesAreReportedTogether) {
+    const auto network = nested_network();
+    const auto before = values_of(*network);
+    TensorMap state = shifted_state(*network);
+    state.erase("1.bias");
+    state["0.weight"] = Tensor::zeros({4, 3});
+    state["2.num_batches_tracked"] = Tensor::zeros({1}, {.dtype = DType::i64});
+    EXPECT_THROW_WITH(network->load_state_dict(state), ShapeError,
+                      "size mismatch for 0.weight (checkpoint [4, 3], module [3, 4]), 2.num_batches_tracked (checkpoint [1], "
+                      "module []). missing keys: 1.bias.");
+    EXPECT_EQ(values_of(*network), before);
+    // The same entries, well formed, load into every parameter and buffer.
+    const TensorMap good = shifted_state(*network);
+    network->load_state_dict(good);
+    for (const auto& [name, values] : values_of(*network)) EXPECT_EQ(values, good.at(name).to_vector<double>()) << name;
 }
