@@ -1,12 +1,12 @@
 // Views a contiguous tensor as [outer, size(dim), inner] — the geometry of every "along one
-// dimension" loop on the CPU (softmax, index_select, index_add, ...).
+// dimension" loop on either backend (softmax, index_select, index_add, ...).
 #pragma once
 
 #include <cstdint>
 
 #include "runtime/shape.h"
 
-namespace kasmina::kernels::cpu {
+namespace kasmina::kernels {
 
 struct AxisSplit {
     int64_t outer = 1, n = 1, inner = 1;
@@ -22,4 +22,4 @@ inline AxisSplit split_at(const Shape& shape, int64_t dim) {
     return split;
 }
 
-}  // namespace kasmina::kernels::cpu
+}  // namespace kasmina::kernels

@@ -1,6 +1,7 @@
 // Checks and output allocation for the seed blend, above the backends.
 #include "kernels/blend.h"
 
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_blend.h"
 #include "kernels/kernels.h"
 
@@ -21,8 +22,7 @@ void check_operands(const char* op, const Tensor& d, const std::vector<Tensor>& 
             raise<ShapeError>(op, "kernel output ", i, " has shape ", shape_str(k.shape()), ", the layer output ",
                               shape_str(d.shape()), " (a seed kernel must produce the layer's output shape)");
     }
-    if (!d.device().is_cpu())
-        raise<DeviceError>(op, "no kernel for device ", d.device().str(), " in this build (CUDA ops are provided by the GPU backend)");
+    select_backend(d.device(), op);
 }
 
 std::vector<Tensor> dense(const std::vector<Tensor>& tensors) {
@@ -38,7 +38,7 @@ Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : t.detach().contig
 Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients) {
     check_operands("blend_seeds", d, kernel_outputs, coefficients);
     Tensor out = Tensor::empty(d.shape(), d.options());
-    cpu::blend(dense(d), dense(kernel_outputs), coefficients, out);
+    KASMINA_BACKEND(d.device(), blend, dense(d), dense(kernel_outputs), coefficients, out);
     return out;
 }
 
@@ -49,7 +49,7 @@ BlendBackward blend_backward(const Tensor& grad, const Tensor& d, const std::vec
     if (need_grad_d) result.grad_d = Tensor::empty(d.shape(), d.options());
     for (size_t i = 0; i < kernel_outputs.size(); ++i) result.grad_kernels.push_back(Tensor::empty(d.shape(), d.options()));
     result.grad_dot_kernels.assign(kernel_outputs.size(), 0.0);
-    cpu::blend_backward(dense(grad), dense(d), dense(kernel_outputs), coefficients, result, need_dots);
+    KASMINA_BACKEND(d.device(), blend_backward, dense(grad), dense(d), dense(kernel_outputs), coefficients, result, need_dots);
     return result;
 }
 

@@ -2,17 +2,11 @@
 // allocates outputs, makes operands contiguous, then calls the backend of the operands' device.
 #include "kernels/convolution.h"
 
+#include "kernels/backend.h"
 #include "kernels/kernels.h"
 
 namespace kasmina::kernels {
 namespace {
-
-// This build has the CPU backend for convolution; a CUDA operand raises until the GPU backend has one.
-void require_cpu(Device device, const char* op) {
-    if (!device.is_cpu())
-        raise<DeviceError>(op, "no kernel for device ", device.str(),
-                           " in this build (CUDA ops are provided by the GPU backend); move operands with .to(cpu)");
-}
 
 void require_floating(const char* op, const Tensor& x) {
     if (x.dtype() != DType::f32 && x.dtype() != DType::f64)
@@ -76,7 +70,7 @@ Shape conv2d_output_shape(const Shape& input, const Shape& weight, const Conv2dP
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params) {
     if (!x.defined() || !weight.defined()) raise<Error>("conv2d", "input and weight must be defined");
-    require_cpu(common_device("conv2d", {&x, &weight, &bias}), "conv2d");
+    select_backend(common_device("conv2d", {&x, &weight, &bias}), "conv2d");
     require_floating("conv2d", x);
     check_same_dtype("conv2d", x, weight);
     if (bias.defined()) check_same_dtype("conv2d", x, bias);
@@ -95,7 +89,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
             out.fill_(0.0);
         return out;
     }
-    cpu::conv2d_forward(contiguous_copy(x), contiguous_copy(weight), bias.defined() ? contiguous_copy(bias) : Tensor(),
+    KASMINA_BACKEND(x.device(), conv2d_forward, contiguous_copy(x), contiguous_copy(weight), bias.defined() ? contiguous_copy(bias) : Tensor(),
                         params, out);
     return out;
 }
@@ -104,7 +98,7 @@ Conv2dGrads conv2d_backward(const Tensor& grad_output, const Tensor& x, const Te
                             const Conv2dParams& params, bool need_input, bool need_weight, bool need_bias) {
     if (!grad_output.defined() || !x.defined() || !weight.defined())
         raise<Error>("conv2d_backward", "grad_output, input and weight must be defined");
-    require_cpu(common_device("conv2d_backward", {&grad_output, &x, &weight}), "conv2d_backward");
+    select_backend(common_device("conv2d_backward", {&grad_output, &x, &weight}), "conv2d_backward");
     require_floating("conv2d_backward", x);
     check_same_dtype("conv2d_backward", x, weight);
     check_same_dtype("conv2d_backward", x, grad_output);
@@ -130,13 +124,13 @@ Conv2dGrads conv2d_backward(const Tensor& grad_output, const Tensor& x, const Te
             if (grad.numel() == 0)
                 grads.bias.fill_(0.0);
             else
-                cpu::conv2d_backward_weights(grad, x, params, Tensor(), grads.bias);
+                KASMINA_BACKEND(x.device(), conv2d_backward_weights, grad, x, params, Tensor(), grads.bias);
         }
         return grads;
     }
-    if (need_input) cpu::conv2d_backward_data(grad, contiguous_copy(weight), params, grads.input);
+    if (need_input) KASMINA_BACKEND(x.device(), conv2d_backward_data, grad, contiguous_copy(weight), params, grads.input);
     if (need_weight || need_bias)
-        cpu::conv2d_backward_weights(grad, contiguous_copy(x), params, grads.weight, grads.bias);
+        KASMINA_BACKEND(x.device(), conv2d_backward_weights, grad, contiguous_copy(x), params, grads.weight, grads.bias);
     return grads;
 }
 

@@ -3,19 +3,16 @@
 #include <algorithm>
 #include <numeric>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/kernels.h"
 
 namespace kasmina::kernels {
 namespace {
 
-// The backend for `device`. This build has the CPU backend; CUDA kernels arrive with the GPU backend,
-// and until then a CUDA operand raises a DeviceError naming the op.
-void require_backend(Device device, const char* op) {
-    if (!device.is_cpu())
-        raise<DeviceError>(op, "no kernel for device ", device.str(),
-                           " in this build (CUDA ops are provided by the GPU backend); move operands with .to(cpu)");
-}
+// Raises DeviceError unless this build has a backend for `device` (operands were already checked
+// to share it); the call itself goes through KASMINA_BACKEND.
+void require_backend(Device device, const char* op) { select_backend(device, op); }
 
 Tensor contiguous_copy(const Tensor& x) {
     if (x.is_contiguous()) return x;
@@ -93,14 +90,14 @@ Tensor unary(UnaryOp op, const Tensor& x) {
     if (!is_floating(x.dtype()) && !(integer_ok && x.dtype() != DType::boolean))
         raise<DTypeError>(name, "expected a floating tensor, got ", x.describe());
     Tensor out = Tensor::empty(x.shape(), x.options());
-    cpu::unary(op, x, out);
+    KASMINA_BACKEND(x.device(), unary, op, x, out);
     return out;
 }
 
 Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y) {
     require_backend(common_device(unary_name(op), {&grad, &x, &y}), unary_name(op));
     Tensor out = Tensor::empty(grad.shape(), grad.options());
-    cpu::unary_backward(op, grad, x, y, out);
+    KASMINA_BACKEND(grad.device(), unary_backward, op, grad, x, y, out);
     return out;
 }
 
@@ -114,7 +111,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
         raise<DTypeError>(name, "arithmetic on bool tensors is not supported (", a.describe(), ")");
     const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
     Tensor out = Tensor::empty(shape, {.dtype = is_comparison(op) ? DType::boolean : a.dtype(), .device = a.device()});
-    cpu::binary(op, a, b, out);
+    KASMINA_BACKEND(a.device(), binary, op, a, b, out);
     return out;
 }
 
@@ -122,14 +119,14 @@ Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> m
     require_backend(common_device("clamp", {&x}), "clamp");
     if (!min && !max) raise<Error>("clamp", "at least one of min and max must be given");
     Tensor out = Tensor::empty(x.shape(), x.options());
-    cpu::clamp(x, min, max, out);
+    KASMINA_BACKEND(x.device(), clamp, x, min, max, out);
     return out;
 }
 
 Tensor clamp_backward(const Tensor& grad, const Tensor& x, std::optional<double> min, std::optional<double> max) {
     require_backend(common_device("clamp", {&grad, &x}), "clamp");
     Tensor out = Tensor::empty(grad.shape(), grad.options());
-    cpu::clamp_backward(grad, x, min, max, out);
+    KASMINA_BACKEND(grad.device(), clamp_backward, grad, x, min, max, out);
     return out;
 }
 
@@ -146,7 +143,7 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
                           shape_str(b.shape()), " do not broadcast to a common shape");
     }
     Tensor out = Tensor::empty(shape, a.options());
-    cpu::where(condition, a, b, out);
+    KASMINA_BACKEND(a.device(), where, condition, a, b, out);
     return out;
 }
 
@@ -164,7 +161,7 @@ void add_into(const Tensor& destination, const Tensor& source, double alpha) {
     check_same_dtype("add_", destination, source);
     if (broadcast_shapes(destination.shape(), source.shape(), "add_") != destination.shape())
         raise<ShapeError>("add_", "source ", shape_str(source.shape()), " does not broadcast to ", shape_str(destination.shape()));
-    cpu::add_into(destination, source, alpha);
+    KASMINA_BACKEND(destination.device(), add_into, destination, source, alpha);
 }
 
 // ---- reductions -------------------------------------------------------------------------------
@@ -239,8 +236,8 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
     if (layout.reduced == 0) {
         out.fill_(op == ReduceOp::sum ? 0.0 : std::numeric_limits<double>::quiet_NaN());
     } else if (out.numel() > 0) {
-        if (layout.columns) cpu::reduce_columns(op, layout.matrix, reshaped(out, {out.numel()}));
-        else cpu::reduce_rows(op, layout.matrix, reshaped(out, {out.numel()}));
+        if (layout.columns) KASMINA_BACKEND(x.device(), reduce_columns, op, layout.matrix, reshaped(out, {out.numel()}));
+        else KASMINA_BACKEND(x.device(), reduce_rows, op, layout.matrix, reshaped(out, {out.numel()}));
     }
     return reshaped(out, layout.final_shape);
 }
@@ -250,7 +247,7 @@ Tensor variance(const Tensor& x, const std::vector<int64_t>& dims, int64_t corre
     if (!is_floating(x.dtype())) raise<DTypeError>("var", "expected a floating tensor, got ", x.describe());
     const ReductionLayout layout = reduction_layout(x, dims, keepdim, "var", false);
     Tensor out = Tensor::empty(layout.keep_shape, x.options());
-    if (out.numel() > 0) cpu::variance_rows(layout.matrix, correction, reshaped(out, {out.numel()}));
+    if (out.numel() > 0) KASMINA_BACKEND(x.device(), variance_rows, layout.matrix, correction, reshaped(out, {out.numel()}));
     return reshaped(out, layout.final_shape);
 }
 
@@ -260,7 +257,7 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
     const ReductionLayout layout = reduction_layout(x, dims, keepdim, "logsumexp", false);
     Tensor out = Tensor::empty(layout.keep_shape, x.options());
     if (layout.reduced == 0) out.fill_(-std::numeric_limits<double>::infinity());
-    else if (out.numel() > 0) cpu::logsumexp_rows(layout.matrix, reshaped(out, {out.numel()}));
+    else if (out.numel() > 0) KASMINA_BACKEND(x.device(), logsumexp_rows, layout.matrix, reshaped(out, {out.numel()}));
     return reshaped(out, layout.final_shape);
 }
 
@@ -274,7 +271,7 @@ std::pair<Tensor, Tensor> max_along(const Tensor& x, int64_t dim, bool keepdim) 
     Tensor values = Tensor::empty(layout.keep_shape, x.options());
     Tensor indices = Tensor::empty(layout.keep_shape, {.dtype = DType::i64, .device = x.device()});
     if (values.numel() > 0)
-        cpu::max_rows(layout.matrix, reshaped(values, {values.numel()}), reshaped(indices, {indices.numel()}));
+        KASMINA_BACKEND(x.device(), max_rows, layout.matrix, reshaped(values, {values.numel()}), reshaped(indices, {indices.numel()}));
     return {reshaped(values, layout.final_shape), reshaped(indices, layout.final_shape)};
 }
 
@@ -341,9 +338,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
         // [B*M, K] @ [K, N] is one GEMM.
         const Tensor left_rows = reshaped(contiguous_copy(left), {1, batch_count * m, k});
         const Tensor right_one = detail::make_view(right, {1, k, n}, {k * n, right.stride(0), right.stride(1)}, right.offset());
-        cpu::batched_matmul(left_rows, right_one, reshaped(out, {1, batch_count * m, n}));
+        KASMINA_BACKEND(a.device(), batched_matmul, left_rows, right_one, reshaped(out, {1, batch_count * m, n}));
     } else {
-        cpu::batched_matmul(as_batched(left, m, k), as_batched(right, k, n), reshaped(out, {batch_count, m, n}));
+        KASMINA_BACKEND(a.device(), batched_matmul, as_batched(left, m, k), as_batched(right, k, n), reshaped(out, {batch_count, m, n}));
     }
     Shape final_shape = batch;
     if (a.dim() > 1) final_shape.push_back(m);
@@ -367,7 +364,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Shape out_shape = x.shape();
     out_shape.back() = weight.size(0);
     Tensor out = Tensor::empty(out_shape, x.options());
-    cpu::linear(reshaped(x_dense, {x.dim() == 0 ? 1 : rows, x.size(-1)}), weight, bias, reshaped(out, {rows, weight.size(0)}));
+    KASMINA_BACKEND(x.device(), linear, reshaped(x_dense, {x.dim() == 0 ? 1 : rows, x.size(-1)}), weight, bias, reshaped(out, {rows, weight.size(0)}));
     return out;
 }
 
@@ -379,7 +376,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
     const int64_t wrapped = wrap_dim(dim, x.dim(), "softmax");
     const Tensor dense = contiguous_copy(x);
     Tensor out = Tensor::empty(x.shape(), x.options());
-    cpu::softmax(dense, x.dim() == 0 ? 0 : wrapped, false, out);
+    KASMINA_BACKEND(x.device(), softmax, dense, x.dim() == 0 ? 0 : wrapped, false, out);
     return out;
 }
 
@@ -389,21 +386,21 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
     const int64_t wrapped = wrap_dim(dim, x.dim(), "log_softmax");
     const Tensor dense = contiguous_copy(x);
     Tensor out = Tensor::empty(x.shape(), x.options());
-    cpu::softmax(dense, x.dim() == 0 ? 0 : wrapped, true, out);
+    KASMINA_BACKEND(x.device(), softmax, dense, x.dim() == 0 ? 0 : wrapped, true, out);
     return out;
 }
 
 Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
     require_backend(common_device("softmax_backward", {&grad, &y}), "softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
-    cpu::softmax_backward(contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "softmax"), false, out);
+    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "softmax"), false, out);
     return out;
 }
 
 Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
     require_backend(common_device("log_softmax_backward", {&grad, &y}), "log_softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
-    cpu::softmax_backward(contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "log_softmax"), true, out);
+    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "log_softmax"), true, out);
     return out;
 }
 
@@ -447,14 +444,14 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     Shape out_shape = x.shape();
     if (x.dim() > 0) out_shape[wrapped] = index.numel();
     Tensor out = Tensor::empty(out_shape, x.options());
-    cpu::index_select(contiguous_copy(x), wrapped, index, out);
+    KASMINA_BACKEND(x.device(), index_select, contiguous_copy(x), wrapped, index, out);
     return out;
 }
 
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& source) {
     require_backend(common_device("index_add", {&index, &source}), "index_add");
     Tensor out = Tensor::zeros(shape, source.options());
-    cpu::index_add(out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "index_add"), index, contiguous_copy(source));
+    KASMINA_BACKEND(source.device(), index_add, out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "index_add"), index, contiguous_copy(source));
     return out;
 }
 
@@ -471,14 +468,14 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
                               " in dimension ", d);
     check_index_range("gather", index, x.dim() == 0 ? 1 : x.size(wrapped), "gathered dimension", &x);
     Tensor out = Tensor::empty(index.shape(), x.options());
-    cpu::gather(contiguous_copy(x), wrapped, contiguous_copy(index), out);
+    KASMINA_BACKEND(x.device(), gather, contiguous_copy(x), wrapped, contiguous_copy(index), out);
     return out;
 }
 
 Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& source) {
     require_backend(common_device("scatter_add", {&index, &source}), "scatter_add");
     Tensor out = Tensor::zeros(shape, source.options());
-    cpu::scatter_add(out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "scatter_add"), contiguous_copy(index),
+    KASMINA_BACKEND(source.device(), scatter_add, out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "scatter_add"), contiguous_copy(index),
                      contiguous_copy(source));
     return out;
 }
@@ -494,7 +491,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
     Shape out_shape = indices.shape();
     out_shape.push_back(num_classes);
     Tensor out = Tensor::zeros(out_shape, {.dtype = DType::i64, .device = indices.device()});
-    cpu::one_hot(indices, out);
+    KASMINA_BACKEND(indices.device(), one_hot, indices, out);
     return out;
 }
 
@@ -504,7 +501,7 @@ Tensor dropout_mask(const Tensor& like, double p, Generator& generator) {
     if (!is_floating(like.dtype())) raise<DTypeError>("dropout", "expected a floating tensor, got ", like.describe());
     Tensor mask = Tensor::empty(like.shape(), like.options());
     const uint64_t first = generator.reserve(static_cast<uint64_t>(mask.numel()));
-    cpu::dropout_mask(mask, p, generator.seed(), first);
+    KASMINA_BACKEND(like.device(), dropout_mask, mask, p, generator.seed(), first);
     return mask;
 }
 

@@ -5,18 +5,15 @@
 
 #include <cmath>
 
+#include "kernels/backend.h"
 #include "kernels/kernels.h"
 
 namespace kasmina::kernels {
 namespace {
 
-// The CPU backend is the only one in this build; a CUDA operand raises a DeviceError naming the op
-// (the same rule as dispatch.cpp's require_backend).
-void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
-    const Device device = common_device(op, tensors);
-    if (!device.is_cpu())
-        raise<DeviceError>(op, "no kernel for device ", device.str(),
-                           " in this build (CUDA ops are provided by the GPU backend); move operands with .to(cpu)");
+// Operands share one device that this build has a backend for.
+void require_backend(const char* op, std::initializer_list<const Tensor*> tensors) {
+    select_backend(common_device(op, tensors), op);
 }
 
 void require_floating(const char* op, const Tensor& x) {
@@ -64,7 +61,7 @@ Shape batch_norm_geometry(const Tensor& x) {
 LayerNormForward layer_norm(const Tensor& x, int64_t normalized_numel, const Tensor& weight, const Tensor& bias,
                             double eps) {
     const char* op = "layer_norm";
-    require_cpu(op, {&x, &weight, &bias});
+    require_backend(op, {&x, &weight, &bias});
     require_floating(op, x);
     // normalized_numel must be the element count of some trailing dims of x.
     int64_t trailing = 1;
@@ -83,7 +80,7 @@ LayerNormForward layer_norm(const Tensor& x, int64_t normalized_numel, const Ten
     LayerNormForward result{Tensor::empty(x.shape(), x.options()), Tensor::empty({rows}, x.options()),
                             Tensor::empty({rows}, x.options())};
     if (rows == 0) return result;
-    cpu::layer_norm(as_shape(x, {rows, normalized_numel}), as_shape(weight, {normalized_numel}),
+    KASMINA_BACKEND(x.device(), layer_norm, as_shape(x, {rows, normalized_numel}), as_shape(weight, {normalized_numel}),
                     as_shape(bias, {normalized_numel}), eps, as_shape(result.output, {rows, normalized_numel}),
                     result.mean, result.rstd);
     return result;
@@ -93,7 +90,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
                                    int64_t normalized_numel, const Tensor& weight, bool need_input, bool need_weight,
                                    bool need_bias) {
     const char* op = "layer_norm_backward";
-    require_cpu(op, {&grad, &x, &mean, &rstd, &weight});
+    require_backend(op, {&grad, &x, &mean, &rstd, &weight});
     require_floating(op, x);
     check_same_dtype(op, grad, x);
     if (grad.shape() != x.shape())
@@ -116,7 +113,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
     }
     if (!need_input && !need_weight && !need_bias) return grads;
     const Shape matrix{rows, normalized_numel};
-    cpu::layer_norm_backward(as_shape(grad, matrix), as_shape(x, matrix), dense(mean), dense(rstd),
+    KASMINA_BACKEND(x.device(), layer_norm_backward, as_shape(grad, matrix), as_shape(x, matrix), dense(mean), dense(rstd),
                              as_shape(weight, {normalized_numel}), as_shape(grads.input, matrix), grads.weight,
                              grads.bias);
     return grads;
@@ -127,7 +124,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
 BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                             const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
     const char* op = "batch_norm";
-    require_cpu(op, {&x, &running_mean, &running_var, &weight, &bias});
+    require_backend(op, {&x, &running_mean, &running_var, &weight, &bias});
     require_floating(op, x);
     if (x.dim() < 2)
         raise<ShapeError>(op, "expected an input [N, C] or [N, C, *] with at least 2 dims, got ", shape_str(x.shape()));
@@ -151,7 +148,7 @@ BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const T
     const Tensor x_dense = as_shape(x, geometry), output = as_shape(result.output, geometry);
     if (!training) {
         if (x.numel() > 0)
-            cpu::batch_norm_inference(x_dense, dense(weight), dense(bias), dense(running_mean), dense(running_var), eps,
+            KASMINA_BACKEND(x.device(), batch_norm_inference, x_dense, dense(weight), dense(bias), dense(running_mean), dense(running_var), eps,
                                       output);
         return result;
     }
@@ -169,7 +166,7 @@ BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const T
         detail::check_inplace_allowed(running_var, op);
     }
     const Tensor mean_target = dense(running_mean), var_target = dense(running_var);
-    cpu::batch_norm_training(x_dense, dense(weight), dense(bias), eps, momentum, output, result.save_mean,
+    KASMINA_BACKEND(x.device(), batch_norm_training, x_dense, dense(weight), dense(bias), eps, momentum, output, result.save_mean,
                              result.save_invstd, mean_target, var_target);
     if (running_mean.defined()) {
         if (!mean_target.same_storage(running_mean)) copy_into(running_mean, mean_target);
@@ -184,7 +181,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
                                    const Tensor& save_invstd, const Tensor& running_mean, const Tensor& running_var,
                                    bool training, double eps, bool need_input, bool need_weight, bool need_bias) {
     const char* op = "batch_norm_backward";
-    require_cpu(op, {&grad, &x, &weight, &save_mean, &save_invstd, &running_mean, &running_var});
+    require_backend(op, {&grad, &x, &weight, &save_mean, &save_invstd, &running_mean, &running_var});
     require_floating(op, x);
     check_same_dtype(op, grad, x);
     if (x.dim() < 2)
@@ -220,7 +217,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
     }
     if (!need_input && !need_weight && !need_bias) return grads;
     const Shape geometry = batch_norm_geometry(x);
-    cpu::batch_norm_backward(as_shape(grad, geometry), as_shape(x, geometry), as_shape(weight, {channels}),
+    KASMINA_BACKEND(x.device(), batch_norm_backward, as_shape(grad, geometry), as_shape(x, geometry), as_shape(weight, {channels}),
                              as_shape(mean, {channels}), as_shape(invstd, {channels}), training,
                              as_shape(grads.input, geometry), grads.weight, grads.bias);
     return grads;

@@ -16,6 +16,8 @@ struct AllocatorStats {
     uint64_t allocations = 0;   // blocks handed out since the process started
     uint64_t bytes_in_use = 0;  // requested bytes not yet returned
     uint64_t peak_bytes = 0;    // the highest bytes_in_use seen
+    uint64_t reserved_bytes = 0;  // held from the device/system (caching allocators keep freed blocks)
+    uint64_t device_allocations = 0;  // calls to the underlying allocator (cudaMalloc); 0 for the CPU
 };
 
 class Allocator {
@@ -25,6 +27,8 @@ public:
     virtual void* allocate(size_t bytes) = 0;
     virtual void deallocate(void* pointer, size_t bytes) = 0;
     virtual AllocatorStats stats() const { return {}; }
+    // Returns cached, unused memory to the device (caching allocators); a no-op elsewhere.
+    virtual void empty_cache() {}
 };
 
 constexpr size_t kCpuAlignment = 64;

@@ -33,8 +33,8 @@ public:
         bytes_in_use_.fetch_sub(bytes, std::memory_order_relaxed);
     }
     AllocatorStats stats() const override {
-        return {allocations_.load(std::memory_order_relaxed), bytes_in_use_.load(std::memory_order_relaxed),
-                peak_bytes_.load(std::memory_order_relaxed)};
+        const uint64_t in_use = bytes_in_use_.load(std::memory_order_relaxed);
+        return {allocations_.load(std::memory_order_relaxed), in_use, peak_bytes_.load(std::memory_order_relaxed), in_use, 0};
     }
 
 private:

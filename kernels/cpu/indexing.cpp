@@ -1,6 +1,6 @@
 // Index-driven ops on the CPU: index_select / index_add (rows picked along a dim), gather /
 // scatter_add (per-element indices), one_hot. Indices are validated by the dispatcher.
-#include "kernels/cpu/axis_split.h"
+#include "kernels/axis_split.h"
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace kasmina::kernels::cpu {

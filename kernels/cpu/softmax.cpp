@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cpu/axis_split.h"
+#include "kernels/axis_split.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/onednn_utils.h"
 

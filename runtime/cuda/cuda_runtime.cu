@@ -1,8 +1,11 @@
-// Device discovery, plain device memory and copies for CUDA tensors (the caching allocator and
-// streams of the GPU backend build on these).
+// Device discovery, the caching device-memory allocator, and copies for CUDA tensors.
 #include "runtime/cuda/cuda_runtime.h"
 
+#include <algorithm>
 #include <array>
+#include <map>
+#include <memory>
+#include <unordered_map>
 #include <mutex>
 #include <vector>
 
@@ -24,6 +27,14 @@ int device_count() {
     return count;
 }
 
+void make_current(int device) {
+    if (device < 0 || device >= device_count())
+        raise<DeviceError>("cuda", "device cuda:", device, " is not available (", device_count(), " visible)");
+    int current = -1;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != device) KASMINA_CUDA_CHECK(cudaSetDevice(device));
+}
+
 namespace {
 
 class DeviceGuard {
@@ -38,24 +49,153 @@ private:
     int previous_ = 0;
 };
 
-class PlainCudaAllocator final : public Allocator {
+// A stream-ordered caching allocator. All kasmina work runs on the device's default stream, so a
+// block freed by the host can be handed out again at once: later work on the same stream is ordered
+// after the kernels that used it. Requests are rounded to 512 bytes; small ones (< 1 MiB) are carved
+// from 2 MiB segments, large ones get their own segment rounded to 2 MiB; free blocks are found best
+// fit, split when the rest is worth keeping, and merged with free neighbours on release. In steady
+// state no cudaMalloc/cudaFree happens. empty_cache() returns wholly free segments to the driver.
+class CachingCudaAllocator final : public Allocator {
 public:
-    explicit PlainCudaAllocator(int device) : device_(device) {}
+    explicit CachingCudaAllocator(int device) : device_(device) {}
+    ~CachingCudaAllocator() override = default;  // the driver reclaims device memory at exit
+
     void* allocate(size_t bytes) override {
         if (bytes == 0) return nullptr;
-        DeviceGuard guard(device_);
-        void* pointer = nullptr;
-        KASMINA_CUDA_CHECK(cudaMalloc(&pointer, bytes));
-        return pointer;
+        const size_t size = round_up(bytes, kRound);
+        std::lock_guard lock(mutex_);
+        Block* block = take_free(size);
+        if (block == nullptr) block = new_segment(size);
+        if (block->size - size >= (size < kSmall ? kRound : kSmall)) split(block, size);
+        block->allocated = true;
+        live_.emplace(block->pointer, block);
+        ++stats_.allocations;
+        stats_.bytes_in_use += block->size;
+        stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.bytes_in_use);
+        return block->pointer;
     }
+
     void deallocate(void* pointer, size_t) override {
         if (pointer == nullptr) return;
-        DeviceGuard guard(device_);
-        cudaFree(pointer);
+        std::lock_guard lock(mutex_);
+        const auto found = live_.find(pointer);
+        if (found == live_.end()) return;  // not ours: nothing sensible to do in a destructor path
+        Block* block = found->second;
+        live_.erase(found);
+        stats_.bytes_in_use -= block->size;
+        block->allocated = false;
+        if (block->next && !block->next->allocated) block = merge(block, block->next);
+        if (block->previous && !block->previous->allocated) block = merge(block->previous, block);
+        free_.emplace(block->size, block);
+    }
+
+    AllocatorStats stats() const override {
+        std::lock_guard lock(mutex_);
+        return stats_;
+    }
+
+    void empty_cache() override {
+        std::lock_guard lock(mutex_);
+        release_free_segments();
     }
 
 private:
+    static constexpr size_t kRound = 512, kSmall = 1 << 20, kSegment = 2 << 20;
+    struct Block {
+        char* pointer = nullptr;
+        size_t size = 0;
+        bool allocated = false;
+        Block *previous = nullptr, *next = nullptr;  // neighbours inside one cudaMalloc segment
+    };
+    static size_t round_up(size_t value, size_t step) { return (value + step - 1) / step * step; }
+
+    // Best fit among the free blocks.
+    Block* take_free(size_t size) {
+        const auto found = free_.lower_bound(size);
+        if (found == free_.end()) return nullptr;
+        Block* block = found->second;
+        free_.erase(found);
+        return block;
+    }
+
+    void release_free_segments() {  // under mutex_
+        DeviceGuard guard(device_);
+        for (auto it = free_.begin(); it != free_.end();) {
+            Block* block = it->second;
+            if (block->previous == nullptr && block->next == nullptr) {  // a whole free segment
+                cudaFree(block->pointer);
+                stats_.reserved_bytes -= block->size;
+                blocks_.erase(block);
+                it = free_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    Block* new_segment(size_t size) {
+        const size_t segment = size < kSmall ? kSegment : round_up(size, kSegment);
+        DeviceGuard guard(device_);
+        void* pointer = nullptr;
+        cudaError_t status = cudaMalloc(&pointer, segment);
+        if (status == cudaErrorMemoryAllocation) {
+            cudaGetLastError();
+            release_free_segments();
+            status = cudaMalloc(&pointer, segment);
+        }
+        if (status != cudaSuccess) {
+            cudaGetLastError();
+            raise<DeviceError>("cuda allocator", "cudaMalloc of ", segment, " bytes on cuda:", device_, " failed: ",
+                               cudaGetErrorString(status), " (", stats_.bytes_in_use, " bytes in use, ",
+                               stats_.reserved_bytes, " reserved)");
+        }
+        ++stats_.device_allocations;
+        stats_.reserved_bytes += segment;
+        auto block = std::make_unique<Block>();
+        block->pointer = static_cast<char*>(pointer);
+        block->size = segment;
+        Block* raw = block.get();
+        blocks_.emplace(raw, std::move(block));
+        return raw;
+    }
+
+    void split(Block* block, size_t size) {
+        auto rest = std::make_unique<Block>();
+        rest->pointer = block->pointer + size;
+        rest->size = block->size - size;
+        rest->previous = block;
+        rest->next = block->next;
+        if (block->next) block->next->previous = rest.get();
+        block->next = rest.get();
+        block->size = size;
+        free_.emplace(rest->size, rest.get());
+        Block* raw = rest.get();
+        blocks_.emplace(raw, std::move(rest));
+    }
+
+    // Joins `right` into `left` (both free, adjacent); returns left.
+    Block* merge(Block* left, Block* right) {
+        for (Block* candidate : {left, right}) {
+            auto range = free_.equal_range(candidate->size);
+            for (auto it = range.first; it != range.second; ++it)
+                if (it->second == candidate) {
+                    free_.erase(it);
+                    break;
+                }
+        }
+        left->size += right->size;
+        left->next = right->next;
+        if (right->next) right->next->previous = left;
+        blocks_.erase(right);
+        return left;
+    }
+
     int device_;
+    mutable std::mutex mutex_;
+    std::multimap<size_t, Block*> free_;                       // free blocks by size (best fit)
+    std::unordered_map<void*, Block*> live_;                   // allocated blocks by pointer
+    std::unordered_map<Block*, std::unique_ptr<Block>> blocks_;  // owns every block
+    AllocatorStats stats_;
 };
 
 constexpr int kMaxRank = 8;
@@ -116,13 +256,13 @@ unsigned grid_for(int64_t count) {
 
 Allocator& allocator(int device) {
     static std::mutex mutex;
-    static std::vector<std::unique_ptr<PlainCudaAllocator>> allocators;
+    static std::vector<std::unique_ptr<CachingCudaAllocator>> allocators;
     std::lock_guard lock(mutex);
     if (device < 0 || device >= device_count())
         raise<DeviceError>("cuda allocator", "device cuda:", device, " is not available (", device_count(),
                            " visible)");
     if (allocators.empty())
-        for (int d = 0; d < device_count(); ++d) allocators.push_back(std::make_unique<PlainCudaAllocator>(d));
+        for (int d = 0; d < device_count(); ++d) allocators.push_back(std::make_unique<CachingCudaAllocator>(d));
     return *allocators[device];
 }
 

@@ -290,10 +290,8 @@ TEST(Conv2dErrors, GradOutputMustHaveTheOutputShape) {
                       "[1, 2, 5, 5] and weight [3, 2, 3, 3]");
 }
 
-TEST(Conv2dErrors, CudaOperandsRaiseUntilTheGpuBackendProvidesConvolution) {
+TEST(Conv2dErrors, OperandsOnDifferentDevicesRaise) {
     if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
     const Tensor x = Tensor::zeros({1, 2, 5, 5}, {.device = Device::cuda()});
-    const Tensor weight = Tensor::zeros({3, 2, 3, 3}, {.device = Device::cuda()});
-    EXPECT_THROW_WITH(conv2d(x, weight), DeviceError, "conv2d: no kernel for device cuda:0");
     EXPECT_THROW_WITH(conv2d(x, Tensor::zeros({3, 2, 3, 3})), DeviceError, "conv2d: operands are on different devices");
 }

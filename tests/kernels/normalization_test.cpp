@@ -529,12 +529,8 @@ TEST(NormalizationGradcheck, BatchNormEvalTreatsRunningStatisticsAsConstants) {
     EXPECT_GRADCHECK(eval, {random_leaf({2, 3, 2, 2}), random_leaf({3}), random_leaf({3})});
 }
 
-TEST(NormalizationDevices, CudaOperandsRaiseUntilTheGpuBackendProvidesNormalization) {
+TEST(NormalizationDevices, OperandsOnDifferentDevicesRaise) {
     if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
-    const Tensor x = Tensor::zeros({2, 3}, {.device = Device::cuda()});
-    EXPECT_THROW_WITH(layer_norm(x, {3}), DeviceError, "layer_norm: no kernel for device cuda:0");
-    EXPECT_THROW_WITH(batch_norm(x, {}, {}, {}, {}, true, 0.1, 1e-5), DeviceError,
-                      "batch_norm: no kernel for device cuda:0");
     EXPECT_THROW_WITH(layer_norm(Tensor::zeros({2, 3}), {3}, Tensor::ones({3}, {.device = Device::cuda()})),
                       DeviceError, "layer_norm: operands are on different devices");
     EXPECT_THROW_WITH(batch_norm(Tensor::zeros({2, 3}), Tensor::zeros({3}, {.device = Device::cuda()}),

@@ -426,7 +426,7 @@ TEST(Devices, ToTheTensorsOwnDeviceReturnsTheSameTensor) {
     EXPECT_TRUE(same.is_leaf());
 }
 
-TEST(Devices, CudaOperandsRaiseUntilTheGpuBackendProvidesKernels) {
+TEST(Devices, OperandsOnDifferentDevicesRaise) {
     if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device";
     const Tensor x = Tensor::zeros({2}, {.device = Device::cuda()});
     EXPECT_THROW_WITH(add(x, Tensor::zeros({2})), DeviceError, "different devices");

@@ -1,0 +1,108 @@
+// The fused seed blend on the GPU: out = c0 * d + sum_i c_i * k_i in one pass (every operand read
+// once, out written once), and its backward in one pass that also forms the dot products giving the
+// blend weights' gradients (read back to the host only when those gradients are wanted).
+#include <array>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cuda_launch.cuh"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+constexpr int kMaxKernels = 16;
+
+template <typename T>
+struct BlendOperands {
+    const T* kernels[kMaxKernels];
+    T* grads[kMaxKernels];
+    T coefficients[kMaxKernels];
+    int count;
+};
+
+template <typename T>
+__global__ void blend_kernel(const T* d, T c0, BlendOperands<T> operands, T* out, int64_t total) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        T value = c0 * d[j];
+        for (int i = 0; i < operands.count; ++i) value += operands.coefficients[i] * operands.kernels[i][j];
+        out[j] = value;
+    }
+}
+
+// dots[0] += sum grad * d, dots[1 + i] += sum grad * k_i (per-block partials, then atomics).
+template <typename T>
+__global__ void blend_backward_kernel(const T* grad, const T* d, T c0, BlendOperands<T> operands, T* grad_d,
+                                      double* dots, bool need_dots, int64_t total) {
+    double dot_d = 0.0, dot_k[kMaxKernels] = {};
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const T g = grad[j];
+        if (grad_d) grad_d[j] = c0 * g;
+        for (int i = 0; i < operands.count; ++i) operands.grads[i][j] = operands.coefficients[i] * g;
+        if (need_dots) {
+            dot_d += static_cast<double>(g) * d[j];
+            for (int i = 0; i < operands.count; ++i) dot_k[i] += static_cast<double>(g) * operands.kernels[i][j];
+        }
+    }
+    if (!need_dots) return;
+    dot_d = block_sum(dot_d);
+    if (threadIdx.x == 0) atomicAdd(dots, dot_d);
+    for (int i = 0; i < operands.count; ++i) {
+        const double total_k = block_sum(dot_k[i]);
+        if (threadIdx.x == 0) atomicAdd(dots + 1 + i, total_k);
+    }
+}
+
+template <typename T>
+BlendOperands<T> operands_of(const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
+                             const std::vector<Tensor>* grads) {
+    if (kernel_outputs.size() > kMaxKernels)
+        raise<ShapeError>("blend_seeds", "at most ", kMaxKernels, " kernel outputs, got ", kernel_outputs.size());
+    BlendOperands<T> operands{};
+    operands.count = static_cast<int>(kernel_outputs.size());
+    for (size_t i = 0; i < kernel_outputs.size(); ++i) {
+        operands.kernels[i] = static_cast<const T*>(kernel_outputs[i].raw_data());
+        operands.coefficients[i] = static_cast<T>(coefficients[i + 1]);
+        if (grads) operands.grads[i] = static_cast<T*>((*grads)[i].raw_data());
+    }
+    return operands;
+}
+
+}  // namespace
+
+void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
+           const Tensor& out) {
+    const int64_t total = d.numel();
+    if (total == 0) return;
+    dispatch_floating(d.dtype(), "blend_seeds", [&]<typename T>() {
+        blend_kernel<T><<<grid_for(total), kThreads>>>(static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
+                                                      operands_of<T>(kernel_outputs, coefficients, nullptr),
+                                                      static_cast<T*>(out.raw_data()), total);
+    });
+    check_launch("blend_seeds");
+}
+
+void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
+                    const std::vector<double>& coefficients, BlendBackward& result, bool need_dots) {
+    const int64_t total = d.numel();
+    const size_t n = kernel_outputs.size();
+    result.grad_dot_kernels.assign(n, 0.0);
+    result.grad_dot_d = 0.0;
+    if (total == 0) return;
+    Tensor dots;
+    if (need_dots) dots = Tensor::zeros({static_cast<int64_t>(n + 1)}, {.dtype = DType::f64, .device = d.device()});
+    dispatch_floating(d.dtype(), "blend_seeds_backward", [&]<typename T>() {
+        blend_backward_kernel<T><<<std::min<unsigned>(grid_for(total), 1024), kThreads>>>(
+            static_cast<const T*>(grad.raw_data()), static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
+            operands_of<T>(kernel_outputs, coefficients, &result.grad_kernels),
+            result.grad_d.defined() ? static_cast<T*>(result.grad_d.raw_data()) : nullptr,
+            need_dots ? static_cast<double*>(dots.raw_data()) : nullptr, need_dots, total);
+    });
+    check_launch("blend_seeds_backward");
+    if (!need_dots) return;
+    const std::vector<double> values = dots.to_vector<double>();  // the one read-back: alphas need host gradients
+    result.grad_dot_d = values[0];
+    for (size_t i = 0; i < n; ++i) result.grad_dot_kernels[i] = values[i + 1];
+}
+
+}  // namespace kasmina::kernels::cuda

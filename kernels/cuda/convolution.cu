@@ -1,0 +1,215 @@
+// 2-D convolution on the GPU through cuDNN: forward, backward data, backward filter (+ bias
+// gradient). The algorithm for each geometry is chosen once by cuDNN's measured search (PyTorch's
+// benchmark mode) and cached; workspaces come from the caching allocator. float32 runs with FMA math
+// (no TF32) unless kasmina::set_allow_tf32(true).
+#include <cudnn.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/settings.h"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+void check_cudnn(cudnnStatus_t status, const char* call) {
+    if (status != CUDNN_STATUS_SUCCESS)
+        raise<DeviceError>(call, "cuDNN failed: ", cudnnGetErrorString(status), " (", static_cast<int>(status), ")");
+}
+
+cudnnHandle_t handle() {
+    static std::mutex mutex;
+    static std::vector<cudnnHandle_t> handles;
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard lock(mutex);
+    if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+    if (handles[device] == nullptr) check_cudnn(cudnnCreate(&handles[device]), "cudnnCreate");
+    return handles[device];
+}
+
+cudnnDataType_t data_type(DType dtype, const char* op) {
+    if (dtype == DType::f32) return CUDNN_DATA_FLOAT;
+    if (dtype == DType::f64) return CUDNN_DATA_DOUBLE;
+    raise<DTypeError>(op, "cuDNN convolution takes float32 or float64, got ", dtype_name(dtype));
+}
+
+// RAII owners of the three descriptors one convolution needs.
+struct Descriptors {
+    cudnnTensorDescriptor_t input = nullptr, output = nullptr, bias = nullptr;
+    cudnnFilterDescriptor_t filter = nullptr;
+    cudnnConvolutionDescriptor_t convolution = nullptr;
+
+    Descriptors(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p, DType dtype, const char* op) {
+        const cudnnDataType_t type = data_type(dtype, op);
+        auto to_int = [](int64_t v) { return static_cast<int>(v); };
+        check_cudnn(cudnnCreateTensorDescriptor(&input), "cudnnCreateTensorDescriptor");
+        check_cudnn(cudnnCreateTensorDescriptor(&output), "cudnnCreateTensorDescriptor");
+        check_cudnn(cudnnCreateTensorDescriptor(&bias), "cudnnCreateTensorDescriptor");
+        check_cudnn(cudnnCreateFilterDescriptor(&filter), "cudnnCreateFilterDescriptor");
+        check_cudnn(cudnnCreateConvolutionDescriptor(&convolution), "cudnnCreateConvolutionDescriptor");
+        check_cudnn(cudnnSetTensor4dDescriptor(input, CUDNN_TENSOR_NCHW, type, to_int(x[0]), to_int(x[1]), to_int(x[2]),
+                                               to_int(x[3])),
+                    "cudnnSetTensor4dDescriptor");
+        check_cudnn(cudnnSetTensor4dDescriptor(output, CUDNN_TENSOR_NCHW, type, to_int(y[0]), to_int(y[1]), to_int(y[2]),
+                                               to_int(y[3])),
+                    "cudnnSetTensor4dDescriptor");
+        check_cudnn(cudnnSetTensor4dDescriptor(bias, CUDNN_TENSOR_NCHW, type, 1, to_int(y[1]), 1, 1),
+                    "cudnnSetTensor4dDescriptor");
+        check_cudnn(cudnnSetFilter4dDescriptor(filter, type, CUDNN_TENSOR_NCHW, to_int(w[0]), to_int(w[1]), to_int(w[2]),
+                                               to_int(w[3])),
+                    "cudnnSetFilter4dDescriptor");
+        check_cudnn(cudnnSetConvolution2dDescriptor(convolution, to_int(p.padding[0]), to_int(p.padding[1]),
+                                                    to_int(p.stride[0]), to_int(p.stride[1]), to_int(p.dilation[0]),
+                                                    to_int(p.dilation[1]), CUDNN_CROSS_CORRELATION, type),
+                    "cudnnSetConvolution2dDescriptor");
+        check_cudnn(cudnnSetConvolutionGroupCount(convolution, to_int(p.groups)), "cudnnSetConvolutionGroupCount");
+        const cudnnMathType_t math = dtype == DType::f32 && allow_tf32() ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+        check_cudnn(cudnnSetConvolutionMathType(convolution, math), "cudnnSetConvolutionMathType");
+    }
+    ~Descriptors() {
+        cudnnDestroyTensorDescriptor(input);
+        cudnnDestroyTensorDescriptor(output);
+        cudnnDestroyTensorDescriptor(bias);
+        cudnnDestroyFilterDescriptor(filter);
+        cudnnDestroyConvolutionDescriptor(convolution);
+    }
+    Descriptors(const Descriptors&) = delete;
+    Descriptors& operator=(const Descriptors&) = delete;
+};
+
+std::string geometry_key(const char* pass, const Shape& x, const Shape& w, const Conv2dParams& p, DType dtype) {
+    int device = 0;
+    cudaGetDevice(&device);
+    return make_message(pass, device, dtype_name(dtype), shape_str(x), shape_str(w), p.stride[0], ",", p.stride[1], ",",
+                        p.padding[0], ",", p.padding[1], ",", p.dilation[0], ",", p.dilation[1], ",", p.groups,
+                        allow_tf32() ? "tf32" : "fp32");
+}
+
+struct Choice {
+    int algorithm = 0;
+    size_t workspace = 0;
+};
+
+// The fastest algorithm cuDNN measures for this geometry (found once, then cached).
+template <typename Find>
+Choice choose(const std::string& key, Find&& find) {
+    static std::mutex mutex;
+    static std::map<std::string, Choice> cache;
+    {
+        std::lock_guard lock(mutex);
+        if (const auto found = cache.find(key); found != cache.end()) return found->second;
+    }
+    const Choice choice = find();
+    std::lock_guard lock(mutex);
+    cache.emplace(key, choice);
+    return choice;
+}
+
+template <typename Perf>
+Choice best_of(const Perf* results, int count, const char* op) {
+    for (int i = 0; i < count; ++i)
+        if (results[i].status == CUDNN_STATUS_SUCCESS) return {static_cast<int>(results[i].algo), results[i].memory};
+    raise<DeviceError>(op, "cuDNN found no usable algorithm");
+}
+
+Tensor workspace(size_t bytes) {
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    return Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = Device::cuda(device)});
+}
+
+template <typename T>
+struct Scale {
+    T one = 1, zero = 0;
+};
+
+}  // namespace
+
+void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
+                    const Tensor& out) {
+    const Descriptors d(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
+    cudnnHandle_t h = handle();
+    const Choice choice = choose(geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()), [&] {
+        cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        int count = 0;
+        check_cudnn(cudnnFindConvolutionForwardAlgorithm(h, d.input, d.filter, d.convolution, d.output,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, results),
+                    "cudnnFindConvolutionForwardAlgorithm");
+        return best_of(results, count, "conv2d");
+    });
+    const Tensor space = workspace(choice.workspace);
+    dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
+        const Scale<T> s;
+        check_cudnn(cudnnConvolutionForward(h, &s.one, d.input, x.raw_data(), d.filter, weight.raw_data(), d.convolution,
+                                            static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm), space.raw_data(),
+                                            choice.workspace, &s.zero, d.output, out.raw_data()),
+                    "cudnnConvolutionForward");
+        if (bias.defined())
+            check_cudnn(cudnnAddTensor(h, &s.one, d.bias, bias.raw_data(), &s.one, d.output, out.raw_data()),
+                        "cudnnAddTensor");
+    });
+}
+
+void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
+                          const Tensor& grad_input) {
+    const Descriptors d(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
+    cudnnHandle_t h = handle();
+    const Choice choice = choose(geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()), [&] {
+        cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        int count = 0;
+        check_cudnn(cudnnFindConvolutionBackwardDataAlgorithm(h, d.filter, d.output, d.convolution, d.input,
+                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, results),
+                    "cudnnFindConvolutionBackwardDataAlgorithm");
+        return best_of(results, count, "conv2d backward data");
+    });
+    const Tensor space = workspace(choice.workspace);
+    dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
+        const Scale<T> s;
+        check_cudnn(cudnnConvolutionBackwardData(h, &s.one, d.filter, weight.raw_data(), d.output, grad_output.raw_data(),
+                                                 d.convolution, static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm),
+                                                 space.raw_data(), choice.workspace, &s.zero, d.input,
+                                                 grad_input.raw_data()),
+                    "cudnnConvolutionBackwardData");
+    });
+}
+
+void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
+                             const Tensor& grad_weight, const Tensor& grad_bias) {
+    cudnnHandle_t h = handle();
+    const Shape weight_shape = grad_weight.defined()
+                                   ? grad_weight.shape()
+                                   : Shape{grad_output.size(1), x.size(1) / params.groups, 1, 1};  // only the bias wanted
+    const Descriptors d(x.shape(), weight_shape, grad_output.shape(), params, x.dtype(), "conv2d");
+    dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
+        const Scale<T> s;
+        if (grad_weight.defined()) {
+            const Choice choice = choose(geometry_key("bwd_filter", x.shape(), weight_shape, params, x.dtype()), [&] {
+                cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+                int count = 0;
+                check_cudnn(cudnnFindConvolutionBackwardFilterAlgorithm(h, d.input, d.output, d.convolution, d.filter,
+                                                                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count,
+                                                                        results),
+                            "cudnnFindConvolutionBackwardFilterAlgorithm");
+                return best_of(results, count, "conv2d backward filter");
+            });
+            const Tensor space = workspace(choice.workspace);
+            check_cudnn(cudnnConvolutionBackwardFilter(h, &s.one, d.input, x.raw_data(), d.output, grad_output.raw_data(),
+                                                       d.convolution,
+                                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm),
+                                                       space.raw_data(), choice.workspace, &s.zero, d.filter,
+                                                       grad_weight.raw_data()),
+                        "cudnnConvolutionBackwardFilter");
+        }
+        if (grad_bias.defined())
+            check_cudnn(cudnnConvolutionBackwardBias(h, &s.one, d.output, grad_output.raw_data(), &s.zero, d.bias,
+                                                     grad_bias.raw_data()),
+                        "cudnnConvolutionBackwardBias");
+    });
+}
+
+}  // namespace kasmina::kernels::cuda

@@ -1,0 +1,129 @@
+// Shared launch machinery of the CUDA kernels: the strided offset calculator every elementwise
+// kernel uses (operands broadcast to the output's shape by stride 0), grid sizing, block-wide
+// reductions, and error checking after launches. Included by kernels/cuda/*.cu only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/shape.h"
+#include "runtime/tensor.h"
+
+namespace kasmina::kernels::cuda {
+
+constexpr int kMaxRank = 8;
+constexpr int kThreads = 256;
+
+// Element offsets of N operands for a linear index over the (merged) iteration shape.
+template <int N>
+struct OffsetCalculator {
+    int rank = 0;
+    int64_t shape[kMaxRank];
+    int64_t strides[N][kMaxRank];
+    bool contiguous = true;  // every operand dense and in order: offset == linear index
+
+    __device__ __forceinline__ void offsets(int64_t linear, int64_t (&out)[N]) const {
+        if (contiguous) {
+            for (int k = 0; k < N; ++k) out[k] = linear;
+            return;
+        }
+        for (int k = 0; k < N; ++k) out[k] = 0;
+        for (int d = rank - 1; d >= 0; --d) {
+            const int64_t index = linear % shape[d];
+            linear /= shape[d];
+            for (int k = 0; k < N; ++k) out[k] += index * strides[k][d];
+        }
+    }
+};
+
+// Builds the calculator for `shape` with one stride vector per operand (broadcast dims stride 0),
+// merging dimensions that are contiguous for every operand. Raises ShapeError above kMaxRank.
+template <int N>
+OffsetCalculator<N> make_offsets(const Shape& shape, const std::array<Shape, N>& strides, const char* op) {
+    OffsetCalculator<N> calc;
+    Shape merged_shape;
+    std::array<Shape, N> merged;
+    for (size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] == 1) continue;
+        bool mergeable = !merged_shape.empty();
+        for (int k = 0; k < N && mergeable; ++k)
+            mergeable = merged[k].back() == strides[k][d] * shape[d];
+        if (mergeable) {
+            merged_shape.back() *= shape[d];
+            for (int k = 0; k < N; ++k) merged[k].back() = strides[k][d];
+        } else {
+            merged_shape.push_back(shape[d]);
+            for (int k = 0; k < N; ++k) merged[k].push_back(strides[k][d]);
+        }
+    }
+    if (merged_shape.size() > kMaxRank)
+        raise<ShapeError>(op, "the CUDA backend handles up to ", kMaxRank, " non-mergeable dims, got ", shape_str(shape));
+    calc.rank = static_cast<int>(merged_shape.size());
+    for (int d = 0; d < calc.rank; ++d) calc.shape[d] = merged_shape[d];
+    calc.contiguous = calc.rank <= 1;
+    for (int k = 0; k < N; ++k)
+        for (int d = 0; d < calc.rank; ++d) {
+            calc.strides[k][d] = merged[k][d];
+            if (calc.rank == 1 && merged[k][d] != 1) calc.contiguous = false;
+        }
+    return calc;
+}
+
+inline unsigned grid_for(int64_t count, int threads = kThreads) {
+    const int64_t blocks = (count + threads - 1) / threads;
+    return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+// Raises DeviceError naming `op` if the last launch failed.
+inline void check_launch(const char* op) {
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess)
+        raise<DeviceError>(op, "CUDA kernel launch failed: ", cudaGetErrorName(status), ": ", cudaGetErrorString(status));
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T value) {
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
+    return value;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread receives the result.
+template <typename T>
+__device__ T block_sum(T value) {
+    __shared__ T partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    value = warp_sum(value);
+    __syncthreads();  // partial may still be read by a previous call
+    if (lane == 0) partial[warp] = value;
+    __syncthreads();
+    const int warps = (blockDim.x + 31) >> 5;
+    T total = lane < warps ? partial[lane] : T(0);
+    total = warp_sum(total);
+    return __shfl_sync(0xffffffffu, total, 0);
+}
+
+template <typename T>
+__device__ __forceinline__ T device_max(T a, T b) {
+    if (a != a) return a;  // NaN wins, as on the CPU
+    if (b != b) return b;
+    return a > b ? a : b;
+}
+
+template <typename T>
+__device__ T block_max(T value) {
+    __shared__ T partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int offset = 16; offset > 0; offset >>= 1) value = device_max(value, __shfl_down_sync(0xffffffffu, value, offset));
+    __syncthreads();
+    if (lane == 0) partial[warp] = value;
+    __syncthreads();
+    const int warps = (blockDim.x + 31) >> 5;
+    T total = lane < warps ? partial[lane] : partial[0];
+    for (int offset = 16; offset > 0; offset >>= 1) total = device_max(total, __shfl_down_sync(0xffffffffu, total, offset));
+    return __shfl_sync(0xffffffffu, total, 0);
+}
+
+}  // namespace kasmina::kernels::cuda

@@ -1,0 +1,266 @@
+// Layer and batch normalization on the GPU (contracts of kernels/normalization.h's cpu:: functions).
+//   layer norm   one block per row: mean and biased variance by block reductions, then the affine
+//                output; backward per row, weight/bias gradients by a column reduction.
+//   batch norm   one block per channel for the statistics (and the running-statistics update), then
+//                an elementwise pass; backward likewise (per-channel sums, then the input gradient).
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/normalization.h"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+    return t.defined() ? static_cast<const T*>(t.raw_data()) : nullptr;
+}
+template <typename T>
+T* mutable_or_null(const Tensor& t) {
+    return t.defined() ? static_cast<T*>(t.raw_data()) : nullptr;
+}
+
+unsigned blocks_for(int64_t items) { return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(items, 1), 65535 * 16)); }
+
+// ---- layer norm ----------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void layer_norm_kernel(const T* x, const T* weight, const T* bias, T eps, T* out, T* mean_out, T* rstd_out,
+                                  int64_t rows, int64_t n) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* in = x + row * n;
+        T total = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) total += in[i];
+        const T mean = block_sum(total) / static_cast<T>(n);
+        T squares = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const T deviation = in[i] - mean;
+            squares += deviation * deviation;
+        }
+        const T rstd = T(1) / sqrt(block_sum(squares) / static_cast<T>(n) + eps);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            T value = (in[i] - mean) * rstd;
+            if (weight) value *= weight[i];
+            if (bias) value += bias[i];
+            out[row * n + i] = value;
+        }
+        if (threadIdx.x == 0) {
+            mean_out[row] = mean;
+            rstd_out[row] = rstd;
+        }
+    }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = grad * weight, xhat = (x - mean) * rstd
+template <typename T>
+__global__ void layer_norm_backward_input_kernel(const T* grad, const T* x, const T* mean, const T* rstd,
+                                                 const T* weight, T* grad_input, int64_t rows, int64_t n) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const int64_t base = row * n;
+        const T mu = mean[row], r = rstd[row];
+        T sum_g = 0, sum_g_xhat = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const T g = weight ? grad[base + i] * weight[i] : grad[base + i];
+            sum_g += g;
+            sum_g_xhat += g * (x[base + i] - mu) * r;
+        }
+        const T mean_g = block_sum(sum_g) / static_cast<T>(n);
+        const T mean_g_xhat = block_sum(sum_g_xhat) / static_cast<T>(n);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            const T g = weight ? grad[base + i] * weight[i] : grad[base + i];
+            const T xhat = (x[base + i] - mu) * r;
+            grad_input[base + i] = r * (g - mean_g - xhat * mean_g_xhat);
+        }
+    }
+}
+
+// grad_weight[j] = sum_rows grad * xhat, grad_bias[j] = sum_rows grad (one thread per column)
+template <typename T>
+__global__ void layer_norm_backward_affine_kernel(const T* grad, const T* x, const T* mean, const T* rstd,
+                                                  T* grad_weight, T* grad_bias, int64_t rows, int64_t n) {
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        T sum_weight = 0, sum_bias = 0;
+        for (int64_t row = 0; row < rows; ++row) {
+            const T g = grad[row * n + j];
+            sum_bias += g;
+            if (grad_weight) sum_weight += g * (x[row * n + j] - mean[row]) * rstd[row];
+        }
+        if (grad_weight) grad_weight[j] = sum_weight;
+        if (grad_bias) grad_bias[j] = sum_bias;
+    }
+}
+
+// ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
+
+template <typename T>
+__global__ void batch_norm_statistics_kernel(const T* x, T eps, T momentum, T* save_mean, T* save_invstd,
+                                             T* running_mean, T* running_var, int64_t batch, int64_t channels,
+                                             int64_t spatial) {
+    const int64_t count = batch * spatial;
+    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
+        T total = 0;
+        for (int64_t k = threadIdx.x; k < count; k += blockDim.x)
+            total += x[((k / spatial) * channels + c) * spatial + k % spatial];
+        const T mean = block_sum(total) / static_cast<T>(count);
+        T squares = 0;
+        for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
+            const T deviation = x[((k / spatial) * channels + c) * spatial + k % spatial] - mean;
+            squares += deviation * deviation;
+        }
+        const T variance = block_sum(squares) / static_cast<T>(count);
+        if (threadIdx.x == 0) {
+            save_mean[c] = mean;
+            save_invstd[c] = T(1) / sqrt(variance + eps);
+            if (running_mean) {
+                running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean;
+                const T unbiased = variance * static_cast<T>(count) / static_cast<T>(count - 1);
+                running_var[c] = (T(1) - momentum) * running_var[c] + momentum * unbiased;
+            }
+        }
+    }
+}
+
+// out = (x - mean[c]) * invstd[c] * weight[c] + bias[c]; invstd from variance when `from_variance`.
+template <typename T>
+__global__ void batch_norm_apply_kernel(const T* x, const T* mean, const T* scale_source, bool from_variance, T eps,
+                                        const T* weight, const T* bias, T* out, int64_t total, int64_t channels,
+                                        int64_t spatial) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t c = (i / spatial) % channels;
+        const T invstd = from_variance ? T(1) / sqrt(scale_source[c] + eps) : scale_source[c];
+        T value = (x[i] - mean[c]) * invstd;
+        if (weight) value *= weight[c];
+        if (bias) value += bias[c];
+        out[i] = value;
+    }
+}
+
+// Per channel: sum_dy = sum grad, sum_dy_xhat = sum grad * xhat.
+template <typename T>
+__global__ void batch_norm_backward_sums_kernel(const T* grad, const T* x, const T* mean, const T* invstd, T* sum_dy,
+                                                T* sum_dy_xhat, int64_t batch, int64_t channels, int64_t spatial) {
+    const int64_t count = batch * spatial;
+    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
+        T dy = 0, dy_xhat = 0;
+        for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
+            const int64_t at = ((k / spatial) * channels + c) * spatial + k % spatial;
+            dy += grad[at];
+            dy_xhat += grad[at] * (x[at] - mean[c]) * invstd[c];
+        }
+        dy = block_sum(dy);
+        dy_xhat = block_sum(dy_xhat);
+        if (threadIdx.x == 0) {
+            sum_dy[c] = dy;
+            sum_dy_xhat[c] = dy_xhat;
+        }
+    }
+}
+
+// training: dx = weight * invstd * (dy - (sum_dy + xhat * sum_dy_xhat) / n); eval: dx = dy * weight * invstd
+template <typename T>
+__global__ void batch_norm_backward_input_kernel(const T* grad, const T* x, const T* mean, const T* invstd,
+                                                 const T* weight, const T* sum_dy, const T* sum_dy_xhat, bool training,
+                                                 T* grad_input, int64_t total, int64_t channels, int64_t spatial,
+                                                 int64_t count) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t c = (i / spatial) % channels;
+        const T scale = (weight ? weight[c] : T(1)) * invstd[c];
+        if (!training) {
+            grad_input[i] = grad[i] * scale;
+            continue;
+        }
+        const T xhat = (x[i] - mean[c]) * invstd[c];
+        grad_input[i] = scale * (grad[i] - (sum_dy[c] + xhat * sum_dy_xhat[c]) / static_cast<T>(count));
+    }
+}
+
+}  // namespace
+
+void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
+                const Tensor& mean, const Tensor& rstd) {
+    const int64_t rows = x.size(0), n = x.size(1);
+    if (rows == 0) return;
+    dispatch_floating(x.dtype(), "layer_norm", [&]<typename T>() {
+        layer_norm_kernel<T><<<blocks_for(rows), kThreads>>>(
+            static_cast<const T*>(x.raw_data()), data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps),
+            static_cast<T*>(output.raw_data()), static_cast<T*>(mean.raw_data()), static_cast<T*>(rstd.raw_data()), rows, n);
+    });
+    check_launch("layer_norm");
+}
+
+void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& weight, const Tensor& grad_input, const Tensor& grad_weight,
+                         const Tensor& grad_bias) {
+    const int64_t rows = x.size(0), n = x.size(1);
+    dispatch_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
+        const T* g = static_cast<const T*>(grad.raw_data());
+        const T* xs = static_cast<const T*>(x.raw_data());
+        const T* mu = static_cast<const T*>(mean.raw_data());
+        const T* r = static_cast<const T*>(rstd.raw_data());
+        if (grad_input.defined() && rows > 0)
+            layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads>>>(g, xs, mu, r, data_or_null<T>(weight),
+                                                                                static_cast<T*>(grad_input.raw_data()), rows, n);
+        if (grad_weight.defined() || grad_bias.defined())
+            layer_norm_backward_affine_kernel<T><<<grid_for(n), kThreads>>>(g, xs, mu, r, mutable_or_null<T>(grad_weight),
+                                                                            mutable_or_null<T>(grad_bias), rows, n);
+    });
+    check_launch("layer_norm_backward");
+}
+
+void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, double momentum,
+                         const Tensor& output, const Tensor& save_mean, const Tensor& save_invstd,
+                         const Tensor& running_mean, const Tensor& running_var) {
+    const int64_t batch = x.size(0), channels = x.size(1), spatial = x.size(2);
+    dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+        batch_norm_statistics_kernel<T><<<blocks_for(channels), kThreads>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<T>(eps), static_cast<T>(momentum),
+            static_cast<T*>(save_mean.raw_data()), static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean),
+            mutable_or_null<T>(running_var), batch, channels, spatial);
+        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
+            static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight), data_or_null<T>(bias),
+            static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
+    });
+    check_launch("batch_norm");
+}
+
+void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                          const Tensor& running_var, double eps, const Tensor& output) {
+    const int64_t channels = x.size(1), spatial = x.size(2);
+    dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const T*>(running_mean.raw_data()),
+            static_cast<const T*>(running_var.raw_data()), true, static_cast<T>(eps), data_or_null<T>(weight),
+            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
+    });
+    check_launch("batch_norm");
+}
+
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                         const Tensor& invstd, bool training, const Tensor& grad_input, const Tensor& grad_weight,
+                         const Tensor& grad_bias) {
+    const int64_t batch = x.size(0), channels = x.size(1), spatial = x.size(2);
+    const bool need_sums = grad_weight.defined() || grad_bias.defined() || (training && grad_input.defined());
+    const Tensor sum_dy = grad_bias.defined() ? grad_bias : Tensor::empty({channels}, x.options());
+    const Tensor sum_dy_xhat = grad_weight.defined() ? grad_weight : Tensor::empty({channels}, x.options());
+    dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
+        const T* g = static_cast<const T*>(grad.raw_data());
+        const T* xs = static_cast<const T*>(x.raw_data());
+        const T* mu = static_cast<const T*>(mean.raw_data());
+        const T* is = static_cast<const T*>(invstd.raw_data());
+        if (need_sums)
+            batch_norm_backward_sums_kernel<T><<<blocks_for(channels), kThreads>>>(
+                g, xs, mu, is, static_cast<T*>(sum_dy.raw_data()), static_cast<T*>(sum_dy_xhat.raw_data()), batch,
+                channels, spatial);
+        if (grad_input.defined())
+            batch_norm_backward_input_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+                g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),
+                static_cast<const T*>(sum_dy_xhat.raw_data()), training, static_cast<T*>(grad_input.raw_data()), x.numel(),
+                channels, spatial, batch * spatial);
+    });
+    check_launch("batch_norm_backward");
+}
+
+}  // namespace kasmina::kernels::cuda

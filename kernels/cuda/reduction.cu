@@ -1,0 +1,232 @@
+// Reductions on the GPU over the layouts the dispatch layer prepares: rows ([outer, inner], one block
+// per row, warp shuffles then shared memory) and columns ([reduced, kept], one thread per kept
+// column walking down, coalesced across threads). float32 accumulates in float32 like PyTorch's
+// CUDA kernels, float64 in float64, integers in int64.
+#include <limits>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cuda_launch.cuh"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+template <typename T>
+using Accumulator = std::conditional_t<std::is_floating_point_v<T>, T, int64_t>;
+
+template <typename T>
+__device__ __forceinline__ T lowest() {
+    if constexpr (std::is_floating_point_v<T>) return -INFINITY;
+    return std::numeric_limits<T>::lowest();
+}
+template <typename T>
+__device__ __forceinline__ T highest() {
+    if constexpr (std::is_floating_point_v<T>) return INFINITY;
+    return std::numeric_limits<T>::max();
+}
+
+template <typename T>
+__device__ __forceinline__ T device_min(T a, T b) {
+    if (a != a) return a;
+    if (b != b) return b;
+    return a < b ? a : b;
+}
+
+template <typename T>
+__device__ T block_min(T value) {
+    return -block_max(-value);
+}
+
+unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, 65535 * 16)); }
+
+template <ReduceOp Op, typename T>
+__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
+    using Acc = Accumulator<T>;
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* values = x + row * inner;
+        if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
+            Acc total = 0;
+            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += static_cast<Acc>(values[i]);
+            total = block_sum(total);
+            if (threadIdx.x == 0)
+                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(inner)) : static_cast<T>(total);
+        } else if constexpr (std::is_floating_point_v<T>) {
+            T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
+            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
+                best = Op == ReduceOp::max ? device_max(best, values[i]) : device_min(best, values[i]);
+            best = Op == ReduceOp::max ? block_max(best) : block_min(best);
+            if (threadIdx.x == 0) out[row] = best;
+        } else {
+            // Integers: reduce in int64 through the floating-free path.
+            int64_t best = Op == ReduceOp::max ? std::numeric_limits<int64_t>::lowest() : std::numeric_limits<int64_t>::max();
+            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+                const int64_t v = static_cast<int64_t>(values[i]);
+                best = Op == ReduceOp::max ? (v > best ? v : best) : (v < best ? v : best);
+            }
+            best = Op == ReduceOp::max ? block_max(best) : -block_max(-best);
+            if (threadIdx.x == 0) out[row] = static_cast<T>(best);
+        }
+    }
+}
+
+template <ReduceOp Op, typename T>
+__global__ void reduce_columns_kernel(const T* x, T* out, int64_t reduced, int64_t kept) {
+    using Acc = Accumulator<T>;
+    for (int64_t column = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; column < kept;
+         column += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
+            Acc total = 0;
+            for (int64_t r = 0; r < reduced; ++r) total += static_cast<Acc>(x[r * kept + column]);
+            out[column] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(reduced)) : static_cast<T>(total);
+        } else {
+            T best = x[column];
+            for (int64_t r = 1; r < reduced; ++r) {
+                const T v = x[r * kept + column];
+                if constexpr (std::is_floating_point_v<T>) best = Op == ReduceOp::max ? device_max(best, v) : device_min(best, v);
+                else best = Op == ReduceOp::max ? (v > best ? v : best) : (v < best ? v : best);
+            }
+            out[column] = best;
+        }
+    }
+}
+
+template <typename T>
+__global__ void variance_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner, int64_t correction) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* values = x + row * inner;
+        T total = 0;
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += values[i];
+        const T mean = block_sum(total) / static_cast<T>(inner);
+        T squares = 0;
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+            const T deviation = values[i] - mean;
+            squares += deviation * deviation;
+        }
+        squares = block_sum(squares);
+        if (threadIdx.x == 0) {
+            const int64_t divisor = inner - correction;
+            out[row] = divisor > 0 ? squares / static_cast<T>(divisor) : T(NAN);
+        }
+    }
+}
+
+template <typename T>
+__global__ void logsumexp_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* values = x + row * inner;
+        T best = -INFINITY;
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) best = device_max(best, values[i]);
+        best = block_max(best);
+        const T shift = isinf(best) ? T(0) : best;  // all -inf (or +inf) rows: no shift
+        T total = 0;
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += exp(values[i] - shift);
+        total = block_sum(total);
+        if (threadIdx.x == 0) out[row] = log(total) + shift;
+    }
+}
+
+// The better of two (value, index) candidates: NaN first, then the larger value, then the lower index.
+template <typename T>
+__device__ __forceinline__ bool better(T v, int64_t i, T best, int64_t best_index) {
+    if constexpr (std::is_floating_point_v<T>) {
+        if (v != v) return best == best || i < best_index;
+        if (best != best) return false;
+    }
+    return v > best || (v == best && i < best_index);
+}
+
+template <typename T>
+__global__ void max_rows_kernel(const T* x, T* values_out, int64_t* indices_out, int64_t rows, int64_t inner) {
+    __shared__ T best_values[kThreads];
+    __shared__ int64_t best_indices[kThreads];
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* values = x + row * inner;
+        T best = values[0];
+        int64_t best_index = 0;
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
+            if (better(values[i], i, best, best_index)) {
+                best = values[i];
+                best_index = i;
+            }
+        best_values[threadIdx.x] = best;
+        best_indices[threadIdx.x] = best_index;
+        __syncthreads();
+        for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+            if (threadIdx.x < stride &&
+                better(best_values[threadIdx.x + stride], best_indices[threadIdx.x + stride], best_values[threadIdx.x],
+                       best_indices[threadIdx.x])) {
+                best_values[threadIdx.x] = best_values[threadIdx.x + stride];
+                best_indices[threadIdx.x] = best_indices[threadIdx.x + stride];
+            }
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            values_out[row] = best_values[0];
+            indices_out[row] = best_indices[0];
+        }
+        __syncthreads();
+    }
+}
+
+template <typename Fn>
+void dispatch_reduce(ReduceOp op, Fn&& fn) {
+    switch (op) {
+        case ReduceOp::sum: fn.template operator()<ReduceOp::sum>(); return;
+        case ReduceOp::mean: fn.template operator()<ReduceOp::mean>(); return;
+        case ReduceOp::max: fn.template operator()<ReduceOp::max>(); return;
+        case ReduceOp::min: fn.template operator()<ReduceOp::min>(); return;
+    }
+}
+
+}  // namespace
+
+void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
+    const int64_t rows = x.size(0), inner = x.size(1);
+    dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
+        dispatch_reduce(op, [&]<ReduceOp Op>() {
+            reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                       static_cast<T*>(out.raw_data()), rows, inner);
+        });
+    });
+    check_launch("reduce");
+}
+
+void reduce_columns(ReduceOp op, const Tensor& x, const Tensor& out) {
+    const int64_t reduced = x.size(0), kept = x.size(1);
+    dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
+        dispatch_reduce(op, [&]<ReduceOp Op>() {
+            reduce_columns_kernel<Op, T><<<grid_for(kept), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                        static_cast<T*>(out.raw_data()), reduced, kept);
+        });
+    });
+    check_launch("reduce");
+}
+
+void variance_rows(const Tensor& x, int64_t correction, const Tensor& out) {
+    const int64_t rows = x.size(0), inner = x.size(1);
+    dispatch_floating(x.dtype(), "var", [&]<typename T>() {
+        variance_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                static_cast<T*>(out.raw_data()), rows, inner, correction);
+    });
+    check_launch("var");
+}
+
+void logsumexp_rows(const Tensor& x, const Tensor& out) {
+    const int64_t rows = x.size(0), inner = x.size(1);
+    dispatch_floating(x.dtype(), "logsumexp", [&]<typename T>() {
+        logsumexp_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                 static_cast<T*>(out.raw_data()), rows, inner);
+    });
+    check_launch("logsumexp");
+}
+
+void max_rows(const Tensor& x, const Tensor& values, const Tensor& indices) {
+    const int64_t rows = x.size(0), inner = x.size(1);
+    dispatch_numeric(x.dtype(), "max", [&]<typename T>() {
+        max_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                           static_cast<T*>(values.raw_data()),
+                                                           static_cast<int64_t*>(indices.raw_data()), rows, inner);
+    });
+    check_launch("max");
+}
+
+}  // namespace kasmina::kernels::cuda

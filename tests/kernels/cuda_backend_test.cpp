@@ -1,0 +1,223 @@
+// The CUDA backend against the CPU backend: every op's forward and backward on the same random
+// inputs (float32 and float64, broadcasting and non-contiguous operands), the caching allocator's
+// reuse and statistics, and the dropout mask drawn from the same counter-based numbers on both
+// devices. Each test skips itself on a machine without a GPU.
+#include <functional>
+
+#include "kasmina.h"
+#include "kernels/kernels.h"
+#include "kernels/settings.h"
+#include "runtime/allocator.h"
+#include "test_util.h"
+
+using namespace kasmina;
+using Inputs = std::vector<Tensor>;
+
+namespace {
+
+#define REQUIRE_GPU() \
+    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
+
+const Device kGpu = Device::cuda(0);
+
+// Runs `function` on CPU copies and on CUDA copies of `inputs` (leaves requiring grad when asked),
+// compares outputs and, with `backward`, the input gradients of sum(output * weights).
+void expect_same_on_both_devices(const std::function<Tensor(const Inputs&)>& function, const Inputs& inputs,
+                                 double tolerance, bool backward = true) {
+    Inputs cpu_inputs, gpu_inputs;
+    for (const Tensor& x : inputs) {
+        Tensor host = x.detach().clone(), device = x.detach().to(kGpu);
+        if (backward && is_floating(x.dtype())) {
+            host.set_requires_grad(true);
+            device.set_requires_grad(true);
+        }
+        cpu_inputs.push_back(host);
+        gpu_inputs.push_back(device);
+    }
+    const Tensor cpu_out = function(cpu_inputs), gpu_out = function(gpu_inputs);
+    ASSERT_EQ(gpu_out.device(), kGpu);
+    ASSERT_EQ(cpu_out.shape(), gpu_out.shape());
+    ASSERT_EQ(cpu_out.dtype(), gpu_out.dtype());
+    kasmina::testing::expect_tensors_close(gpu_out.to(Device::cpu()), cpu_out, tolerance);
+    if (!backward || !is_floating(cpu_out.dtype())) return;
+    const Tensor weights = Tensor::randn(cpu_out.shape(), {.dtype = cpu_out.dtype()});
+    sum(cpu_out * weights).backward();
+    sum(gpu_out * weights.to(kGpu)).backward();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        if (!cpu_inputs[i].requires_grad()) continue;
+        ASSERT_TRUE(gpu_inputs[i].grad().defined()) << "input " << i;
+        kasmina::testing::expect_tensors_close(gpu_inputs[i].grad().to(Device::cpu()), cpu_inputs[i].grad(), tolerance);
+    }
+}
+
+Tensor randn(const Shape& shape, DType dtype = DType::f32) { return Tensor::randn(shape, {.dtype = dtype}); }
+Tensor positive(const Shape& shape) { return abs(randn(shape)) + 0.5; }
+
+}  // namespace
+
+TEST(CudaBackend, UnaryOpsMatchTheCpu) {
+    REQUIRE_GPU();
+    const Tensor x = randn({33, 17});
+    for (auto f : std::vector<std::function<Tensor(const Tensor&)>>{
+             [](const Tensor& t) { return -t; }, [](const Tensor& t) { return exp(t); }, [](const Tensor& t) { return abs(t); },
+             [](const Tensor& t) { return relu(t); }, [](const Tensor& t) { return gelu(t); },
+             [](const Tensor& t) { return gelu(t, "tanh"); }, [](const Tensor& t) { return sigmoid(t); },
+             [](const Tensor& t) { return tanh(t); }, [](const Tensor& t) { return clamp(t, -0.5, 0.7); },
+             [](const Tensor& t) { return sign(t); }})
+        expect_same_on_both_devices([&](const Inputs& v) { return f(v[0]); }, {x}, 1e-5);
+    const Tensor p = positive({7, 9});
+    for (auto f : std::vector<std::function<Tensor(const Tensor&)>>{[](const Tensor& t) { return log(t); },
+                                                                    [](const Tensor& t) { return sqrt(t); },
+                                                                    [](const Tensor& t) { return rsqrt(t); }})
+        expect_same_on_both_devices([&](const Inputs& v) { return f(v[0]); }, {p}, 1e-5);
+}
+
+TEST(CudaBackend, BinaryOpsBroadcastLikeTheCpu) {
+    REQUIRE_GPU();
+    const Tensor a = randn({4, 1, 6}), b = randn({5, 1}), c = positive({4, 5, 6});
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] + v[1]; }, {a, b}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] - v[1]; }, {a, b}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] * v[1]; }, {a, b}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] / v[1]; }, {a, c}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return pow(v[1], v[0]); }, {a, c}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return maximum(v[0], v[1]); }, {a, b}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return lt(v[0], v[1]); }, {a, b}, 0, false);
+    expect_same_on_both_devices([](const Inputs& v) { return where(gt(v[0], v[1]), v[0], v[1]); }, {a, b}, 1e-6);
+    // float64, a transposed (non-contiguous) operand, a large dense case for the vectorized path.
+    const Tensor t = randn({6, 8}, DType::f64).transpose(0, 1);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] * v[1] + v[0]; }, {t, randn({8, 6}, DType::f64)}, 1e-12);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] + v[1]; }, {randn({1 << 16}), randn({1 << 16})}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] * 2.0 + 1.0; }, {randn({4099})}, 1e-6);
+}
+
+TEST(CudaBackend, ReductionsMatchTheCpu) {
+    REQUIRE_GPU();
+    const Tensor x = randn({6, 5, 7});
+    expect_same_on_both_devices([](const Inputs& v) { return sum(v[0]); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return sum(v[0], {0}); }, {x}, 1e-5);   // columns
+    expect_same_on_both_devices([](const Inputs& v) { return mean(v[0], {2}, true); }, {x}, 1e-5);  // rows
+    expect_same_on_both_devices([](const Inputs& v) { return mean(v[0], {0, 2}); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return var(v[0], {1}); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return var(v[0], {}, false); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return amax(v[0], {1}); }, {x}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return amin(v[0], {0}); }, {x}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return logsumexp(v[0], {2}); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return max(v[0], 1).first; }, {x}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return argmax(v[0], 2); }, {x}, 0, false);
+    expect_same_on_both_devices([](const Inputs& v) { return sum(v[0], {1}); }, {randn({3, 100000})}, 1e-4, false);
+    const Tensor integers = Tensor::arange(24).reshape({4, 6});
+    expect_same_on_both_devices([](const Inputs& v) { return sum(v[0], {1}); }, {integers}, 0, false);
+}
+
+TEST(CudaBackend, MatmulAndLinearMatchTheCpu) {
+    REQUIRE_GPU();
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0], v[1]); }, {randn({5, 7}), randn({7, 3})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0], v[1]); }, {randn({2, 4, 5, 7}), randn({7, 3})},
+                                1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].transpose(-1, -2), v[1]); },
+                                {randn({3, 7, 5}), randn({3, 7, 2})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0], v[1]); }, {randn({6}), randn({6, 4})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
+                                {randn({9, 5}), randn({4, 5}), randn({4})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1]); },
+                                {randn({2, 3, 5}, DType::f64), randn({4, 5}, DType::f64)}, 1e-12);
+}
+
+TEST(CudaBackend, SoftmaxAndLossesMatchTheCpu) {
+    REQUIRE_GPU();
+    const Tensor x = randn({4, 6, 5});
+    expect_same_on_both_devices([](const Inputs& v) { return softmax(v[0], -1); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return softmax(v[0], 1); }, {x}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return log_softmax(v[0], 2); }, {x}, 1e-5);
+    const Tensor target = Tensor::from_vector<int64_t>({0, 3, 2, 1, 4, 4, 0}, {7});
+    expect_same_on_both_devices([](const Inputs& v) { return cross_entropy(v[0], v[1]); }, {randn({7, 5}), target}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return cross_entropy(v[0], v[1], Reduction::sum, 0.1); },
+                                {randn({7, 5}), target}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return mse_loss(v[0], v[1]); }, {randn({3, 4}), randn({3, 4})}, 1e-6);
+}
+
+TEST(CudaBackend, IndexingAndJoiningMatchTheCpu) {
+    REQUIRE_GPU();
+    const Tensor x = randn({5, 4, 3});
+    const Tensor picks = Tensor::from_vector<int64_t>({3, 0, 3, 1}, {4});
+    expect_same_on_both_devices([](const Inputs& v) { return index_select(v[0], 1, v[1]); }, {x, picks}, 1e-6);
+    const Tensor gather_index = Tensor::from_vector<int64_t>({0, 2, 1, 1, 0, 0}, {3, 2});
+    expect_same_on_both_devices([](const Inputs& v) { return gather(v[0], 1, v[1]); }, {randn({3, 4}), gather_index}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return embedding(v[0], v[1]); },
+                                {randn({6, 3}), Tensor::from_vector<int64_t>({5, 0, 5}, {3})}, 1e-6);
+    expect_same_on_both_devices([](const Inputs& v) { return one_hot(v[0], 5); }, {picks}, 0, false);
+    expect_same_on_both_devices([](const Inputs& v) { return cat({v[0], v[1]}, 1); }, {randn({2, 3}), randn({2, 4})}, 0);
+    expect_same_on_both_devices([](const Inputs& v) { return stack({v[0], v[1]}, 0); }, {randn({2, 3}), randn({2, 3})}, 0);
+}
+
+TEST(CudaBackend, ConvolutionMatchesTheCpu) {
+    REQUIRE_GPU();
+    for (const Conv2dParams& params : {Conv2dParams{}, Conv2dParams{{2, 2}, {1, 1}, {1, 1}, 1},
+                                       Conv2dParams{{1, 1}, {2, 2}, {2, 2}, 1}, Conv2dParams{{1, 1}, {1, 1}, {1, 1}, 4}}) {
+        const int64_t groups = params.groups;
+        expect_same_on_both_devices(
+            [params](const Inputs& v) { return conv2d(v[0], v[1], v[2], params); },
+            {randn({2, 4, 9, 8}), randn({8, 4 / groups, 3, 3}), randn({8})}, 1e-4);
+    }
+    expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1]); },
+                                {randn({1, 3, 6, 6}, DType::f64), randn({2, 3, 3, 3}, DType::f64)}, 1e-10);
+}
+
+TEST(CudaBackend, NormalizationMatchesTheCpu) {
+    REQUIRE_GPU();
+    expect_same_on_both_devices([](const Inputs& v) { return layer_norm(v[0], {6}, v[1], v[2]); },
+                                {randn({5, 6}), randn({6}), randn({6})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return layer_norm(v[0], {3, 4}); }, {randn({2, 3, 4})}, 1e-5);
+    for (bool training : {true, false}) {
+        const Tensor running_mean = randn({3}), running_var = positive({3});
+        Tensor cpu_mean = running_mean.clone(), cpu_var = running_var.clone();
+        Tensor gpu_mean = running_mean.to(kGpu), gpu_var = running_var.to(kGpu);
+        expect_same_on_both_devices(
+            [&](const Inputs& v) {
+                const bool on_gpu = v[0].device().is_cuda();
+                return batch_norm(v[0], on_gpu ? gpu_mean : cpu_mean, on_gpu ? gpu_var : cpu_var, v[1], v[2], training, 0.1,
+                                  1e-5);
+            },
+            {randn({4, 3, 5, 2}), randn({3}), randn({3})}, 1e-5);
+        kasmina::testing::expect_tensors_close(gpu_mean.to(Device::cpu()), cpu_mean, 1e-6);
+        kasmina::testing::expect_tensors_close(gpu_var.to(Device::cpu()), cpu_var, 1e-6);
+    }
+}
+
+TEST(CudaBackend, SeedBlendMatchesTheCpuIncludingAlphaGradients) {
+    REQUIRE_GPU();
+    const Tensor alphas = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
+    const Tensor alphas_gpu_run = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
+    expect_same_on_both_devices(
+        [&](const Inputs& v) { return blend_seeds(v[0], {v[1], v[2]}, v[0].device().is_cuda() ? alphas_gpu_run : alphas); },
+        {randn({3, 5}), randn({3, 5}), randn({3, 5})}, 1e-6);
+    kasmina::testing::expect_tensors_close(alphas_gpu_run.grad(), alphas.grad(), 1e-5);
+}
+
+TEST(CudaBackend, DropoutDrawsTheSameMaskOnBothDevices) {
+    REQUIRE_GPU();
+    Generator cpu_generator(42), gpu_generator(42);
+    const Tensor x = Tensor::ones({1000});
+    const Tensor cpu_mask = dropout(x, 0.3, true, &cpu_generator);
+    const Tensor gpu_mask = dropout(x.to(kGpu), 0.3, true, &gpu_generator);
+    EXPECT_EQ(gpu_mask.to(Device::cpu()).to_vector<float>(), cpu_mask.to_vector<float>());
+}
+
+TEST(CudaAllocator, ReusesFreedBlocksWithoutNewDeviceAllocations) {
+    REQUIRE_GPU();
+    Allocator& allocator = allocator_for(kGpu);
+    { Tensor warm = Tensor::empty({1 << 20}, {.device = kGpu}); }
+    const AllocatorStats before = allocator.stats();
+    for (int i = 0; i < 100; ++i) {
+        Tensor a = Tensor::empty({1 << 20}, {.device = kGpu});
+        Tensor b = Tensor::empty({1000}, {.device = kGpu});
+    }
+    const AllocatorStats after = allocator.stats();
+    EXPECT_EQ(after.device_allocations, before.device_allocations) << "steady state: no cudaMalloc";
+    EXPECT_EQ(after.allocations, before.allocations + 200);
+    EXPECT_EQ(after.bytes_in_use, before.bytes_in_use);
+    EXPECT_GE(after.peak_bytes, uint64_t{4} << 20);
+    EXPECT_GE(after.reserved_bytes, after.bytes_in_use);
+    allocator.empty_cache();
+    EXPECT_LE(allocator.stats().reserved_bytes, after.reserved_bytes);
+}
