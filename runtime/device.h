@@ -1,6 +1,7 @@
 // Where a tensor's storage lives: the host (CPU) or CUDA device n.
 #pragma once
 
+#include <cstdint>
 #include <ostream>
 #include <string>
 
