@@ -206,7 +206,10 @@ TEST(CudaBackend, DropoutDrawsTheSameMaskOnBothDevices) {
 TEST(CudaAllocator, ReusesFreedBlocksWithoutNewDeviceAllocations) {
     REQUIRE_GPU();
     Allocator& allocator = allocator_for(kGpu);
-    { Tensor warm = Tensor::empty({1 << 20}, {.device = kGpu}); }
+    {  // one block of each size class the loop uses (a 4 MiB segment, a small-pool segment)
+        Tensor large = Tensor::empty({1 << 20}, {.device = kGpu});
+        Tensor small = Tensor::empty({1000}, {.device = kGpu});
+    }
     const AllocatorStats before = allocator.stats();
     for (int i = 0; i < 100; ++i) {
         Tensor a = Tensor::empty({1 << 20}, {.device = kGpu});
