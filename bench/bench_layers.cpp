@@ -10,27 +10,49 @@ using namespace kasmina::bench;
 
 namespace {
 
-void BM_LayerForward(benchmark::State& state, const std::string& name) {
-    LayerWorkload w = make_layer_workload(name);
+// Each iteration ends with the device idle (synchronize), so host timing measures the GPU work.
+void BM_LayerForward(benchmark::State& state, const std::string& name, Device device) {
+    if (device.is_cuda() && !cuda_is_available()) return state.SkipWithError("no CUDA device");
+    LayerWorkload w = make_layer_workload(name, device);
     NoGradGuard no_grad;
-    for (auto _ : state) benchmark::DoNotOptimize(w.forward(w.input));
+    for (int i = 0; i < 3; ++i) w.forward(w.input);
+    synchronize(device);
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(w.forward(w.input));
+        synchronize(device);
+    }
 }
 
-void BM_LayerForwardBackward(benchmark::State& state, const std::string& name) {
-    LayerWorkload w = make_layer_workload(name);
+void BM_LayerForwardBackward(benchmark::State& state, const std::string& name, Device device) {
+    if (device.is_cuda() && !cuda_is_available()) return state.SkipWithError("no CUDA device");
+    LayerWorkload w = make_layer_workload(name, device);
     Tensor x = w.input.clone().set_requires_grad(true);
-    for (auto _ : state) {
+    auto step = [&] {
         w.module->zero_grad();
         x.set_grad({});
         sum(w.forward(x)).backward();
+    };
+    for (int i = 0; i < 3; ++i) step();
+    synchronize(device);
+    for (auto _ : state) {
+        step();
+        synchronize(device);
     }
 }
 
 }  // namespace
 
-#define KASMINA_LAYER_BENCH(name)                                                                                \
-    BENCHMARK_CAPTURE(BM_LayerForward, name, std::string(#name))->Unit(benchmark::kMicrosecond)->MinTime(0.5);   \
-    BENCHMARK_CAPTURE(BM_LayerForwardBackward, name, std::string(#name))->Unit(benchmark::kMicrosecond)->MinTime(0.5);
+#define KASMINA_LAYER_BENCH(name)                                                                                          \
+    BENCHMARK_CAPTURE(BM_LayerForward, name, std::string(#name), Device::cpu())->Unit(benchmark::kMicrosecond)->MinTime(0.5); \
+    BENCHMARK_CAPTURE(BM_LayerForwardBackward, name, std::string(#name), Device::cpu())                                   \
+        ->Unit(benchmark::kMicrosecond)                                                                                     \
+        ->MinTime(0.5);                                                                                                     \
+    BENCHMARK_CAPTURE(BM_LayerForward, name##_cuda, std::string(#name), Device::cuda())                                   \
+        ->Unit(benchmark::kMicrosecond)                                                                                     \
+        ->MinTime(0.5);                                                                                                     \
+    BENCHMARK_CAPTURE(BM_LayerForwardBackward, name##_cuda, std::string(#name), Device::cuda())                           \
+        ->Unit(benchmark::kMicrosecond)                                                                                     \
+        ->MinTime(0.5);
 
 KASMINA_LAYER_BENCH(linear)
 KASMINA_LAYER_BENCH(conv2d)

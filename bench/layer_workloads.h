@@ -16,30 +16,36 @@ struct LayerWorkload {
     std::function<Tensor(const Tensor&)> forward;
 };
 
-inline LayerWorkload make_layer_workload(const std::string& name) {
+// CPU sizes by default; on a CUDA device the GPU set (H100 column of BENCHMARKS.md).
+inline LayerWorkload make_layer_workload(const std::string& name, Device device = Device::cpu()) {
     manual_seed(1);
+    const bool gpu = device.is_cuda();
+    std::shared_ptr<nn::Module> module;
+    Shape input;
     if (name == "linear") {
-        auto m = std::make_shared<nn::Linear>(512, 512);
-        return {m, Tensor::randn({256, 512}), [m](const Tensor& x) { return m->forward(x); }};
+        module = std::make_shared<nn::Linear>(gpu ? 1024 : 512, gpu ? 1024 : 512);
+        input = gpu ? Shape{8192, 1024} : Shape{256, 512};
+    } else if (name == "conv2d") {
+        const int64_t channels = gpu ? 64 : 32;
+        module = std::make_shared<nn::Conv2d>(channels, channels, 3, nn::Conv2dOptions{.padding = {1, 1}});
+        input = gpu ? Shape{64, 64, 56, 56} : Shape{8, 32, 32, 32};
+    } else if (name == "mha") {
+        module = std::make_shared<nn::MultiheadAttention>(gpu ? 1024 : 256, gpu ? 16 : 8,
+                                                          nn::MultiheadAttentionOptions{.batch_first = true});
+        input = gpu ? Shape{32, 512, 1024} : Shape{8, 64, 256};
+    } else if (name == "layernorm") {
+        module = std::make_shared<nn::LayerNorm>(Shape{gpu ? 1024 : 512});
+        input = gpu ? Shape{16384, 1024} : Shape{2048, 512};
+    } else if (name == "batchnorm2d") {
+        module = std::make_shared<nn::BatchNorm2d>(gpu ? 64 : 32);
+        input = gpu ? Shape{64, 64, 56, 56} : Shape{8, 32, 32, 32};
+    } else {
+        module = std::make_shared<nn::BatchNorm1d>(gpu ? 1024 : 512);
+        input = gpu ? Shape{8192, 1024} : Shape{256, 512};
     }
-    if (name == "conv2d") {
-        auto m = std::make_shared<nn::Conv2d>(32, 32, 3, nn::Conv2dOptions{.padding = {1, 1}});
-        return {m, Tensor::randn({8, 32, 32, 32}), [m](const Tensor& x) { return m->forward(x); }};
-    }
-    if (name == "mha") {
-        auto m = std::make_shared<nn::MultiheadAttention>(256, 8, nn::MultiheadAttentionOptions{.batch_first = true});
-        return {m, Tensor::randn({8, 64, 256}), [m](const Tensor& x) { return m->forward(x); }};
-    }
-    if (name == "layernorm") {
-        auto m = std::make_shared<nn::LayerNorm>(Shape{512});
-        return {m, Tensor::randn({2048, 512}), [m](const Tensor& x) { return m->forward(x); }};
-    }
-    if (name == "batchnorm2d") {
-        auto m = std::make_shared<nn::BatchNorm2d>(32);
-        return {m, Tensor::randn({8, 32, 32, 32}), [m](const Tensor& x) { return m->forward(x); }};
-    }
-    auto m = std::make_shared<nn::BatchNorm1d>(512);
-    return {m, Tensor::randn({256, 512}), [m](const Tensor& x) { return m->forward(x); }};
+    module->to(device);
+    auto raw = module.get();
+    return {module, Tensor::randn(input).to(device), [raw](const Tensor& x) { return raw->forward(x); }};
 }
 
 }  // namespace kasmina::bench

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch peer for bench/bench_layers.cpp: the same layers and shapes on the CPU, same thread count,
-forward (no_grad) and forward+backward (sum of outputs), median of repeated runs in microseconds.
-Usage: OMP_NUM_THREADS=2 python3 bench/peer_layers.py [--threads 2]"""
+"""PyTorch peer for bench/bench_layers.cpp: the same layers and shapes, forward (no_grad) and
+forward+backward (sum of outputs), median of repeated runs in microseconds.
+CPU: the CPU set of BENCHMARKS.md with the given thread count (host clock).
+CUDA: the GPU set, cudnn.benchmark on, TF32 off unless --tf32, timed with CUDA events.
+Usage: OMP_NUM_THREADS=2 python3 bench/peer_layers.py [--threads 2] [--device cpu|cuda] [--tf32]"""
 import argparse
 import statistics
 import time
@@ -9,39 +11,64 @@ import time
 import torch
 
 
-def workloads():
+def workloads(gpu):
     torch.manual_seed(1)
-    yield "linear", torch.nn.Linear(512, 512), torch.randn(256, 512)
-    yield "conv2d", torch.nn.Conv2d(32, 32, 3, padding=1), torch.randn(8, 32, 32, 32)
-    mha = torch.nn.MultiheadAttention(256, 8, batch_first=True)
-    yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), torch.randn(8, 64, 256)
-    yield "layernorm", torch.nn.LayerNorm(512), torch.randn(2048, 512)
-    yield "batchnorm2d", torch.nn.BatchNorm2d(32), torch.randn(8, 32, 32, 32)
-    yield "batchnorm1d", torch.nn.BatchNorm1d(512), torch.randn(256, 512)
+    if gpu:
+        mha = torch.nn.MultiheadAttention(1024, 16, batch_first=True)
+        yield "linear", torch.nn.Linear(1024, 1024), (8192, 1024)
+        yield "conv2d", torch.nn.Conv2d(64, 64, 3, padding=1), (64, 64, 56, 56)
+        yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), (32, 512, 1024)
+        yield "layernorm", torch.nn.LayerNorm(1024), (16384, 1024)
+        yield "batchnorm2d", torch.nn.BatchNorm2d(64), (64, 64, 56, 56)
+        yield "batchnorm1d", torch.nn.BatchNorm1d(1024), (8192, 1024)
+    else:
+        mha = torch.nn.MultiheadAttention(256, 8, batch_first=True)
+        yield "linear", torch.nn.Linear(512, 512), (256, 512)
+        yield "conv2d", torch.nn.Conv2d(32, 32, 3, padding=1), (8, 32, 32, 32)
+        yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), (8, 64, 256)
+        yield "layernorm", torch.nn.LayerNorm(512), (2048, 512)
+        yield "batchnorm2d", torch.nn.BatchNorm2d(32), (8, 32, 32, 32)
+        yield "batchnorm1d", torch.nn.BatchNorm1d(512), (256, 512)
 
 
-def median_us(fn, min_time=0.5):
+def median_us(fn, gpu, min_time=0.5):
     for _ in range(5):
         fn()
     samples, start = [], time.perf_counter()
     while time.perf_counter() - start < min_time or len(samples) < 20:
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
+        if gpu:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(begin.elapsed_time(end) * 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e6)
     return statistics.median(samples)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--tf32", action="store_true")
     args = parser.parse_args()
+    gpu = args.device == "cuda"
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads")
-    for name, module, x in workloads():
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    print(f"torch {torch.__version__}, device {args.device}, {args.threads} threads, tf32 {args.tf32}")
+    for name, module, shape in workloads(gpu):
         forward, owner = (module if isinstance(module, tuple) else (module, module))
-        owner.train()
+        owner.to(args.device).train()
+        x = torch.randn(*shape, device=args.device)
         with torch.no_grad():
-            fwd = median_us(lambda: forward(x))
+            fwd = median_us(lambda: forward(x), gpu)
         xg = x.clone().requires_grad_(True)
 
         def step():
@@ -49,7 +76,7 @@ def main():
             xg.grad = None
             forward(xg).sum().backward()
 
-        both = median_us(step)
+        both = median_us(step, gpu)
         print(f"{name:12s} fwd {fwd:10.1f} us   fwd+bwd {both:10.1f} us")
 
 

@@ -29,5 +29,8 @@ std::ostream& operator<<(std::ostream& stream, const Device& device);
 // Number of CUDA devices usable by this process (0 when built without CUDA or without a GPU/driver).
 int cuda_device_count();
 inline bool cuda_is_available() { return cuda_device_count() > 0; }
+// Waits until all work queued on `device` has finished (a no-op for the CPU). For timing and tests;
+// the library itself never needs it.
+void synchronize(Device device);
 
 }  // namespace kasmina

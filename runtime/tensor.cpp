@@ -41,6 +41,15 @@ int cuda_device_count() {
 #endif
 }
 
+void synchronize(Device device) {
+    if (device.is_cpu()) return;
+#ifdef KASMINA_WITH_CUDA
+    cuda::synchronize(device.index);
+#else
+    raise<DeviceError>("synchronize", "device ", device.str(), " needs the CUDA backend, which this build lacks");
+#endif
+}
+
 namespace {
 thread_local bool grad_mode_enabled = true;
 

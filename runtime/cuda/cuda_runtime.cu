@@ -35,6 +35,11 @@ void make_current(int device) {
     if (current != device) KASMINA_CUDA_CHECK(cudaSetDevice(device));
 }
 
+void synchronize(int device) {
+    make_current(device);
+    KASMINA_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 namespace {
 
 class DeviceGuard {

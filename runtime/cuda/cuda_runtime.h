@@ -14,6 +14,7 @@ namespace kasmina::cuda {
 int device_count();
 // Makes `device` the calling thread's current CUDA device (raises DeviceError if it does not exist).
 void make_current(int device);
+void synchronize(int device);
 Allocator& allocator(int device);
 
 enum class CopyKind { host_to_device, device_to_host, device_to_device };

@@ -82,13 +82,23 @@ std::shared_ptr<nn::Module> build_module(const std::string& type, const Json& c)
     throw Error("unknown module type " + type);
 }
 
-Tensor leaf_copy(const Tensor& t) { return t.clone().set_requires_grad(true); }
+Tensor leaf_copy(const Tensor& t, Device device = Device::cpu()) {
+    Tensor copy = device.is_cpu() ? t.clone() : t.to(device);
+    return copy.set_requires_grad(true);
+}
 
-class LayerParity : public ::testing::TestWithParam<std::string> {};
+// Every case runs on the CPU and, where a GPU is present, on CUDA too (the same fixtures; the GPU's
+// tolerance allows for cuBLAS/cuDNN summation orders).
+const Device kCuda = Device::cuda(0);
+double tolerance_on(Device device) { return device.is_cpu() ? 2e-5 : 1e-4; }
 
-TEST_P(LayerParity, MatchesPyTorch) {
-    const SafetensorsContent content = load_safetensors(kFixtures + "/layers/" + GetParam() + ".safetensors");
+#define SKIP_WITHOUT_GPU() \
+    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
+
+void run_layer_case(const std::string& case_name, Device device) {
+    const SafetensorsContent content = load_safetensors(kFixtures + "/layers/" + case_name + ".safetensors");
     const TensorMap& t = content.tensors;
+    const double tolerance = tolerance_on(device);
     const std::string type = content.metadata.at("module");
     auto module = build_module(type, config_of(content));
     TensorMap state;
@@ -96,31 +106,42 @@ TEST_P(LayerParity, MatchesPyTorch) {
         if (name.rfind("param.", 0) == 0) state.emplace(name.substr(6), tensor);
     module->load_state_dict(state, /*strict=*/true);
     module->train(content.metadata.at("mode") == "train");
+    module->to(device);
 
     std::map<std::string, Tensor> inputs;
     Tensor output, weights;
     if (type == "MultiheadAttention") {
         const Json call = config_of(content, "call");
-        for (const char* name : {"query", "key", "value"}) inputs[name] = leaf_copy(t.at(name));
+        for (const char* name : {"query", "key", "value"}) inputs[name] = leaf_copy(t.at(name), device);
         nn::AttentionCall arguments{.need_weights = call.value("need_weights", true),
                                     .average_attn_weights = call.value("average_attn_weights", true),
                                     .is_causal = call.value("is_causal", false)};
-        if (t.count("attn_mask")) arguments.attn_mask = t.at("attn_mask");
-        if (t.count("key_padding_mask")) arguments.key_padding_mask = t.at("key_padding_mask");
+        if (t.count("attn_mask")) arguments.attn_mask = t.at("attn_mask").to(device);
+        if (t.count("key_padding_mask")) arguments.key_padding_mask = t.at("key_padding_mask").to(device);
         auto& attention = static_cast<nn::MultiheadAttention&>(*module);
         std::tie(output, weights) = attention.forward(inputs["query"], inputs["key"], inputs["value"], arguments);
-        if (t.count("attn_weights")) expect_matches(weights, t.at("attn_weights"), "attn_weights");
+        if (t.count("attn_weights")) expect_matches(weights, t.at("attn_weights"), "attn_weights", tolerance);
     } else {
-        inputs["input"] = leaf_copy(t.at("input"));
+        inputs["input"] = leaf_copy(t.at("input"), device);
         output = module->forward(inputs["input"]);
     }
-    expect_matches(output, t.at("output"), "output");
-    output.backward(t.at("grad_output"));
-    for (const auto& [name, input] : inputs) expect_matches(input.grad(), t.at("grad." + name), "grad." + name);
+    ASSERT_EQ(output.device(), device);
+    expect_matches(output, t.at("output"), "output", tolerance);
+    output.backward(t.at("grad_output").to(device));
+    for (const auto& [name, input] : inputs) expect_matches(input.grad(), t.at("grad." + name), "grad." + name, tolerance);
     for (const auto& [name, parameter] : module->named_parameters())
-        expect_matches(parameter.grad(), t.at("grad." + name), "grad." + name);
+        expect_matches(parameter.grad(), t.at("grad." + name), "grad." + name, tolerance);
     for (const auto& [name, buffer] : module->named_buffers())
-        if (t.count("after." + name)) expect_matches(buffer, t.at("after." + name), "after." + name, 1e-6);
+        if (t.count("after." + name)) expect_matches(buffer, t.at("after." + name), "after." + name, device.is_cpu() ? 1e-6 : 1e-5);
+}
+
+class LayerParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LayerParity, MatchesPyTorch) { run_layer_case(GetParam(), Device::cpu()); }
+
+TEST_P(LayerParity, MatchesPyTorchOnCuda) {
+    SKIP_WITHOUT_GPU();
+    run_layer_case(GetParam(), kCuda);
 }
 
 std::string case_label(const ::testing::TestParamInfo<std::string>& info) {
@@ -138,31 +159,39 @@ INSTANTIATE_TEST_SUITE_P(MultiheadAttention, LayerParity, ::testing::ValuesIn(ca
 
 class LossParity : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(LossParity, MatchesPyTorch) {
-    const SafetensorsContent content = load_safetensors(kFixtures + "/layers/" + GetParam() + ".safetensors");
+void run_loss_case(const std::string& case_name, Device device) {
+    const SafetensorsContent content = load_safetensors(kFixtures + "/layers/" + case_name + ".safetensors");
     const TensorMap& t = content.tensors;
     const Json config = config_of(content);
     const Reduction reduction = config.value("reduction", std::string("mean")) == "sum" ? Reduction::sum : Reduction::mean;
-    Tensor input = leaf_copy(t.at("input"));
-    const Tensor loss = GetParam().find("cross_entropy") != std::string::npos
-                            ? cross_entropy(input, t.at("target"), reduction, config.value("label_smoothing", 0.0))
-                            : mse_loss(input, t.at("target"), reduction);
-    expect_matches(loss, t.at("output"), "loss");
+    Tensor input = leaf_copy(t.at("input"), device);
+    const Tensor target = t.at("target").to(device);
+    const Tensor loss = case_name.find("cross_entropy") != std::string::npos
+                            ? cross_entropy(input, target, reduction, config.value("label_smoothing", 0.0))
+                            : mse_loss(input, target, reduction);
+    expect_matches(loss, t.at("output"), "loss", tolerance_on(device));
     loss.backward();
-    expect_matches(input.grad(), t.at("grad.input"), "grad.input");
+    expect_matches(input.grad(), t.at("grad.input"), "grad.input", tolerance_on(device));
+}
+
+TEST_P(LossParity, MatchesPyTorch) { run_loss_case(GetParam(), Device::cpu()); }
+
+TEST_P(LossParity, MatchesPyTorchOnCuda) {
+    SKIP_WITHOUT_GPU();
+    run_loss_case(GetParam(), kCuda);
 }
 
 INSTANTIATE_TEST_SUITE_P(Losses, LossParity, ::testing::ValuesIn(case_names("layers", "loss_")), case_label);
 
 class OptimizerParity : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(OptimizerParity, ThreeStepsMatchPyTorch) {
-    const SafetensorsContent content = load_safetensors(kFixtures + "/optim/" + GetParam() + ".safetensors");
+void run_optimizer_case(const std::string& case_name, Device device) {
+    const SafetensorsContent content = load_safetensors(kFixtures + "/optim/" + case_name + ".safetensors");
     const TensorMap& t = content.tensors;
     const Json defaults = config_of(content, "defaults");
     const std::vector<std::string> names = Json::parse(content.metadata.at("param_names")).get<std::vector<std::string>>();
     std::vector<Tensor> parameters;
-    for (const auto& name : names) parameters.push_back(leaf_copy(t.at("param." + name)));
+    for (const auto& name : names) parameters.push_back(leaf_copy(t.at("param." + name), device));
     std::unique_ptr<optim::Optimizer> optimizer;
     if (content.metadata.at("optimizer") == "SGD")
         optimizer = std::make_unique<optim::SGD>(parameters, optim::SGDOptions{.lr = defaults["lr"],
@@ -179,13 +208,20 @@ TEST_P(OptimizerParity, ThreeStepsMatchPyTorch) {
     const int steps = std::stoi(content.metadata.at("steps"));
     for (int step = 1; step <= steps; ++step) {
         for (size_t i = 0; i < names.size(); ++i)
-            parameters[i].set_grad(t.at("grad.step" + std::to_string(step) + "." + names[i]));
+            parameters[i].set_grad(t.at("grad.step" + std::to_string(step) + "." + names[i]).to(device));
         optimizer->step();
         for (size_t i = 0; i < names.size(); ++i) {
             const std::string key = "after.step" + std::to_string(step) + "." + names[i];
-            expect_matches(parameters[i], t.at(key), key, 1e-6);
+            expect_matches(parameters[i], t.at(key), key, device.is_cpu() ? 1e-6 : 1e-5);
         }
     }
+}
+
+TEST_P(OptimizerParity, ThreeStepsMatchPyTorch) { run_optimizer_case(GetParam(), Device::cpu()); }
+
+TEST_P(OptimizerParity, ThreeStepsMatchPyTorchOnCuda) {
+    SKIP_WITHOUT_GPU();
+    run_optimizer_case(GetParam(), kCuda);
 }
 
 INSTANTIATE_TEST_SUITE_P(SGD, OptimizerParity, ::testing::ValuesIn(case_names("optim", "sgd_")), case_label);

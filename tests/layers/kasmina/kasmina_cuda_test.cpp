@@ -1,0 +1,175 @@
+// The Kasmina layers on the GPU: dormant wrapped layers equal the originals bit for bit on CUDA
+// (outputs, gradients, buffers, train and eval) and allocate nothing extra; loaded kernels blend on
+// the device and agree with the same layer on the CPU; the cache keeps device-resident weights; a
+// short training run on CUDA follows the CPU run. Each test skips itself without a GPU.
+#include <filesystem>
+
+#include "kasmina.h"
+#include "test_util.h"
+
+using namespace kasmina;
+using namespace kasmina::morph;
+
+namespace {
+
+#define REQUIRE_GPU() \
+    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
+
+const Device kGpu = Device::cuda(0);
+
+struct Store {
+    std::filesystem::path directory;
+    std::shared_ptr<DirectoryStore> store;
+    std::shared_ptr<KernelCache> cache;
+    explicit Store(const std::string& name)
+        : directory(std::filesystem::temp_directory_path() / ("kasmina_cuda_test_" + name)) {
+        std::filesystem::remove_all(directory);
+        store = std::make_shared<DirectoryStore>(directory.string());
+        cache = std::make_shared<KernelCache>(store);
+    }
+    ~Store() { std::filesystem::remove_all(directory); }
+    uint64_t add(const KernelArtifact& artifact) { return store->write(serialize_artifact(artifact)); }
+};
+
+std::vector<float> host(const Tensor& t) { return t.to(Device::cpu()).contiguous().to_vector<float>(); }
+
+std::shared_ptr<nn::Sequential> network() {
+    return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+        std::make_shared<nn::Conv2d>(3, 4, 3, nn::Conv2dOptions{.padding = {1, 1}}), std::make_shared<nn::BatchNorm2d>(4),
+        std::make_shared<nn::ReLU>(), std::make_shared<nn::Flatten>(), std::make_shared<nn::Linear>(4 * 5 * 5, 6),
+        std::make_shared<nn::BatchNorm1d>(6), std::make_shared<nn::LayerNorm>(Shape{6})});
+}
+
+}  // namespace
+
+TEST(KasminaCuda, DormantWrappedModelMatchesTheOriginalBitForBit) {
+    REQUIRE_GPU();
+    manual_seed(5);
+    auto original = network(), copy = network();
+    copy->load_state_dict(original->state_dict());
+    original->to(kGpu);
+    copy->to(kGpu);
+    Store store("dormant");
+    MorphableModel wrapped = wrap(copy, {.cache = store.cache});
+    for (int step = 0; step < 3; ++step) {
+        const Tensor x = Tensor::randn({4, 3, 5, 5}).to(kGpu);
+        Tensor xa = x.clone().set_requires_grad(true), xb = x.clone().set_requires_grad(true);
+        const Tensor ya = original->forward(xa), yb = wrapped.forward(xb);
+        EXPECT_EQ(host(yb), host(ya));
+        sum(ya * ya).backward();
+        sum(yb * yb).backward();
+        EXPECT_EQ(host(xb.grad()), host(xa.grad()));
+    }
+    const auto buffers_a = original->named_buffers(), buffers_b = copy->named_buffers();
+    for (size_t i = 0; i < buffers_a.size(); ++i)
+        EXPECT_EQ(buffers_b[i].second.to(Device::cpu()).to_vector<double>(),
+                  buffers_a[i].second.to(Device::cpu()).to_vector<double>())
+            << buffers_a[i].first;
+    original->eval();
+    copy->eval();
+    const Tensor x = Tensor::randn({2, 3, 5, 5}).to(kGpu);
+    EXPECT_EQ(host(wrapped.forward(x)), host(original->forward(x)));
+    // No allocation beyond the original's on the device either.
+    Allocator& allocator = allocator_for(kGpu);
+    auto count = [&](const std::function<void()>& work) {
+        const uint64_t before = allocator.stats().allocations;
+        work();
+        return allocator.stats().allocations - before;
+    };
+    EXPECT_EQ(count([&] { wrapped.forward(x); }), count([&] { original->forward(x); }));
+}
+
+TEST(KasminaCuda, LoadedKernelsBlendOnTheDeviceLikeOnTheCpu) {
+    REQUIRE_GPU();
+    Store store("blend");
+    nn::Linear cpu_linear(6, 4);
+    KasminaLayer cpu_layer(cpu_linear, {.cache = store.cache});
+    nn::Linear gpu_linear(6, 4);
+    gpu_linear.load_state_dict(cpu_linear.state_dict());
+    gpu_linear.to(kGpu);
+    KasminaLayer gpu_layer(gpu_linear, {.cache = store.cache});
+    const uint64_t a = store.add(make_linear_bottleneck(6, 4, 3)), b = store.add(make_linear_bottleneck(6, 4, 5));
+    for (KasminaLayer* layer : {&cpu_layer, &gpu_layer}) {
+        layer->load_kernel(0, a, {.alpha = 0.8});
+        layer->load_kernel(2, b, {.alpha = 0.6});
+    }
+    EXPECT_TRUE(store.cache->contains(a, kGpu));
+    EXPECT_EQ(store.cache->get(a, kGpu)->artifact.tensors.at("w0").device(), kGpu);
+    for (const auto& [name, tensor] : gpu_layer.named_parameters()) EXPECT_EQ(tensor.device(), kGpu) << name;
+    const Tensor x = Tensor::randn({5, 6});
+    Tensor x_cpu = x.clone().set_requires_grad(true), x_gpu = x.to(kGpu).set_requires_grad(true);
+    const Tensor y_cpu = cpu_layer.forward(x_cpu), y_gpu = gpu_layer.forward(x_gpu);
+    kasmina::testing::expect_tensors_close(y_gpu.to(Device::cpu()), y_cpu, 1e-5);
+    sum(y_cpu).backward();
+    sum(y_gpu).backward();
+    kasmina::testing::expect_tensors_close(x_gpu.grad().to(Device::cpu()), x_cpu.grad(), 1e-5);
+    const auto cpu_parameters = cpu_layer.named_parameters(), gpu_parameters = gpu_layer.named_parameters();
+    ASSERT_EQ(cpu_parameters.size(), gpu_parameters.size());
+    for (size_t i = 0; i < cpu_parameters.size(); ++i)
+        kasmina::testing::expect_tensors_close(gpu_parameters[i].second.grad().to(Device::cpu()), cpu_parameters[i].second.grad(),
+                                               1e-5);
+}
+
+TEST(KasminaCuda, ConvAttentionAndNormSeedsRunOnTheDevice) {
+    REQUIRE_GPU();
+    Store store("kinds");
+    nn::Conv2d conv(3, 5, 3, {.stride = {2, 2}, .padding = {1, 1}});
+    conv.to(kGpu);
+    KasminaConv2dLayer kasmina_conv(conv, {.cache = store.cache});
+    kasmina_conv.load_kernel(0, store.add(make_conv_bottleneck(3, 5, 2, {3, 3}, {2, 2}, {1, 1}, {1, 1})));
+    const Tensor images = Tensor::randn({2, 3, 9, 9}).to(kGpu);
+    EXPECT_EQ(kasmina_conv.forward(images).shape(), conv.forward(images).shape());
+
+    nn::MultiheadAttention attention(16, 4, {.batch_first = true});
+    attention.to(kGpu);
+    KasminaAttentionLayer kasmina_attention(attention, {.cache = store.cache});
+    kasmina_attention.load_kernel(0, store.add(make_attention_head_mlp(4, 4, 6, {1, 3})), {.alpha = 0.5});
+    const Tensor tokens = Tensor::randn({2, 3, 16}).to(kGpu);
+    const nn::AttentionHeads heads = kasmina_attention.attend_heads(tokens, tokens, tokens, Tensor(), false);
+    const Tensor blended = kasmina_attention.blended_head_context(heads.context);
+    for (int64_t h = 0; h < 4; ++h) {
+        const bool same = host(blended.select(1, h)) == host(heads.context.select(1, h));
+        EXPECT_EQ(same, h != 1 && h != 3) << "head " << h;
+    }
+
+    nn::BatchNorm2d norm(4);
+    norm.to(kGpu);
+    nn::BatchNorm2d twin(4);
+    twin.to(kGpu);
+    Kasmina2dBatchNormLayer kasmina_norm(norm, {.cache = store.cache});
+    kasmina_norm.load_kernel(1, store.add(make_norm_affine({4}, 1)), {.alpha = 0.5});
+    const Tensor features = Tensor::randn({3, 4, 2, 2}).to(kGpu);
+    kasmina::testing::expect_tensors_close(kasmina_norm.forward(features).to(Device::cpu()),
+                                           twin.forward(features).to(Device::cpu()), 1e-6);
+    EXPECT_EQ(kasmina_norm.running_mean.to(Device::cpu()).to_vector<float>(), twin.running_mean.to(Device::cpu()).to_vector<float>());
+}
+
+TEST(KasminaCuda, TrainingOnTheDeviceFollowsTheCpuRun) {
+    REQUIRE_GPU();
+    auto run = [](Device device) {
+        manual_seed(11);
+        Store store(device.is_cpu() ? "train_cpu" : "train_gpu");
+        auto model = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+            std::make_shared<nn::Linear>(4, 8), std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(8, 2)});
+        model->to(device);
+        MorphableModel morphable = wrap(model, {.cache = store.cache});
+        morphable.load_kernel("0", 0, store.add(make_linear_bottleneck(4, 8, 4)), {.alpha = 0.0});
+        morphable.ramp_alpha("0", 0, 0.4, 10);
+        optim::AdamW optimizer(model->parameters(), {.lr = 0.01});
+        Generator generator(5);
+        const Tensor x = Tensor::randn({64, 4}, {}, &generator).to(device);
+        const Tensor target = tanh(x.narrow(1, 0, 2) * 2.0);
+        std::vector<double> losses;
+        for (int step = 0; step < 30; ++step) {
+            optimizer.zero_grad();
+            const Tensor loss = mse_loss(morphable.forward(x), target);
+            loss.backward();
+            optimizer.step();
+            losses.push_back(loss.item());
+        }
+        return losses;
+    };
+    const std::vector<double> cpu = run(Device::cpu()), gpu = run(kGpu);
+    for (size_t step = 0; step < cpu.size(); ++step) EXPECT_NEAR(gpu[step], cpu[step], 1e-4 * std::max(1.0, cpu[step])) << step;
+    EXPECT_LT(gpu.back(), gpu.front());
+}
