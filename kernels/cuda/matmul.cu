@@ -68,6 +68,18 @@ __global__ void fill_rows_kernel(T* out, const T* bias, int64_t bias_stride, int
         out[i] = bias[(i % cols) * bias_stride];
 }
 
+// True when every matrix of t [..., rows, cols] is row-major (column stride 1, rows at least `cols`
+// apart) or column-major: the layouts cuBLAS reads with a leading dimension. Anything else
+// (expanded gradients with stride 0, overlapping or sliced-every-other views) is copied first.
+bool gemm_layout(const Tensor& t) {
+    const int64_t rows = t.size(-2), cols = t.size(-1), row_stride = t.stride(-2), col_stride = t.stride(-1);
+    const bool row_major = (col_stride == 1 || cols == 1) && (row_stride >= cols || rows == 1);
+    const bool column_major = (row_stride == 1 || rows == 1) && (col_stride >= rows || cols == 1);
+    return row_major || column_major;
+}
+
+Tensor gemm_ready(const Tensor& t) { return gemm_layout(t) ? t : t.detach().contiguous(); }
+
 void require_floating(const Tensor& t, const char* op) {
     if (t.dtype() != DType::f32 && t.dtype() != DType::f64)
         raise<DTypeError>(op, "the CUDA backend multiplies float32 and float64 matrices, got ", t.describe());
@@ -75,8 +87,9 @@ void require_floating(const Tensor& t, const char* op) {
 
 }  // namespace
 
-void batched_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
-    require_floating(a, "matmul");
+void batched_matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& out) {
+    require_floating(a_in, "matmul");
+    const Tensor a = gemm_ready(a_in), b = gemm_ready(b_in);
     const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
     if (out.numel() == 0) return;
     if (k == 0) {
@@ -93,8 +106,9 @@ void batched_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     });
 }
 
-void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const Tensor& out) {
     require_floating(x, "linear");
+    const Tensor weight = gemm_ready(weight_in);
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
     if (out.numel() == 0) return;
     dispatch_floating(x.dtype(), "linear", [&]<typename T>() {

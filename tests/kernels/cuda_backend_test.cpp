@@ -123,6 +123,17 @@ TEST(CudaBackend, MatmulAndLinearMatchTheCpu) {
                                 {randn({2, 3, 5}, DType::f64), randn({4, 5}, DType::f64)}, 1e-12);
 }
 
+TEST(CudaBackend, MatmulTakesExpandedAndStridedOperands) {
+    REQUIRE_GPU();
+    // The gradient of sum(linear(x)) is an expanded tensor (stride 0): cuBLAS cannot read it directly.
+    expect_same_on_both_devices([](const Inputs& v) { return sum(linear(v[0], v[1], v[2])); },
+                                {randn({64, 32}), randn({16, 32}), randn({16})}, 1e-4);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].expand({5, 7}), v[1]); },
+                                {randn({1, 7}), randn({7, 3})}, 1e-5);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].slice(1, 0, 8, 2), v[1]); },
+                                {randn({5, 8}), randn({4, 3})}, 1e-5);
+}
+
 TEST(CudaBackend, SoftmaxAndLossesMatchTheCpu) {
     REQUIRE_GPU();
     const Tensor x = randn({4, 6, 5});
