@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -124,6 +125,53 @@ __device__ T block_max(T value) {
     T total = lane < warps ? partial[lane] : partial[0];
     for (int offset = 16; offset > 0; offset >>= 1) total = device_max(total, __shfl_down_sync(0xffffffffu, total, offset));
     return __shfl_sync(0xffffffffu, total, 0);
+}
+
+// ---- column sums: out[c] = sum over r of value(r, c), for tall matrices ------------------------------
+// Two passes and no atomics, so results are deterministic: blocks of 32 columns x 8 row-lanes each
+// sum a chunk of rows into partial[chunk][c]; then one thread per column adds the chunks in order.
+constexpr int kColumnTile = 32, kRowLanes = 8;
+
+template <typename T, typename Value>
+__global__ void column_partials_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, T* partial) {
+    __shared__ T tile[kRowLanes][kColumnTile];
+    const int64_t c = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
+    const int64_t first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
+    T total = 0;
+    if (c < cols)
+        for (int64_t r = first + threadIdx.y; r < last; r += kRowLanes) total += value(r, c);
+    tile[threadIdx.y][threadIdx.x] = total;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        for (int lane = 1; lane < kRowLanes; ++lane) total += tile[lane][threadIdx.x];
+        partial[blockIdx.y * cols + c] = total;
+    }
+}
+
+template <typename T, typename Store>
+__global__ void column_finish_kernel(const T* partial, int64_t chunks, int64_t cols, Store store) {
+    for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < cols;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        T total = 0;
+        for (int64_t k = 0; k < chunks; ++k) total += partial[k * cols + c];
+        store(c, total);
+    }
+}
+
+// Launches both passes; `scratch` must hold at least column_chunks(rows, cols) * cols elements.
+inline int64_t column_chunks(int64_t rows, int64_t cols) {
+    const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
+    const int64_t wanted = std::max<int64_t>(1, 1024 / std::max<int64_t>(tiles, 1));  // ~1024 blocks in flight
+    return std::min<int64_t>(wanted, std::max<int64_t>(1, (rows + 63) / 64));         // >= 64 rows per chunk
+}
+
+template <typename T, typename Value, typename Store>
+void column_sums(Value value, int64_t rows, int64_t cols, T* scratch, Store store) {
+    const int64_t chunks = column_chunks(rows, cols);
+    const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
+    const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(chunks));
+    column_partials_kernel<T><<<grid, dim3(kColumnTile, kRowLanes)>>>(value, rows, cols, rows_per_chunk, scratch);
+    column_finish_kernel<T><<<grid_for(cols), kThreads>>>(scratch, chunks, cols, store);
 }
 
 }  // namespace kasmina::kernels::cuda

@@ -1,8 +1,8 @@
 // Layer and batch normalization on the GPU (contracts of kernels/normalization.h's cpu:: functions).
 //   layer norm   one block per row: mean and biased variance by block reductions, then the affine
-//                output; backward per row, weight/bias gradients by a column reduction.
-//   batch norm   one block per channel for the statistics (and the running-statistics update), then
-//                an elementwise pass; backward likewise (per-channel sums, then the input gradient).
+//                output; backward per row, weight/bias gradients by the tiled column sum.
+//   batch norm   per-channel statistics as column sums over [N, C*S] (tiled, two passes, deterministic)
+//                folded per channel, then an elementwise pass; backward likewise.
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/normalization.h"
@@ -73,52 +73,94 @@ __global__ void layer_norm_backward_input_kernel(const T* grad, const T* x, cons
     }
 }
 
-// grad_weight[j] = sum_rows grad * xhat, grad_bias[j] = sum_rows grad (one thread per column)
+// Column terms of the affine gradients: grad_weight[j] = sum_rows grad * xhat, grad_bias[j] = sum_rows grad.
 template <typename T>
-__global__ void layer_norm_backward_affine_kernel(const T* grad, const T* x, const T* mean, const T* rstd,
-                                                  T* grad_weight, T* grad_bias, int64_t rows, int64_t n) {
-    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
-         j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        T sum_weight = 0, sum_bias = 0;
-        for (int64_t row = 0; row < rows; ++row) {
-            const T g = grad[row * n + j];
-            sum_bias += g;
-            if (grad_weight) sum_weight += g * (x[row * n + j] - mean[row]) * rstd[row];
-        }
-        if (grad_weight) grad_weight[j] = sum_weight;
-        if (grad_bias) grad_bias[j] = sum_bias;
+struct GradTimesXhat {
+    const T *grad, *x, *mean, *rstd;
+    int64_t n;
+    __device__ T operator()(int64_t r, int64_t c) const { return grad[r * n + c] * (x[r * n + c] - mean[r]) * rstd[r]; }
+};
+
+template <typename T>
+struct GradElement {
+    const T* grad;
+    int64_t n;
+    __device__ T operator()(int64_t r, int64_t c) const { return grad[r * n + c]; }
+};
+
+template <typename T>
+struct StoreTo {
+    T* out;
+    __device__ void operator()(int64_t c, T value) const { out[c] = value; }
+};
+
+// ---- batch norm statistics as [N, C*S] column sums, then one block per channel over its S sums ------
+
+template <typename T>
+struct Element {
+    const T* x;
+    int64_t cols;
+    __device__ T operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
+};
+
+template <typename T>
+struct SquaredDeviation {
+    const T *x, *mean;
+    int64_t cols, spatial;
+    __device__ T operator()(int64_t r, int64_t c) const {
+        const T d = x[r * cols + c] - mean[c / spatial];
+        return d * d;
     }
+};
+
+template <typename T>
+struct GradTimesNormalized {
+    const T *grad, *x, *mean, *invstd;
+    int64_t cols, spatial;
+    __device__ T operator()(int64_t r, int64_t c) const {
+        const int64_t channel = c / spatial;
+        return grad[r * cols + c] * (x[r * cols + c] - mean[channel]) * invstd[channel];
+    }
+};
+
+// out[c] = scale * sum of sums[c * S .. c * S + S)
+template <typename T>
+__global__ void channel_totals_kernel(const T* sums, T* out, int64_t channels, int64_t spatial, T scale) {
+    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
+        T total = 0;
+        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) total += sums[c * spatial + s];
+        total = block_sum(total);
+        if (threadIdx.x == 0) out[c] = total * scale;
+    }
+}
+
+// From the biased variance: invstd, and the running statistics (unbiased variance) when tracked.
+template <typename T>
+__global__ void batch_norm_finish_kernel(const T* mean, const T* variance, T eps, T momentum, int64_t count, T* save_invstd,
+                                         T* running_mean, T* running_var, int64_t channels) {
+    for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < channels;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        save_invstd[c] = T(1) / sqrt(variance[c] + eps);
+        if (running_mean) {
+            running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean[c];
+            running_var[c] = (T(1) - momentum) * running_var[c] +
+                             momentum * variance[c] * static_cast<T>(count) / static_cast<T>(count - 1);
+        }
+    }
+}
+
+// Per channel c of [N, C, S]: out[c] = scale * sum over n, s of value(n, c * S + s).
+template <typename T, typename Value>
+void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial, T scale, T* out, const Tensor& like) {
+    const int64_t cols = channels * spatial;
+    const Tensor scratch = Tensor::empty({column_chunks(batch, cols) * cols + cols}, like.options());
+    T* partial = static_cast<T*>(scratch.raw_data());
+    T* column_totals = partial + column_chunks(batch, cols) * cols;
+    column_sums<T>(value, batch, cols, partial, StoreTo<T>{column_totals});
+    channel_totals_kernel<T><<<blocks_for(channels), kThreads>>>(column_totals, out, channels, spatial, scale);
 }
 
 // ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
-
-template <typename T>
-__global__ void batch_norm_statistics_kernel(const T* x, T eps, T momentum, T* save_mean, T* save_invstd,
-                                             T* running_mean, T* running_var, int64_t batch, int64_t channels,
-                                             int64_t spatial) {
-    const int64_t count = batch * spatial;
-    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
-        T total = 0;
-        for (int64_t k = threadIdx.x; k < count; k += blockDim.x)
-            total += x[((k / spatial) * channels + c) * spatial + k % spatial];
-        const T mean = block_sum(total) / static_cast<T>(count);
-        T squares = 0;
-        for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
-            const T deviation = x[((k / spatial) * channels + c) * spatial + k % spatial] - mean;
-            squares += deviation * deviation;
-        }
-        const T variance = block_sum(squares) / static_cast<T>(count);
-        if (threadIdx.x == 0) {
-            save_mean[c] = mean;
-            save_invstd[c] = T(1) / sqrt(variance + eps);
-            if (running_mean) {
-                running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean;
-                const T unbiased = variance * static_cast<T>(count) / static_cast<T>(count - 1);
-                running_var[c] = (T(1) - momentum) * running_var[c] + momentum * unbiased;
-            }
-        }
-    }
-}
 
 // out = (x - mean[c]) * invstd[c] * weight[c] + bias[c]; invstd from variance when `from_variance`.
 template <typename T>
@@ -133,27 +175,6 @@ __global__ void batch_norm_apply_kernel(const T* x, const T* mean, const T* scal
         if (weight) value *= weight[c];
         if (bias) value += bias[c];
         out[i] = value;
-    }
-}
-
-// Per channel: sum_dy = sum grad, sum_dy_xhat = sum grad * xhat.
-template <typename T>
-__global__ void batch_norm_backward_sums_kernel(const T* grad, const T* x, const T* mean, const T* invstd, T* sum_dy,
-                                                T* sum_dy_xhat, int64_t batch, int64_t channels, int64_t spatial) {
-    const int64_t count = batch * spatial;
-    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
-        T dy = 0, dy_xhat = 0;
-        for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
-            const int64_t at = ((k / spatial) * channels + c) * spatial + k % spatial;
-            dy += grad[at];
-            dy_xhat += grad[at] * (x[at] - mean[c]) * invstd[c];
-        }
-        dy = block_sum(dy);
-        dy_xhat = block_sum(dy_xhat);
-        if (threadIdx.x == 0) {
-            sum_dy[c] = dy;
-            sum_dy_xhat[c] = dy_xhat;
-        }
     }
 }
 
@@ -202,9 +223,18 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
         if (grad_input.defined() && rows > 0)
             layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads>>>(g, xs, mu, r, data_or_null<T>(weight),
                                                                                 static_cast<T*>(grad_input.raw_data()), rows, n);
-        if (grad_weight.defined() || grad_bias.defined())
-            layer_norm_backward_affine_kernel<T><<<grid_for(n), kThreads>>>(g, xs, mu, r, mutable_or_null<T>(grad_weight),
-                                                                            mutable_or_null<T>(grad_bias), rows, n);
+        if ((grad_weight.defined() || grad_bias.defined()) && rows > 0) {
+            const Tensor scratch = Tensor::empty({column_chunks(rows, n) * n}, x.options());
+            T* space = static_cast<T*>(scratch.raw_data());
+            if (grad_weight.defined())
+                column_sums<T>(GradTimesXhat<T>{g, xs, mu, r, n}, rows, n, space,
+                               StoreTo<T>{static_cast<T*>(grad_weight.raw_data())});
+            if (grad_bias.defined())
+                column_sums<T>(GradElement<T>{g, n}, rows, n, space, StoreTo<T>{static_cast<T*>(grad_bias.raw_data())});
+        } else if (grad_weight.defined() || grad_bias.defined()) {
+            if (grad_weight.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T)));
+            if (grad_bias.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T)));
+        }
     });
     check_launch("layer_norm_backward");
 }
@@ -214,10 +244,19 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
                          const Tensor& running_mean, const Tensor& running_var) {
     const int64_t batch = x.size(0), channels = x.size(1), spatial = x.size(2);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-        batch_norm_statistics_kernel<T><<<blocks_for(channels), kThreads>>>(
-            static_cast<const T*>(x.raw_data()), static_cast<T>(eps), static_cast<T>(momentum),
-            static_cast<T*>(save_mean.raw_data()), static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean),
-            mutable_or_null<T>(running_var), batch, channels, spatial);
+        const T* xs = static_cast<const T*>(x.raw_data());
+        T* mean = static_cast<T*>(save_mean.raw_data());
+        const T inverse_count = T(1) / static_cast<T>(batch * spatial);
+        const int64_t cols = channels * spatial;
+        // Two passes over x (mean, then squared deviations) keep the variance exact for any offset.
+        channel_sums<T>(Element<T>{xs, cols}, batch, channels, spatial, inverse_count, mean, x);
+        const Tensor variance = Tensor::empty({channels}, x.options());
+        channel_sums<T>(SquaredDeviation<T>{xs, mean, cols, spatial}, batch, channels, spatial, inverse_count,
+                        static_cast<T*>(variance.raw_data()), x);
+        batch_norm_finish_kernel<T><<<grid_for(channels), kThreads>>>(
+            mean, static_cast<const T*>(variance.raw_data()), static_cast<T>(eps), static_cast<T>(momentum), batch * spatial,
+            static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var),
+            channels);
         batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(
             static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
             static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight), data_or_null<T>(bias),
@@ -250,10 +289,12 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
         const T* xs = static_cast<const T*>(x.raw_data());
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* is = static_cast<const T*>(invstd.raw_data());
-        if (need_sums)
-            batch_norm_backward_sums_kernel<T><<<blocks_for(channels), kThreads>>>(
-                g, xs, mu, is, static_cast<T*>(sum_dy.raw_data()), static_cast<T*>(sum_dy_xhat.raw_data()), batch,
-                channels, spatial);
+        if (need_sums) {
+            const int64_t cols = channels * spatial;
+            channel_sums<T>(Element<T>{g, cols}, batch, channels, spatial, T(1), static_cast<T*>(sum_dy.raw_data()), x);
+            channel_sums<T>(GradTimesNormalized<T>{g, xs, mu, is, cols, spatial}, batch, channels, spatial, T(1),
+                            static_cast<T*>(sum_dy_xhat.raw_data()), x);
+        }
         if (grad_input.defined())
             batch_norm_backward_input_kernel<T><<<grid_for(x.numel()), kThreads>>>(
                 g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),

@@ -38,8 +38,10 @@ __device__ T block_min(T value) {
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, 65535 * 16)); }
 
+// One block per row; `divisor` is the element count a mean divides by (the original row length
+// when x holds per-split partial sums).
 template <ReduceOp Op, typename T>
-__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
+__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner, int64_t divisor) {
     using Acc = Accumulator<T>;
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const T* values = x + row * inner;
@@ -48,7 +50,7 @@ __global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inn
             for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += static_cast<Acc>(values[i]);
             total = block_sum(total);
             if (threadIdx.x == 0)
-                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(inner)) : static_cast<T>(total);
+                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(divisor)) : static_cast<T>(total);
         } else if constexpr (std::is_floating_point_v<T>) {
             T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
             for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
@@ -67,6 +69,40 @@ __global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inn
         }
     }
 }
+
+// First pass of a long-row reduction: block (split, row) reduces its slice of the row into
+// partial[row * splits + split] (sums for sum and mean, extrema for max and min).
+template <ReduceOp Op, typename T>
+__global__ void reduce_row_splits_kernel(const T* x, T* partial, int64_t inner, int64_t chunk) {
+    const int64_t row = blockIdx.y, split = blockIdx.x, first = split * chunk, last = min(inner, first + chunk);
+    const T* values = x + row * inner;
+    if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
+        Accumulator<T> total = 0;
+        for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x) total += static_cast<Accumulator<T>>(values[i]);
+        total = block_sum(total);
+        if (threadIdx.x == 0) partial[row * gridDim.x + split] = static_cast<T>(total);
+    } else if constexpr (std::is_floating_point_v<T>) {
+        T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
+        for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x)
+            best = Op == ReduceOp::max ? device_max(best, values[i]) : device_min(best, values[i]);
+        best = Op == ReduceOp::max ? block_max(best) : block_min(best);
+        if (threadIdx.x == 0) partial[row * gridDim.x + split] = best;
+    }
+}
+
+template <typename T>
+struct MatrixElement {
+    const T* x;
+    int64_t cols;
+    __device__ T operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
+};
+
+template <typename T>
+struct StoreScaled {
+    T* out;
+    T scale;
+    __device__ void operator()(int64_t c, T value) const { out[c] = value * scale; }
+};
 
 template <ReduceOp Op, typename T>
 __global__ void reduce_columns_kernel(const T* x, T* out, int64_t reduced, int64_t kept) {
@@ -181,10 +217,22 @@ void dispatch_reduce(ReduceOp op, Fn&& fn) {
 
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
     const int64_t rows = x.size(0), inner = x.size(1);
+    // Few long rows (e.g. a whole-tensor sum): split each row over many blocks, then reduce the parts.
+    constexpr int64_t kChunk = 16384;
+    const bool split = is_floating(x.dtype()) && rows < 128 && inner >= 4 * kChunk;
     dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
         dispatch_reduce(op, [&]<ReduceOp Op>() {
-            reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                                       static_cast<T*>(out.raw_data()), rows, inner);
+            if (!split) {
+                reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
+                                                                           static_cast<T*>(out.raw_data()), rows, inner, inner);
+                return;
+            }
+            const int64_t splits = (inner + kChunk - 1) / kChunk;
+            const Tensor partial = Tensor::empty({rows, splits}, x.options());
+            reduce_row_splits_kernel<Op, T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads>>>(
+                static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), inner, kChunk);
+            reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(partial.raw_data()),
+                                                                       static_cast<T*>(out.raw_data()), rows, splits, inner);
         });
     });
     check_launch("reduce");
@@ -192,6 +240,17 @@ void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
 
 void reduce_columns(ReduceOp op, const Tensor& x, const Tensor& out) {
     const int64_t reduced = x.size(0), kept = x.size(1);
+    if (is_floating(x.dtype()) && (op == ReduceOp::sum || op == ReduceOp::mean)) {
+        // Tall matrices (bias gradients, batch sums): the two-pass tiled column sum.
+        dispatch_floating(x.dtype(), "reduce", [&]<typename T>() {
+            const Tensor scratch = Tensor::empty({column_chunks(reduced, kept) * kept}, x.options());
+            const T scale = op == ReduceOp::mean ? T(1) / static_cast<T>(reduced) : T(1);
+            column_sums<T>(MatrixElement<T>{static_cast<const T*>(x.raw_data()), kept}, reduced, kept,
+                           static_cast<T*>(scratch.raw_data()), StoreScaled<T>{static_cast<T*>(out.raw_data()), scale});
+        });
+        check_launch("reduce");
+        return;
+    }
     dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
         dispatch_reduce(op, [&]<ReduceOp Op>() {
             reduce_columns_kernel<Op, T><<<grid_for(kept), kThreads>>>(static_cast<const T*>(x.raw_data()),
