@@ -1,6 +1,6 @@
 // 2-D convolution on the GPU through cuDNN: forward, backward data, backward filter (+ bias
 // gradient). The algorithm for each geometry is chosen once by cuDNN's measured search (PyTorch's
-// benchmark mode) and cached; workspaces come from the caching allocator. float32 runs with FMA math
+// benchmark mode, restricted to deterministic algorithms) and cached; workspaces come from the caching allocator. float32 runs with FMA math
 // (no TF32) unless kasmina::set_allow_tf32(true).
 #include <cudnn.h>
 
@@ -110,11 +110,14 @@ Choice choose(const std::string& key, Find&& find) {
     return choice;
 }
 
+// The fastest deterministic algorithm (results come sorted by time): the same inputs must give the
+// same bits, so a wrapped layer equals its original and a resumed run repeats the interrupted one.
 template <typename Perf>
 Choice best_of(const Perf* results, int count, const char* op) {
     for (int i = 0; i < count; ++i)
-        if (results[i].status == CUDNN_STATUS_SUCCESS) return {static_cast<int>(results[i].algo), results[i].memory};
-    raise<DeviceError>(op, "cuDNN found no usable algorithm");
+        if (results[i].status == CUDNN_STATUS_SUCCESS && results[i].determinism == CUDNN_DETERMINISTIC)
+            return {static_cast<int>(results[i].algo), results[i].memory};
+    raise<DeviceError>(op, "cuDNN found no deterministic algorithm for this geometry");
 }
 
 Tensor workspace(size_t bytes) {
