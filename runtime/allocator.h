@@ -33,6 +33,10 @@ public:
 
 constexpr size_t kCpuAlignment = 64;
 
+// True when KASMINA_POISON_ALLOCATIONS=1: every new block is filled with 0xFF bytes (NaN for floats)
+// so a kernel that leaves part of its output unwritten shows up in the tests. Read once per process.
+bool poison_allocations();
+
 // The allocator that serves `device` (a process-wide instance per device type).
 Allocator& allocator_for(Device device);
 

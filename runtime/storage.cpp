@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <new>
+#include <string>
 
 #include "runtime/error.h"
 #ifdef KASMINA_WITH_CUDA
@@ -20,6 +22,7 @@ public:
         void* pointer = std::aligned_alloc(kCpuAlignment, rounded);
         if (pointer == nullptr)
             throw Error(make_message("cpu allocator: failed to allocate ", bytes, " bytes"));
+        if (poison_allocations()) std::memset(pointer, 0xFF, rounded);
         allocations_.fetch_add(1, std::memory_order_relaxed);
         const uint64_t in_use = bytes_in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
         uint64_t peak = peak_bytes_.load(std::memory_order_relaxed);
@@ -42,6 +45,14 @@ private:
 };
 
 }  // namespace
+
+bool poison_allocations() {
+    static const bool poison = [] {
+        const char* value = std::getenv("KASMINA_POISON_ALLOCATIONS");
+        return value != nullptr && std::string(value) == "1";
+    }();
+    return poison;
+}
 
 Allocator& allocator_for(Device device) {
     static CpuAlignedAllocator cpu_allocator;

@@ -179,7 +179,8 @@ Tensor KasminaAttentionLayer::transform_head_context(const Tensor& context) {
         std::vector<int64_t> heads = seed.target_heads;
         const Tensor index = Tensor::from_vector<int64_t>(heads, {static_cast<int64_t>(heads.size())}).to(context.device());
         const Tensor targeted = index_select(context, 1, index);
-        const Tensor output = bank_.run_kernel(seed, targeted.shape(), [&](KernelNetwork& kernel) { return kernel.forward(targeted); });
+        const Tensor output =
+            bank_.run_kernel(seed, targeted.shape(), targeted, [&](KernelNetwork& kernel) { return kernel.forward(targeted); });
         if (!output.defined()) continue;
         for (size_t t = 0; t < heads.size(); ++t) {
             head_outputs[heads[t]].push_back(output.select(1, static_cast<int64_t>(t)));

@@ -31,6 +31,7 @@ void SeedBank::refresh_counters() {
 }
 
 void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
+    settle_checks();
     if (!cache_) raise<Error>("load_kernel", "this layer has no kernel cache (wrap() with a cache)");
     Device device;
     int64_t step;
@@ -66,6 +67,7 @@ void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
 }
 
 void SeedBank::unload_kernel(int seed) {
+    settle_checks();
     std::lock_guard lock(mutex_);
     if (state_.lifecycle(seed) == SeedLifecycle::fossilized)
         raise<Error>("unload_kernel", "seed ", seed, " is FOSSILIZED; its kernel is part of the layer now");
@@ -100,6 +102,7 @@ void SeedBank::ramp_alpha(int seed, double target, int64_t steps) {
 }
 
 void SeedBank::fossilize(int seed) {
+    settle_checks();
     std::lock_guard lock(mutex_);
     state_.transition(seed, SeedLifecycle::fossilized, step_);
     ramps_[seed].reset();
@@ -115,6 +118,7 @@ void SeedBank::freeze_kernel(int seed) {
 }
 
 void SeedBank::reactivate(int seed) {
+    settle_checks();
     std::lock_guard lock(mutex_);
     state_.transition(seed, SeedLifecycle::active, step_);
     state_.record_success(seed);
@@ -123,7 +127,8 @@ void SeedBank::reactivate(int seed) {
 
 void SeedBank::begin_forward(bool training) {
     if (!training) return;
-    step_.fetch_add(1, std::memory_order_relaxed);
+    const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (step % kSettleInterval == 0) settle_checks();
     if (!ramps_pending_.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     for (int seed = 0; seed < num_seeds_; ++seed) {
@@ -147,24 +152,39 @@ std::vector<BlendingSeed> SeedBank::snapshot() const {
     return seeds;
 }
 
-Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shape,
+// CPU outputs are checked at once (the check is one pass over memory already in cache). CUDA outputs
+// are not read back: a device-side select replaces a non-finite output by `fallback` (the layer's own
+// path), and the finiteness flag is queued and settled into the seed state later (settle_checks()).
+Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const Tensor& fallback,
                             const std::function<Tensor(KernelNetwork&)>& run) {
     const auto start = std::chrono::steady_clock::now();
-    Tensor output;
+    Tensor output, finite_flag;
     bool ok = false;
     try {
         output = run(*seed.network);
         if (output.shape() == expected_shape) {
             NoGradGuard no_grad;
-            ok = std::isfinite(sum(output.detach()).item());
+            // sum(k * 0) is 0 when every element is finite and NaN otherwise.
+            const Tensor probe = sum(output.detach() * 0.0);
+            if (output.device().is_cpu()) {
+                ok = probe.item() == 0.0;
+            } else {
+                finite_flag = eq(probe, scalar_like(probe, 0.0));
+                ok = true;
+            }
         }
     } catch (const std::exception&) {
         ok = false;
     }
+    if (ok && finite_flag.defined()) output = where(finite_flag, output, fallback);
     const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
     std::lock_guard lock(mutex_);
     if (networks_[seed.seed] != seed.network) return ok ? output : Tensor();  // unloaded meanwhile: no bookkeeping
     state_.record_latency(seed.seed, static_cast<uint64_t>(elapsed.count()));
+    if (ok && finite_flag.defined()) {
+        pending_checks_.push_back({seed.seed, seed.network, finite_flag});
+        return output;
+    }
     if (ok) {
         state_.record_success(seed.seed);
         return output;
@@ -173,11 +193,28 @@ Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shap
     return Tensor();
 }
 
+void SeedBank::settle_checks() {
+    std::vector<PendingCheck> pending;
+    {
+        std::lock_guard lock(mutex_);
+        pending.swap(pending_checks_);
+    }
+    if (pending.empty()) return;
+    std::vector<bool> finite;
+    for (const PendingCheck& check : pending) finite.push_back(check.finite.item() != 0.0);  // the read-back
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < pending.size(); ++i) {
+        if (networks_[pending[i].seed] != pending[i].network) continue;  // unloaded or replaced since
+        if (finite[i]) state_.record_success(pending[i].seed);
+        else if (state_.record_failure(pending[i].seed, step_)) refresh_counters();
+    }
+}
+
 Tensor SeedBank::blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run) {
     std::vector<Tensor> outputs;
     std::vector<double> alphas;
     for (const BlendingSeed& seed : snapshot()) {
-        Tensor k = run_kernel(seed, d.shape(), run);
+        Tensor k = run_kernel(seed, d.shape(), d, run);
         if (!k.defined()) continue;  // this step falls back to the layer's own path for that seed
         outputs.push_back(k);
         alphas.push_back(seed.alpha);

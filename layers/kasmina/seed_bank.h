@@ -72,8 +72,15 @@ public:
     int64_t step() const;
     std::vector<BlendingSeed> snapshot() const;
     // Runs one seed's kernel: returns its output, or an undefined tensor after recording a failure
-    // (an exception, a non-finite value, or a shape other than `expected_shape`).
-    Tensor run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const std::function<Tensor(KernelNetwork&)>& run);
+    // (an exception, a non-finite value, or a shape other than `expected_shape`). On a GPU nothing is
+    // read back: a non-finite output is replaced on the device by `fallback` (the original path) and
+    // the failure is recorded when the queued checks settle.
+    Tensor run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const Tensor& fallback,
+                      const std::function<Tensor(KernelNetwork&)>& run);
+    // Reads back the queued device-side finiteness checks and records successes and failures (one
+    // sync). Runs every kSettleInterval training steps and before every control operation.
+    void settle_checks();
+    static constexpr int64_t kSettleInterval = 32;
     // The dense variants' whole step: run every blending seed on `kernel_input` and blend into d.
     Tensor blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run);
 
@@ -100,6 +107,12 @@ private:
     std::vector<std::shared_ptr<KernelNetwork>> networks_;
     std::vector<std::shared_ptr<const CachedKernel>> cached_;  // keeps cache entries alive while in use
     std::vector<std::optional<Ramp>> ramps_;
+    struct PendingCheck {
+        int seed;
+        std::shared_ptr<KernelNetwork> network;  // the kernel that produced the output
+        Tensor finite;                           // 0-d bool on the device
+    };
+    std::vector<PendingCheck> pending_checks_;
     std::atomic<int> blending_count_{0};
     std::atomic<bool> ramps_pending_{false};
     std::atomic<int64_t> step_{0};  // training forwards seen

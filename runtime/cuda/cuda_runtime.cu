@@ -73,6 +73,7 @@ public:
         if (block == nullptr) block = new_segment(size);
         if (block->size - size >= (size < kSmall ? kRound : kSmall)) split(block, size);
         block->allocated = true;
+        if (poison_allocations()) KASMINA_CUDA_CHECK(cudaMemsetAsync(block->pointer, 0xFF, block->size));
         live_.emplace(block->pointer, block);
         ++stats_.allocations;
         stats_.bytes_in_use += block->size;

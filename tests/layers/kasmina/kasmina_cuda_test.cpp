@@ -173,3 +173,26 @@ TEST(KasminaCuda, TrainingOnTheDeviceFollowsTheCpuRun) {
     for (size_t step = 0; step < cpu.size(); ++step) EXPECT_NEAR(gpu[step], cpu[step], 1e-4 * std::max(1.0, cpu[step])) << step;
     EXPECT_LT(gpu.back(), gpu.front());
 }
+
+TEST(KasminaCuda, NonFiniteKernelFallsBackOnTheDeviceWithoutReadBack) {
+    REQUIRE_GPU();
+    Store store("nan");
+    nn::Linear original(4, 3);
+    original.to(kGpu);
+    KasminaLayer layer(original, {.cache = store.cache});
+    layer.load_kernel(0, store.add(make_linear_bottleneck(4, 3, 2)), {.alpha = 0.3});
+    for (auto& [name, tensor] : layer.named_parameters())
+        if (name == "seeds.0.w0") {
+            NoGradGuard no_grad;
+            tensor.fill_(std::numeric_limits<double>::quiet_NaN());
+        }
+    const Tensor x = Tensor::randn({2, 4}).to(kGpu);
+    for (int step = 1; step <= 3; ++step)  // the original path's values (blended with themselves), never NaN
+        kasmina::testing::expect_tensors_close(layer.forward(x).to(Device::cpu()), original.forward(x).to(Device::cpu()), 1e-6);
+    EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u) << "nothing read back yet";
+    layer.seeds().settle_checks();
+    const SeedReport report = layer.layer_stats()[0];
+    EXPECT_EQ(report.consecutive_errors, 3u);
+    EXPECT_EQ(report.lifecycle, SeedLifecycle::error_recovery);
+    EXPECT_TRUE(report.fallback);
+}
