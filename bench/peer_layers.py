@@ -3,8 +3,10 @@
 forward+backward (sum of outputs), median of repeated runs in microseconds.
 CPU: the CPU set of BENCHMARKS.md with the given thread count (host clock).
 CUDA: the GPU set, cudnn.benchmark on, TF32 off unless --tf32, timed with CUDA events.
-Usage: OMP_NUM_THREADS=2 python3 bench/peer_layers.py [--threads 2] [--device cpu|cuda] [--tf32]"""
+--json PATH also writes the results in kasmina-bench's schema (tools/bench_tool.cpp reads it).
+Usage: OMP_NUM_THREADS=2 python3 bench/peer_layers.py [--threads 2] [--device cpu|cuda] [--tf32] [--json PATH]"""
 import argparse
+import json
 import statistics
 import time
 
@@ -31,7 +33,7 @@ def workloads(gpu):
         yield "batchnorm1d", torch.nn.BatchNorm1d(512), (256, 512)
 
 
-def median_us(fn, gpu, min_time=0.5):
+def timings_us(fn, gpu, min_time=0.5):
     for _ in range(5):
         fn()
     samples, start = [], time.perf_counter()
@@ -47,7 +49,13 @@ def median_us(fn, gpu, min_time=0.5):
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(samples)
+    return samples
+
+
+def summary(samples):
+    ordered = sorted(samples)
+    pick = lambda q: ordered[int(q * (len(ordered) - 1) + 0.5)]
+    return {"median_us": statistics.median(samples), "p10_us": pick(0.1), "p90_us": pick(0.9), "samples": len(samples)}
 
 
 def main():
@@ -55,6 +63,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tf32", action="store_true")
+    parser.add_argument("--json", help="also write results in the kasmina-bench/1 schema to this file")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     torch.set_num_threads(args.threads)
@@ -63,12 +72,14 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
     print(f"torch {torch.__version__}, device {args.device}, {args.threads} threads, tf32 {args.tf32}")
+    results = []
     for name, module, shape in workloads(gpu):
         forward, owner = (module if isinstance(module, tuple) else (module, module))
         owner.to(args.device).train()
         x = torch.randn(*shape, device=args.device)
         with torch.no_grad():
-            fwd = median_us(lambda: forward(x), gpu)
+            fwd_samples = timings_us(lambda: forward(x), gpu)
+        fwd = statistics.median(fwd_samples)
         xg = x.clone().requires_grad_(True)
 
         def step():
@@ -76,8 +87,16 @@ def main():
             xg.grad = None
             forward(xg).sum().backward()
 
-        both = median_us(step, gpu)
+        both_samples = timings_us(step, gpu)
+        both = statistics.median(both_samples)
         print(f"{name:12s} fwd {fwd:10.1f} us   fwd+bwd {both:10.1f} us")
+        results.append({"workload": name, "pass": "fwd", "implementation": "pytorch", **summary(fwd_samples)})
+        results.append({"workload": name, "pass": "fwd+bwd", "implementation": "pytorch", **summary(both_samples)})
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"schema": "kasmina-bench/1", "implementation": "pytorch",
+                       "implementation_version": f"torch {torch.__version__}", "device": args.device,
+                       "threads": args.threads, "tf32": args.tf32, "results": results}, out, indent=2)
 
 
 if __name__ == "__main__":

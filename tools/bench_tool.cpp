@@ -1,0 +1,390 @@
+// kasmina-bench: the standalone benchmark tool. Runs the BENCHMARKS.md workloads (standard layers
+// fwd and fwd+bwd, Kasmina dormant/active, cache hit/miss, the demo train step) on cpu or cuda,
+// measures the machine's ceilings (copy bandwidth, GEMM rate) to give each workload its floor, runs
+// the PyTorch peer script side by side on the same shapes, and prints a table, a JSON report
+// (schema "kasmina-bench/1") and an SVG chart of the ratios.
+//   kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]
+//                 [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/layer_workloads.h"
+#include "kasmina.h"
+#include "tools/train/model.h"
+
+using namespace kasmina;
+using namespace kasmina::bench;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Config {
+    Device device = Device::cpu();
+    std::string suite = "all";
+    std::vector<std::string> workloads;  // empty: the suite's
+    int repeats = 30;
+    int warmup = 3;
+    std::string peer_python = "auto";
+    std::string json_path = "bench-results/kasmina-bench.json";
+    std::string svg_path = "bench-results/kasmina-bench.svg";
+};
+
+// Timing of one workload: per-repeat microseconds, summarized.
+struct Measurement {
+    std::string workload, pass;
+    std::vector<double> samples_us;
+    double floor_us = 0;      // 0: no floor model for this workload
+    double reference_us = 0;  // kasmina_dormant: the plain layer's median (the ratio's numerator)
+    double median() const { return quantile(0.5); }
+    double quantile(double q) const {
+        std::vector<double> sorted = samples_us;
+        std::sort(sorted.begin(), sorted.end());
+        return sorted.empty() ? 0.0 : sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5)];
+    }
+};
+
+void progress(const std::string& what, int done, int total) {
+    std::fprintf(stderr, "\r  %-34s %3d/%d", what.c_str(), done, total);
+    if (done == total) std::fprintf(stderr, "\n");
+}
+
+// Runs `work` warmup + repeats times, ending each run with the device idle.
+Measurement measure(const Config& config, const std::string& workload, const std::string& pass,
+                    const std::function<void()>& work) {
+    Measurement m{workload, pass, {}, 0, 0};
+    const std::string label = workload + " " + pass;
+    for (int i = 0; i < config.warmup; ++i) work();
+    synchronize(config.device);
+    for (int i = 0; i < config.repeats; ++i) {
+        const auto start = Clock::now();
+        work();
+        synchronize(config.device);
+        m.samples_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+        progress(label, i + 1, config.repeats);
+    }
+    return m;
+}
+
+// ---- ceilings and floors ---------------------------------------------------------------------------
+
+struct Ceilings {
+    double copy_gbps = 0;     // bytes read + written per second / 1e9
+    double gemm_gflops = 0;   // float32
+};
+
+Ceilings measure_ceilings(const Config& config) {
+    Ceilings c;
+    const int64_t elements = config.device.is_cpu() ? (int64_t{32} << 20) : (int64_t{256} << 20);
+    const Tensor source = Tensor::randn({elements}).to(config.device);
+    Tensor target = Tensor::empty({elements}, {.device = config.device});
+    Config quick = config;
+    quick.repeats = 10;
+    const Measurement copy = measure(quick, "ceiling", "copy", [&] { copy_into(target, source); });
+    c.copy_gbps = 2.0 * static_cast<double>(elements) * 4 / (copy.median() * 1e3);
+    const int64_t n = config.device.is_cpu() ? 1024 : 8192;
+    const Tensor a = Tensor::randn({n, n}).to(config.device), b = Tensor::randn({n, n}).to(config.device);
+    NoGradGuard no_grad;
+    const Measurement gemm = measure(quick, "ceiling", "gemm", [&] { matmul(a, b); });
+    c.gemm_gflops = 2.0 * static_cast<double>(n * n * n) / (gemm.median() * 1e3);
+    return c;
+}
+
+// Floors from the fewest bytes each pass must move and the FLOPs it must do (BENCHMARKS.md).
+double floor_us(const std::string& workload, const std::string& pass, const Shape& input, const Ceilings& c) {
+    const bool both = pass == "fwd+bwd";
+    const double elements = static_cast<double>(shape_numel(input));
+    auto memory = [&](double passes) { return passes * elements * 4 / (c.copy_gbps * 1e3); };
+    auto compute = [&](double flops) { return (both ? 3 : 1) * flops / (c.gemm_gflops * 1e3); };
+    if (workload == "layernorm" || workload == "batchnorm2d" || workload == "batchnorm1d")
+        return memory(both ? 5 : 2);  // fwd: read x, write y; bwd adds read x, read dy, write dx
+    if (workload == "linear") return compute(2.0 * elements * static_cast<double>(input.back()));
+    if (workload == "conv2d") return compute(2.0 * elements * static_cast<double>(input[1]) * 9);
+    if (workload == "mha") {
+        const double batch = static_cast<double>(input[0]), length = static_cast<double>(input[1]),
+                     embed = static_cast<double>(input[2]);
+        return compute(batch * (8 * length * embed * embed + 4 * length * length * embed));
+    }
+    return 0;
+}
+
+// ---- workloads -------------------------------------------------------------------------------------
+
+std::vector<Measurement> run_layers(const Config& config, const Ceilings& ceilings, const std::vector<std::string>& names) {
+    std::vector<Measurement> results;
+    for (const std::string& name : names) {
+        LayerWorkload w = make_layer_workload(name, config.device);
+        {
+            NoGradGuard no_grad;
+            Measurement m = measure(config, name, "fwd", [&] { w.forward(w.input); });
+            m.floor_us = floor_us(name, "fwd", w.input.shape(), ceilings);
+            results.push_back(m);
+        }
+        Tensor x = w.input.clone().set_requires_grad(true);
+        Measurement m = measure(config, name, "fwd+bwd", [&] {
+            w.module->zero_grad();
+            x.set_grad({});
+            sum(w.forward(x)).backward();
+        });
+        m.floor_us = floor_us(name, "fwd+bwd", w.input.shape(), ceilings);
+        results.push_back(m);
+    }
+    return results;
+}
+
+std::shared_ptr<morph::KernelCache> scratch_cache(const std::string& name) {
+    const auto directory = std::filesystem::temp_directory_path() / ("kasmina_bench_tool_" + name);
+    std::filesystem::remove_all(directory);
+    return std::make_shared<morph::KernelCache>(std::make_shared<morph::DirectoryStore>(directory.string()));
+}
+
+std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std::string>& names) {
+    std::vector<Measurement> results;
+    for (const std::string& name : names) {
+        if (name == "cache_hit" || name == "cache_miss") {
+            auto cache = scratch_cache(name);
+            std::vector<uint64_t> ids;
+            for (uint64_t seed = 1; seed <= 2; ++seed) {
+                Generator generator(seed);
+                ids.push_back(cache->store()->write(morph::serialize_artifact(
+                    morph::make_linear_bottleneck(512, 512, 256, 0.3, "1MiB", &generator))));  // 1.0 MiB
+            }
+            if (name == "cache_hit") {
+                cache->get(ids[0], config.device);
+                results.push_back(measure(config, name, "get", [&] { cache->get(ids[0], config.device); }));
+            } else {
+                auto bounded = std::make_shared<morph::KernelCache>(cache->store(), morph::CacheOptions{.max_entries = 1});
+                int i = 0;
+                results.push_back(measure(config, name, "get", [&] { bounded->get(ids[i++ % 2], config.device); }));
+            }
+            continue;
+        }
+        if (name == "train_step") {
+            manual_seed(1);
+            auto network = std::make_shared<train::FashionNet>();
+            network->to(config.device);
+            morph::MorphableModel model = morph::wrap(network, {.cache = scratch_cache("train")});
+            optim::SGD optimizer(network->parameters(), {.lr = 0.01, .momentum = 0.9});
+            const Tensor images = Tensor::randn({256, 1, 28, 28}).to(config.device);
+            std::vector<int64_t> classes(256);
+            for (size_t i = 0; i < classes.size(); ++i) classes[i] = static_cast<int64_t>(i % 10);
+            const Tensor labels = Tensor::from_vector(classes, {256}).to(config.device);
+            results.push_back(measure(config, name, "step", [&] {
+                optimizer.zero_grad();
+                cross_entropy(model.forward(images), labels).backward();
+                optimizer.step();
+            }));
+            continue;
+        }
+        // kasmina_dormant_<layer>: the wrapped layer (4 seeds, none active), next to the plain layer.
+        const std::string layer = name.substr(name.rfind('_') + 1);
+        LayerWorkload plain = make_layer_workload(layer, config.device), twin = make_layer_workload(layer, config.device);
+        auto wrapped = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{twin.module});
+        morph::wrap(wrapped, {.cache = scratch_cache(name)});
+        NoGradGuard no_grad;
+        // Alternate the two so drift hits both alike; the ratio column shows plain / wrapped.
+        Measurement plain_m{name, "plain fwd", {}, 0, 0}, wrapped_m{name, "dormant fwd", {}, 0, 0};
+        for (int round = 0; round < 3; ++round) {
+            Config third = config;
+            third.repeats = std::max(1, config.repeats / 3);
+            const Measurement a = measure(third, name, "plain fwd", [&] { plain.forward(plain.input); });
+            const Measurement b = measure(third, name, "dormant fwd", [&] { wrapped->forward(twin.input); });
+            plain_m.samples_us.insert(plain_m.samples_us.end(), a.samples_us.begin(), a.samples_us.end());
+            wrapped_m.samples_us.insert(wrapped_m.samples_us.end(), b.samples_us.begin(), b.samples_us.end());
+        }
+        wrapped_m.reference_us = plain_m.median();
+        results.push_back(plain_m);
+        results.push_back(wrapped_m);
+    }
+    return results;
+}
+
+// ---- the peer ------------------------------------------------------------------------------------
+
+std::string find_peer_python(const Config& config) {
+    if (config.peer_python == "none") return "";
+    if (config.peer_python != "auto") return config.peer_python;
+    if (const char* env = std::getenv("KASMINA_BENCH_PYTHON")) return env;
+    for (const char* candidate : {".venv-peer/bin/python", "/usr/bin/python3"}) {
+        const std::string probe = std::string(candidate) + " -c 'import torch' >/dev/null 2>&1";
+        if (std::filesystem::exists(candidate) && std::system(probe.c_str()) == 0) return candidate;
+    }
+    return "";
+}
+
+// PyTorch's medians by (workload, pass), from bench/peer_layers.py --json.
+std::map<std::pair<std::string, std::string>, double> run_peer(const Config& config, std::string& peer_version) {
+    std::map<std::pair<std::string, std::string>, double> medians;
+    const std::string python = find_peer_python(config);
+    if (python.empty()) {
+        std::fprintf(stderr, "  (no PyTorch peer: set KASMINA_BENCH_PYTHON or run tools/bench to set one up)\n");
+        return medians;
+    }
+    const std::string output = (std::filesystem::temp_directory_path() / "kasmina-bench-peer.json").string();
+    const char* threads = std::getenv("OMP_NUM_THREADS");
+    const std::string command = python + " bench/peer_layers.py --device " + (config.device.is_cpu() ? "cpu" : "cuda") +
+                                " --threads " + (threads ? threads : "2") + " --json " + output + " >&2";
+    std::fprintf(stderr, "  peer: %s\n", command.c_str());
+    if (std::system(command.c_str()) != 0) {
+        std::fprintf(stderr, "  (the PyTorch peer failed; continuing without it)\n");
+        return medians;
+    }
+    std::ifstream stream(output);
+    const Json peer = Json::parse(stream);
+    peer_version = peer.value("implementation_version", "");
+    for (const Json& result : peer.at("results"))
+        medians[{result.at("workload"), result.at("pass")}] = result.at("median_us").get<double>();
+    return medians;
+}
+
+// ---- reports -------------------------------------------------------------------------------------
+
+void write_svg(const std::string& path, const std::vector<std::pair<std::string, double>>& ratios, const std::string& title) {
+    const int row = 22, left = 190, width = 520, top = 40;
+    const double largest = std::max(2.0, std::accumulate(ratios.begin(), ratios.end(), 0.0,
+                                                         [](double m, const auto& r) { return std::max(m, r.second); }));
+    std::ofstream svg(path);
+    svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << left + width + 80 << "' height='"
+        << top + row * static_cast<int>(ratios.size()) + 30 << "' font-family='sans-serif' font-size='12'>\n";
+    svg << "<text x='10' y='20' font-size='14'>" << title << "</text>\n";
+    const double unit = width / largest;
+    svg << "<line x1='" << left + unit << "' y1='" << top - 5 << "' x2='" << left + unit << "' y2='"
+        << top + row * static_cast<int>(ratios.size()) << "' stroke='black' stroke-dasharray='4'/>\n";
+    for (size_t i = 0; i < ratios.size(); ++i) {
+        const int y = top + row * static_cast<int>(i);
+        const double bar = ratios[i].second * unit;
+        svg << "<text x='" << left - 6 << "' y='" << y + 14 << "' text-anchor='end'>" << ratios[i].first << "</text>\n";
+        svg << "<rect x='" << left << "' y='" << y + 3 << "' width='" << bar << "' height='" << row - 6 << "' fill='"
+            << (ratios[i].second >= 1.0 ? "#2a9d8f" : "#e76f51") << "'/>\n";
+        char value[32];
+        std::snprintf(value, sizeof value, "%.2fx", ratios[i].second);
+        svg << "<text x='" << left + bar + 4 << "' y='" << y + 14 << "'>" << value << "</text>\n";
+    }
+    svg << "</svg>\n";
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+    std::vector<std::string> items;
+    std::stringstream stream(text);
+    for (std::string item; std::getline(stream, item, ',');)
+        if (!item.empty()) items.push_back(item);
+    return items;
+}
+
+Config parse(int argc, char** argv) {
+    Config config;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw Error("missing value after " + flag);
+            return argv[++i];
+        };
+        if (flag == "--help" || flag == "-h") {
+            std::printf(
+                "usage: kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]\n"
+                "                     [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]\n"
+                "layer workloads: linear conv2d mha layernorm batchnorm2d batchnorm1d (BENCHMARKS.md sizes per device)\n"
+                "kasmina workloads: kasmina_dormant_<layer> cache_hit cache_miss train_step\n");
+            std::exit(0);
+        } else if (flag == "--device") config.device = Device::parse(value());
+        else if (flag == "--suite") config.suite = value();
+        else if (flag == "--workloads") config.workloads = split_list(value());
+        else if (flag == "--repeats") config.repeats = std::max(1, std::atoi(value().c_str()));
+        else if (flag == "--warmup") config.warmup = std::max(0, std::atoi(value().c_str()));
+        else if (flag == "--peer-python") config.peer_python = value();
+        else if (flag == "--json") config.json_path = value();
+        else if (flag == "--svg") config.svg_path = value();
+        else throw Error("unknown option '" + flag + "' (see --help)");
+    }
+    if (config.suite != "layers" && config.suite != "kasmina" && config.suite != "all")
+        throw Error("--suite must be layers, kasmina or all, got '" + config.suite + "'");
+    return config;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const Config config = parse(argc, argv);
+        const std::vector<std::string> layer_names{"linear", "conv2d", "mha", "layernorm", "batchnorm2d", "batchnorm1d"};
+        std::vector<std::string> layers, kasmina_names;
+        for (const std::string& name : config.workloads.empty() ? std::vector<std::string>{} : config.workloads)
+            (std::find(layer_names.begin(), layer_names.end(), name) != layer_names.end() ? layers : kasmina_names)
+                .push_back(name);
+        if (config.workloads.empty()) {
+            if (config.suite != "kasmina") layers = layer_names;
+            if (config.suite != "layers") {
+                for (const std::string& name : layer_names) kasmina_names.push_back("kasmina_dormant_" + name);
+                for (const char* name : {"cache_hit", "cache_miss", "train_step"}) kasmina_names.push_back(name);
+            }
+        }
+        std::fprintf(stderr, "kasmina-bench on %s: ceilings\n", config.device.str().c_str());
+        const Ceilings ceilings = measure_ceilings(config);
+        std::fprintf(stderr, "kasmina-bench: workloads\n");
+        std::vector<Measurement> results = run_layers(config, ceilings, layers);
+        const std::vector<Measurement> kasmina_results = run_kasmina(config, kasmina_names);
+        results.insert(results.end(), kasmina_results.begin(), kasmina_results.end());
+        std::string peer_version;
+        const auto peer = layers.empty() ? std::map<std::pair<std::string, std::string>, double>{} : run_peer(config, peer_version);
+
+        // Table, JSON, chart.
+        Json json{{"schema", "kasmina-bench/1"},
+                  {"device", config.device.str()},
+                  {"repeats", config.repeats},
+                  {"ceilings", {{"copy_GBps", ceilings.copy_gbps}, {"gemm_GFLOPs", ceilings.gemm_gflops}}},
+                  {"peer", peer.empty() ? Json(nullptr) : Json(peer_version)},
+                  {"results", Json::array()}};
+        std::printf("\n%s: copy %.0f GB/s, fp32 GEMM %.0f GFLOP/s (measured); peer %s\n", config.device.str().c_str(),
+                    ceilings.copy_gbps, ceilings.gemm_gflops, peer.empty() ? "none" : peer_version.c_str());
+        std::printf("%-26s %-12s %12s %9s %12s %8s %10s %8s\n", "workload", "pass", "kasmina us", "spread", "pytorch us",
+                    "ratio", "floor us", "/floor");
+        std::vector<std::pair<std::string, double>> ratios;
+        for (const Measurement& m : results) {
+            const auto found = peer.find({m.workload, m.pass});
+            const double peer_us = found == peer.end() ? 0.0 : found->second;
+            const double ratio = peer_us > 0 ? peer_us / m.median() : m.reference_us > 0 ? m.reference_us / m.median() : 0.0;
+            const double spread = m.median() > 0 ? (m.quantile(0.9) - m.quantile(0.1)) / m.median() : 0.0;
+            std::printf("%-26s %-12s %12.1f %8.1f%% %12s %8s %10s %8s\n", m.workload.c_str(), m.pass.c_str(), m.median(),
+                        100 * spread, peer_us > 0 ? make_message(peer_us).c_str() : "-",
+                        ratio > 0 ? make_message(std::round(ratio * 100) / 100).c_str() : "-",
+                        m.floor_us > 0 ? make_message(std::round(m.floor_us * 10) / 10).c_str() : "-",
+                        m.floor_us > 0 ? make_message(std::round(m.median() / m.floor_us * 100) / 100).c_str() : "-");
+            if (peer_us > 0) ratios.emplace_back(m.workload + " " + m.pass, ratio);
+            json["results"].push_back({{"workload", m.workload},
+                                       {"pass", m.pass},
+                                       {"implementation", "kasmina"},
+                                       {"median_us", m.median()},
+                                       {"p10_us", m.quantile(0.1)},
+                                       {"p90_us", m.quantile(0.9)},
+                                       {"samples", m.samples_us.size()},
+                                       {"floor_us", m.floor_us},
+                                       {"peer_median_us", peer_us > 0 ? Json(peer_us) : Json(nullptr)},
+                                       {"plain_median_us", m.reference_us > 0 ? Json(m.reference_us) : Json(nullptr)}});
+        }
+        const std::filesystem::path json_path(config.json_path), svg_path(config.svg_path);
+        if (json_path.has_parent_path()) std::filesystem::create_directories(json_path.parent_path());
+        if (svg_path.has_parent_path()) std::filesystem::create_directories(svg_path.parent_path());
+        std::ofstream(config.json_path) << json.dump(2) << "\n";
+        if (!ratios.empty())
+            write_svg(config.svg_path, ratios, "kasmina vs PyTorch on " + config.device.str() + " (peer time / our time)");
+        std::printf("ratio: PyTorch time / kasmina time (layers); plain layer / dormant wrapped layer (kasmina_dormant)\n");
+        std::printf("JSON %s%s%s\n", config.json_path.c_str(), ratios.empty() ? "" : ", chart ",
+                    ratios.empty() ? "" : config.svg_path.c_str());
+        return 0;
+    } catch (const Error& error) {
+        std::fprintf(stderr, "kasmina-bench: %s\n", error.what());
+        return 2;
+    }
+}
