@@ -1,6 +1,7 @@
 // Layer and batch normalization on the GPU (contracts of kernels/normalization.h's cpu:: functions).
-//   layer norm   one block per row: mean and biased variance by block reductions, then the affine
-//                output; backward per row, weight/bias gradients by the tiled column sum.
+//   layer norm   one block per row with the row in registers (x read once; rows over 4096 elements
+//                fall back to a two-pass kernel); backward likewise, weight/bias gradients by the
+//                tiled column sum.
 //   batch norm   per-channel statistics as column sums over [N, C*S] (tiled, two passes, deterministic)
 //                folded per channel, then an elementwise pass; backward likewise.
 #include "kernels/cuda/cuda_kernels.h"
@@ -48,6 +49,88 @@ __global__ void layer_norm_kernel(const T* x, const T* weight, const T* bias, T 
             rstd_out[row] = rstd;
         }
     }
+}
+
+// Rows of up to kItems * blockDim.x elements held in registers: x is read once (the two-pass
+// kernel above reads it three times). Element k of a thread is i = threadIdx.x + k * blockDim.x, so
+// each load instruction is coalesced across the block.
+template <typename T, int kItems>
+__global__ void layer_norm_registers_kernel(const T* x, const T* weight, const T* bias, T eps, T* out, T* mean_out,
+                                            T* rstd_out, int64_t rows, int64_t n) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* in = x + row * n;
+        T values[kItems];
+        T total = 0;
+#pragma unroll
+        for (int k = 0; k < kItems; ++k) {
+            const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+            values[k] = i < n ? in[i] : T(0);
+            total += values[k];
+        }
+        const T mean = block_sum(total) / static_cast<T>(n);
+        T squares = 0;
+#pragma unroll
+        for (int k = 0; k < kItems; ++k) {
+            const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+            const T deviation = i < n ? values[k] - mean : T(0);
+            squares += deviation * deviation;
+        }
+        const T rstd = T(1) / sqrt(block_sum(squares) / static_cast<T>(n) + eps);
+#pragma unroll
+        for (int k = 0; k < kItems; ++k) {
+            const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+            if (i >= n) continue;
+            T value = (values[k] - mean) * rstd;
+            if (weight) value *= weight[i];
+            if (bias) value += bias[i];
+            out[row * n + i] = value;
+        }
+        if (threadIdx.x == 0) {
+            mean_out[row] = mean;
+            rstd_out[row] = rstd;
+        }
+    }
+}
+
+// The backward's input gradient with grad and x read once into registers (see above).
+template <typename T, int kItems>
+__global__ void layer_norm_backward_registers_kernel(const T* grad, const T* x, const T* mean, const T* rstd,
+                                                     const T* weight, T* grad_input, int64_t rows, int64_t n) {
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const int64_t base = row * n;
+        const T mu = mean[row], r = rstd[row];
+        T g[kItems], xhat[kItems];
+        T sum_g = 0, sum_g_xhat = 0;
+#pragma unroll
+        for (int k = 0; k < kItems; ++k) {
+            const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+            g[k] = i < n ? (weight ? grad[base + i] * weight[i] : grad[base + i]) : T(0);
+            xhat[k] = i < n ? (x[base + i] - mu) * r : T(0);
+            sum_g += g[k];
+            sum_g_xhat += g[k] * xhat[k];
+        }
+        const T mean_g = block_sum(sum_g) / static_cast<T>(n);
+        const T mean_g_xhat = block_sum(sum_g_xhat) / static_cast<T>(n);
+#pragma unroll
+        for (int k = 0; k < kItems; ++k) {
+            const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+            if (i < n) grad_input[base + i] = r * (g[k] - mean_g - xhat[k] * mean_g_xhat);
+        }
+    }
+}
+
+// Calls fn.template operator()<kItems>() with the smallest register count holding a row of n
+// (n <= 16 * kThreads); returns false for longer rows (the two-pass kernels handle those).
+template <typename Fn>
+bool with_row_registers(int64_t n, Fn&& fn) {
+    const int64_t per_thread = (n + kThreads - 1) / kThreads;
+    if (per_thread <= 1) fn.template operator()<1>();
+    else if (per_thread <= 2) fn.template operator()<2>();
+    else if (per_thread <= 4) fn.template operator()<4>();
+    else if (per_thread <= 8) fn.template operator()<8>();
+    else if (per_thread <= 16) fn.template operator()<16>();
+    else return false;
+    return true;
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = grad * weight, xhat = (x - mean) * rstd
@@ -204,9 +287,17 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
     const int64_t rows = x.size(0), n = x.size(1);
     if (rows == 0) return;
     dispatch_floating(x.dtype(), "layer_norm", [&]<typename T>() {
-        layer_norm_kernel<T><<<blocks_for(rows), kThreads>>>(
-            static_cast<const T*>(x.raw_data()), data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps),
-            static_cast<T*>(output.raw_data()), static_cast<T*>(mean.raw_data()), static_cast<T*>(rstd.raw_data()), rows, n);
+        const T* in = static_cast<const T*>(x.raw_data());
+        T* out = static_cast<T*>(output.raw_data());
+        T* mean_out = static_cast<T*>(mean.raw_data());
+        T* rstd_out = static_cast<T*>(rstd.raw_data());
+        const bool fits = with_row_registers(n, [&]<int kItems>() {
+            layer_norm_registers_kernel<T, kItems><<<blocks_for(rows), kThreads>>>(
+                in, data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps), out, mean_out, rstd_out, rows, n);
+        });
+        if (!fits)
+            layer_norm_kernel<T><<<blocks_for(rows), kThreads>>>(in, data_or_null<T>(weight), data_or_null<T>(bias),
+                                                                 static_cast<T>(eps), out, mean_out, rstd_out, rows, n);
     });
     check_launch("layer_norm");
 }
@@ -220,9 +311,16 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
         const T* xs = static_cast<const T*>(x.raw_data());
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* r = static_cast<const T*>(rstd.raw_data());
-        if (grad_input.defined() && rows > 0)
-            layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads>>>(g, xs, mu, r, data_or_null<T>(weight),
-                                                                                static_cast<T*>(grad_input.raw_data()), rows, n);
+        if (grad_input.defined() && rows > 0) {
+            T* dx = static_cast<T*>(grad_input.raw_data());
+            const bool fits = with_row_registers(n, [&]<int kItems>() {
+                layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads>>>(
+                    g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
+            });
+            if (!fits)
+                layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads>>>(g, xs, mu, r, data_or_null<T>(weight), dx,
+                                                                                    rows, n);
+        }
         if ((grad_weight.defined() || grad_bias.defined()) && rows > 0) {
             const Tensor scratch = Tensor::empty({column_chunks(rows, n) * n}, x.options());
             T* space = static_cast<T*>(scratch.raw_data());
