@@ -12,7 +12,7 @@
 #include <chrono>
 #include <filesystem>
 
-#include "bench/layer_workloads.h"
+#include "bench/kasmina_workloads.h"
 #include "layers/kasmina/blueprints.h"
 #include "layers/kasmina/kernel_network.h"
 #include "layers/kasmina/kernel_store.h"
@@ -78,58 +78,8 @@ void BM_KasminaDormant(benchmark::State& state, const std::string& name, bool ba
 
 // ---- kasmina_active -----------------------------------------------------------------------------
 
-constexpr double kAlpha = 0.3;
-constexpr int64_t kWidth = 64;
-
-// The composition with plain modules: d = host(x); k_i = kernel_i(x); blend written out.
-struct Composition {
-    std::function<Tensor(const Tensor&)> host;
-    std::vector<KernelNetwork> kernels;
-    Tensor forward(const Tensor& x) const {
-        const Tensor d = host(x);
-        const double total = kAlpha * static_cast<double>(kernels.size()), strength = std::min(total, 1.0);
-        Tensor mixed;
-        for (const KernelNetwork& kernel : kernels) {
-            const Tensor term = kernel.forward(x) * kAlpha;
-            mixed = mixed.defined() ? mixed + term : term;
-        }
-        return d * (1.0 - strength) + mixed * (strength / total);
-    }
-};
-
-struct ActivePair {
-    std::shared_ptr<nn::Module> host_copy;  // keeps the composition's host alive
-    Composition composition;
-    std::shared_ptr<nn::Module> kasmina;
-    Tensor input;
-};
-
-ActivePair make_active_pair(const std::string& name) {
-    LayerWorkload original = make_layer_workload(name);
-    auto cache = scratch_cache("active_" + name);
-    std::vector<KernelArtifact> artifacts;
-    std::shared_ptr<nn::Module> kasmina;
-    Generator generator(3);
-    if (name == "linear") {
-        for (int i = 0; i < 2; ++i) artifacts.push_back(make_linear_bottleneck(512, 512, kWidth, kAlpha, "b", &generator));
-        kasmina = std::make_shared<KasminaLayer>(static_cast<nn::Linear&>(*original.module), KasminaOptions{.cache = cache});
-    } else {
-        for (int i = 0; i < 2; ++i)
-            artifacts.push_back(make_conv_bottleneck(32, 32, kWidth, {3, 3}, {1, 1}, {1, 1}, {1, 1}, kAlpha, "b", &generator));
-        kasmina = std::make_shared<KasminaConv2dLayer>(static_cast<nn::Conv2d&>(*original.module), KasminaOptions{.cache = cache});
-    }
-    auto& layer = dynamic_cast<KasminaLayerBase&>(*kasmina);
-    ActivePair pair{original.module, {original.forward, {}}, kasmina, original.input};
-    for (int i = 0; i < 2; ++i) {
-        const uint64_t id = cache->store()->write(serialize_artifact(artifacts[i]));
-        layer.load_kernel(i, id);  // seeds 0 and 1 of 4; trainable, alpha 0.3 (the artifact's)
-        pair.composition.kernels.emplace_back(artifacts[i], true);
-    }
-    return pair;
-}
-
 void BM_KasminaActive(benchmark::State& state, const std::string& name, bool backward) {
-    ActivePair pair = make_active_pair(name);
+    ActivePair pair = make_active_pair(name, scratch_cache("active_" + name));
     Tensor x = pair.input.clone().set_requires_grad(backward);
     auto run = [&](const std::function<Tensor(const Tensor&)>& forward) {
         if (!backward) {

@@ -5,6 +5,7 @@
 // (schema "kasmina-bench/1") and an SVG chart of the ratios.
 //   kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]
 //                 [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]
+//                 [--size NAME=AxBxC ...]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/layer_workloads.h"
+#include "bench/kasmina_workloads.h"
 #include "kasmina.h"
 #include "tools/train/model.h"
 
@@ -40,7 +41,14 @@ struct Config {
     std::string peer_python = "auto";
     std::string json_path = "bench-results/kasmina-bench.json";
     std::string svg_path = "bench-results/kasmina-bench.svg";
+    std::map<std::string, Shape> sizes;  // --size linear=8192x1024: input shape overrides
 };
+
+std::optional<Shape> size_of(const Config& config, const std::string& name) {
+    const auto found = config.sizes.find(name);
+    if (found == config.sizes.end()) return std::nullopt;
+    return found->second;
+}
 
 // Timing of one workload: per-repeat microseconds, summarized.
 struct Measurement {
@@ -125,7 +133,7 @@ double floor_us(const std::string& workload, const std::string& pass, const Shap
 std::vector<Measurement> run_layers(const Config& config, const Ceilings& ceilings, const std::vector<std::string>& names) {
     std::vector<Measurement> results;
     for (const std::string& name : names) {
-        LayerWorkload w = make_layer_workload(name, config.device);
+        LayerWorkload w = make_layer_workload(name, config.device, size_of(config, name));
         {
             NoGradGuard no_grad;
             Measurement m = measure(config, name, "fwd", [&] { w.forward(w.input); });
@@ -188,9 +196,24 @@ std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std
             }));
             continue;
         }
+        if (name.rfind("kasmina_active_", 0) == 0) {
+            // 2 of 4 bottleneck seeds (width 64, alpha 0.3) against the same composition from plain
+            // modules; the ratio column shows composition / Kasmina.
+            const std::string layer = name.substr(std::string("kasmina_active_").size());
+            ActivePair pair = make_active_pair(layer, scratch_cache(name), config.device, size_of(config, layer));
+            NoGradGuard no_grad;
+            Measurement composition = measure(config, name, "composition fwd", [&] { pair.composition.forward(pair.input); });
+            Measurement fused = measure(config, name, "kasmina fwd", [&] { pair.kasmina->forward(pair.input); });
+            fused.reference_us = composition.median();
+            results.push_back(composition);
+            results.push_back(fused);
+            continue;
+        }
         // kasmina_dormant_<layer>: the wrapped layer (4 seeds, none active), next to the plain layer.
-        const std::string layer = name.substr(name.rfind('_') + 1);
-        LayerWorkload plain = make_layer_workload(layer, config.device), twin = make_layer_workload(layer, config.device);
+        if (name.rfind("kasmina_dormant_", 0) != 0) throw Error("unknown workload '" + name + "' (see --help)");
+        const std::string layer = name.substr(std::string("kasmina_dormant_").size());
+        LayerWorkload plain = make_layer_workload(layer, config.device, size_of(config, layer)),
+                      twin = make_layer_workload(layer, config.device, size_of(config, layer));
         auto wrapped = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{twin.module});
         morph::wrap(wrapped, {.cache = scratch_cache(name)});
         NoGradGuard no_grad;
@@ -295,8 +318,10 @@ Config parse(int argc, char** argv) {
             std::printf(
                 "usage: kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]\n"
                 "                     [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]\n"
+                "                     [--size NAME=AxBxC ...]   (input shape of a layer workload; not passed to the peer)\n"
                 "layer workloads: linear conv2d mha layernorm batchnorm2d batchnorm1d (BENCHMARKS.md sizes per device)\n"
-                "kasmina workloads: kasmina_dormant_<layer> cache_hit cache_miss train_step\n");
+                "kasmina workloads: kasmina_dormant_<layer> kasmina_active_linear kasmina_active_conv2d cache_hit\n"
+                "                   cache_miss train_step\n");
             std::exit(0);
         } else if (flag == "--device") config.device = Device::parse(value());
         else if (flag == "--suite") config.suite = value();
@@ -306,6 +331,20 @@ Config parse(int argc, char** argv) {
         else if (flag == "--peer-python") config.peer_python = value();
         else if (flag == "--json") config.json_path = value();
         else if (flag == "--svg") config.svg_path = value();
+        else if (flag == "--size") {
+            const std::string text = value();
+            const size_t equals = text.find('=');
+            if (equals == std::string::npos) throw Error("--size expects NAME=AxBxC, got '" + text + "'");
+            Shape shape;
+            std::stringstream dims(text.substr(equals + 1));
+            for (std::string dim; std::getline(dims, dim, 'x');) {
+                char* end = nullptr;
+                const long long extent = std::strtoll(dim.c_str(), &end, 10);
+                if (dim.empty() || *end != '\0' || extent <= 0) throw Error("--size: bad extent '" + dim + "' in '" + text + "'");
+                shape.push_back(extent);
+            }
+            config.sizes[text.substr(0, equals)] = shape;
+        }
         else throw Error("unknown option '" + flag + "' (see --help)");
     }
     if (config.suite != "layers" && config.suite != "kasmina" && config.suite != "all")
@@ -327,6 +366,8 @@ int main(int argc, char** argv) {
             if (config.suite != "kasmina") layers = layer_names;
             if (config.suite != "layers") {
                 for (const std::string& name : layer_names) kasmina_names.push_back("kasmina_dormant_" + name);
+                kasmina_names.push_back("kasmina_active_linear");
+                kasmina_names.push_back("kasmina_active_conv2d");
                 for (const char* name : {"cache_hit", "cache_miss", "train_step"}) kasmina_names.push_back(name);
             }
         }
@@ -353,7 +394,8 @@ int main(int argc, char** argv) {
         std::vector<std::pair<std::string, double>> ratios;
         for (const Measurement& m : results) {
             const auto found = peer.find({m.workload, m.pass});
-            const double peer_us = found == peer.end() ? 0.0 : found->second;
+            // The peer runs the BENCHMARKS.md sizes: no comparison for a workload whose size was overridden.
+            const double peer_us = found == peer.end() || config.sizes.count(m.workload) ? 0.0 : found->second;
             const double ratio = peer_us > 0 ? peer_us / m.median() : m.reference_us > 0 ? m.reference_us / m.median() : 0.0;
             const double spread = m.median() > 0 ? (m.quantile(0.9) - m.quantile(0.1)) / m.median() : 0.0;
             std::printf("%-26s %-12s %12.1f %8.1f%% %12s %8s %10s %8s\n", m.workload.c_str(), m.pass.c_str(), m.median(),
@@ -379,7 +421,8 @@ int main(int argc, char** argv) {
         std::ofstream(config.json_path) << json.dump(2) << "\n";
         if (!ratios.empty())
             write_svg(config.svg_path, ratios, "kasmina vs PyTorch on " + config.device.str() + " (peer time / our time)");
-        std::printf("ratio: PyTorch time / kasmina time (layers); plain layer / dormant wrapped layer (kasmina_dormant)\n");
+        std::printf("ratio: PyTorch time / kasmina time (layers); plain layer / dormant wrapped layer (kasmina_dormant);\n"
+                    "       plain-module composition / Kasmina layer (kasmina_active)\n");
         std::printf("JSON %s%s%s\n", config.json_path.c_str(), ratios.empty() ? "" : ", chart ",
                     ratios.empty() ? "" : config.svg_path.c_str());
         return 0;

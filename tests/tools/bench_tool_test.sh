@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# kasmina-bench end to end on the CPU with tiny repeat counts (no timing is asserted): it runs a
-# layer workload and two Kasmina workloads, prints the table, and writes a JSON report in the
+# kasmina-bench end to end on the CPU with tiny repeat counts and sizes (no timing is asserted): it
+# runs a layer workload and three Kasmina workloads, prints the table, and writes a JSON report in the
 # kasmina-bench/1 schema with every result's fields; bad flags exit 2 with a message.
 set -euo pipefail
 tool=$1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cd "$scratch"
-"$tool" --device cpu --workloads layernorm,kasmina_dormant_batchnorm1d,cache_hit --repeats 3 --warmup 1 \
-  --peer-python none --json out/report.json --svg out/chart.svg > table.txt 2> progress.txt
+"$tool" --device cpu --workloads layernorm,kasmina_dormant_batchnorm1d,kasmina_active_linear,cache_hit --repeats 3 \
+  --warmup 1 --size layernorm=64x32 --size linear=16x64 --peer-python none --json out/report.json --svg out/chart.svg \
+  > table.txt 2> progress.txt
 cat table.txt
 grep -q "^layernorm  *fwd+bwd" table.txt
 grep -q "kasmina_dormant_batchnorm1d *dormant fwd" table.txt
+grep -q "kasmina_active_linear *kasmina fwd" table.txt
 grep -q '"schema": "kasmina-bench/1"' out/report.json
 for field in '"workload"' '"pass"' '"median_us"' '"p10_us"' '"p90_us"' '"floor_us"' '"copy_GBps"' '"gemm_GFLOPs"'; do
   grep -q "$field" out/report.json || { echo "report lacks $field"; exit 1; }
 done
-[ "$(grep -c '"implementation": "kasmina"' out/report.json)" -eq 5 ] || { echo "expected 5 results"; exit 1; }
+[ "$(grep -c '"implementation": "kasmina"' out/report.json)" -eq 7 ] || { echo "expected 7 results"; exit 1; }
 set +e
 "$tool" --suite nonsense > /dev/null 2> err.txt; status=$?
 set -e
 [ $status -eq 2 ] && grep -q "suite must be" err.txt || { echo "bad --suite not refused"; exit 1; }
+set +e
+"$tool" --workloads layernorm --size layernorm=4x0 > /dev/null 2> err.txt; status=$?
+set -e
+[ $status -eq 2 ] && grep -q "bad extent" err.txt || { echo "bad --size not refused"; exit 1; }
 echo "kasmina-bench: all checks passed"
