@@ -265,7 +265,7 @@ std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
     auto [values, indices] = kernels::max_along(x, dim, keepdim);
     if (!needs_grad({&x})) return {values, indices};
     const Shape input_shape = x.shape();
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "max");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "max");
     const Shape keep = keepdim_shape(x.shape(), x.dim() == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{wrapped});
     const Tensor index_keep = indices.reshape(keep);
     Tensor result = record("max", values, {x}, [=](const Grads& g) {
@@ -368,7 +368,7 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
     Tensor out = kernels::cat(tensors, dim);
     if (!needs_grad(tensors)) return out;
-    const int64_t wrapped = wrap_dim(dim, tensors.front().dim(), "cat");
+    const int64_t wrapped = wrap_dim(dim, tensors.front().shape(), "cat");
     std::vector<int64_t> sizes;
     for (const Tensor& t : tensors) sizes.push_back(t.size(wrapped));
     return record("cat", out, tensors, [=](const Grads& g) {
@@ -396,7 +396,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "split");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "split");
     int64_t total = 0;
     for (int64_t size : sizes) {
         if (size < 0) raise<ShapeError>("split", "negative split size ", size);
@@ -416,7 +416,7 @@ std::vector<Tensor> split_with_sizes(const Tensor& x, const std::vector<int64_t>
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
     if (split_size <= 0) raise<ShapeError>("split", "split_size must be positive, got ", split_size);
-    const int64_t length = x.size(wrap_dim(dim, x.dim(), "split"));
+    const int64_t length = x.size(wrap_dim(dim, x.shape(), "split"));
     std::vector<int64_t> sizes;
     for (int64_t start = 0; start < length; start += split_size) sizes.push_back(std::min(split_size, length - start));
     if (sizes.empty()) sizes.push_back(0);

@@ -116,7 +116,7 @@ Tensor Tensor::reshape(const Shape& requested) const {
 
 Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
     if (dim() == 0) return reshape({1});
-    const int64_t start = wrap_dim(start_dim, dim(), "flatten"), end = wrap_dim(end_dim, dim(), "flatten");
+    const int64_t start = wrap_dim(start_dim, shape(), "flatten"), end = wrap_dim(end_dim, shape(), "flatten");
     if (start > end) raise<ShapeError>("flatten", "start_dim ", start_dim, " comes after end_dim ", end_dim);
     Shape target(shape().begin(), shape().begin() + start);
     int64_t merged = 1;
@@ -127,7 +127,7 @@ Tensor Tensor::flatten(int64_t start_dim, int64_t end_dim) const {
 }
 
 Tensor Tensor::transpose(int64_t dim0, int64_t dim1) const {
-    const int64_t a = wrap_dim(dim0, dim(), "transpose"), b = wrap_dim(dim1, dim(), "transpose");
+    const int64_t a = wrap_dim(dim0, shape(), "transpose"), b = wrap_dim(dim1, shape(), "transpose");
     if (dim() == 0) return *this;
     std::vector<int64_t> order(dim());
     std::iota(order.begin(), order.end(), 0);
@@ -148,7 +148,7 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
     std::vector<bool> used(dim(), false);
     Shape new_shape, new_strides;
     for (int64_t d : dims) {
-        const int64_t wrapped = wrap_dim(d, dim(), "permute");
+        const int64_t wrapped = wrap_dim(d, shape(), "permute");
         if (used[wrapped])
             raise<ShapeError>("permute", "dimension ", wrapped, " repeated in ", shape_str(dims), " for input ", shape_str(shape()),
                               " (expected each dimension once)");
@@ -165,7 +165,7 @@ Tensor Tensor::permute(const std::vector<int64_t>& dims) const {
 
 Tensor Tensor::slice(int64_t dim_, int64_t start, int64_t end, int64_t step) const {
     if (dim() == 0) raise<ShapeError>("slice", "cannot slice a 0-d tensor");
-    const int64_t d = wrap_dim(dim_, dim(), "slice");
+    const int64_t d = wrap_dim(dim_, shape(), "slice");
     if (step <= 0) raise<ShapeError>("slice", "step must be positive, got ", step);
     const int64_t length = size(d);
     auto clamp_index = [length](int64_t index) {
@@ -181,7 +181,7 @@ Tensor Tensor::slice(int64_t dim_, int64_t start, int64_t end, int64_t step) con
 }
 
 Tensor Tensor::narrow(int64_t dim_, int64_t start, int64_t length) const {
-    const int64_t d = wrap_dim(dim_, dim(), "narrow");
+    const int64_t d = wrap_dim(dim_, shape(), "narrow");
     if (start < 0) start += size(d);
     if (start < 0 || length < 0 || start + length > size(d))
         raise<ShapeError>("narrow", "range [", start, ", ", start + length, ") outside dimension ", d, " of size ", size(d),
@@ -194,7 +194,7 @@ Tensor Tensor::narrow(int64_t dim_, int64_t start, int64_t length) const {
 
 Tensor Tensor::select(int64_t dim_, int64_t index) const {
     if (dim() == 0) raise<ShapeError>("select", "cannot select from a 0-d tensor");
-    const int64_t d = wrap_dim(dim_, dim(), "select");
+    const int64_t d = wrap_dim(dim_, shape(), "select");
     if (index < -size(d) || index >= size(d))
         raise<ShapeError>("select", "index ", index, " out of range for dimension ", d, " of size ", size(d), " (tensor ",
                           shape_str(shape()), ")");
@@ -217,7 +217,7 @@ Tensor Tensor::unsqueeze(int64_t dim_) const {
 
 Tensor Tensor::squeeze(int64_t dim_) const {
     if (dim() == 0) return *this;
-    const int64_t d = wrap_dim(dim_, dim(), "squeeze");
+    const int64_t d = wrap_dim(dim_, shape(), "squeeze");
     if (size(d) != 1) return *this;
     Shape new_shape = shape(), new_strides = strides();
     new_shape.erase(new_shape.begin() + d);

@@ -264,7 +264,7 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
 std::pair<Tensor, Tensor> max_along(const Tensor& x, int64_t dim, bool keepdim) {
     require_backend(common_device("max", {&x}), "max");
     if (x.dtype() == DType::boolean) raise<DTypeError>("max", "bool tensors are not supported (", x.describe(), ")");
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "max");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "max");
     if (x.dim() > 0 && x.size(wrapped) == 0) raise<ShapeError>("max", "cannot take max over an empty dimension of ", x.describe());
     const ReductionLayout layout = reduction_layout(x, x.dim() == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{wrapped},
                                                     keepdim, "max", false);
@@ -373,7 +373,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor softmax(const Tensor& x, int64_t dim) {
     require_backend(common_device("softmax", {&x}), "softmax");
     if (!is_floating(x.dtype())) raise<DTypeError>("softmax", "expected a floating tensor, got ", x.describe());
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "softmax");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "softmax");
     const Tensor dense = contiguous_copy(x);
     Tensor out = Tensor::empty(x.shape(), x.options());
     KASMINA_BACKEND(x.device(), softmax, dense, x.dim() == 0 ? 0 : wrapped, false, out);
@@ -383,7 +383,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 Tensor log_softmax(const Tensor& x, int64_t dim) {
     require_backend(common_device("log_softmax", {&x}), "log_softmax");
     if (!is_floating(x.dtype())) raise<DTypeError>("log_softmax", "expected a floating tensor, got ", x.describe());
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "log_softmax");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "log_softmax");
     const Tensor dense = contiguous_copy(x);
     Tensor out = Tensor::empty(x.shape(), x.options());
     KASMINA_BACKEND(x.device(), softmax, dense, x.dim() == 0 ? 0 : wrapped, true, out);
@@ -393,14 +393,14 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
     require_backend(common_device("softmax_backward", {&grad, &y}), "softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
-    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "softmax"), false, out);
+    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.shape(), "softmax"), false, out);
     return out;
 }
 
 Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
     require_backend(common_device("log_softmax_backward", {&grad, &y}), "log_softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
-    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.dim(), "log_softmax"), true, out);
+    KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.shape(), "log_softmax"), true, out);
     return out;
 }
 
@@ -409,7 +409,7 @@ Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
     if (tensors.empty()) raise<ShapeError>("cat", "expected at least one tensor");
     const Tensor& first = tensors.front();
-    const int64_t wrapped = wrap_dim(dim, first.dim(), "cat");
+    const int64_t wrapped = wrap_dim(dim, first.shape(), "cat");
     Shape out_shape = first.shape();
     out_shape[wrapped] = 0;
     for (const Tensor& t : tensors) {
@@ -438,7 +438,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     require_backend(common_device("index_select", {&x, &index}), "index_select");
     check_index_tensor("index_select", index);
     if (index.dim() > 1) raise<ShapeError>("index_select", "index must be 0-D or 1-D, got ", shape_str(index.shape()));
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "index_select");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "index_select");
     const int64_t bound = x.dim() == 0 ? 1 : x.size(wrapped);
     check_index_range("index_select", index, bound, "dimension", &x);
     Shape out_shape = x.shape();
@@ -458,7 +458,7 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     require_backend(common_device("gather", {&x, &index}), "gather");
     check_index_tensor("gather", index);
-    const int64_t wrapped = wrap_dim(dim, x.dim(), "gather");
+    const int64_t wrapped = wrap_dim(dim, x.shape(), "gather");
     if (index.dim() != x.dim())
         raise<ShapeError>("gather", "index ", shape_str(index.shape()), " must have the input's rank ", x.dim(), " (input ",
                           shape_str(x.shape()), ")");

@@ -38,6 +38,14 @@ int64_t wrap_dim(int64_t dim, int64_t rank, const char* op) {
     return dim < 0 ? dim + bound : dim;
 }
 
+int64_t wrap_dim(int64_t dim, const Shape& shape, const char* op) {
+    const int64_t rank = static_cast<int64_t>(shape.size()), bound = std::max<int64_t>(rank, 1);
+    if (dim < -bound || dim >= bound)
+        raise<ShapeError>(op, "dimension ", dim, " out of range for a tensor of shape ", shape_str(shape), " (expected in [",
+                          -bound, ", ", bound - 1, "])");
+    return dim < 0 ? dim + bound : dim;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     const size_t rank = std::max(a.size(), b.size());
     Shape out(rank);

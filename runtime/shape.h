@@ -18,6 +18,8 @@ Shape contiguous_strides(const Shape& shape);
 
 // Maps a possibly negative dim into [0, rank); raises ShapeError naming `op` when out of range.
 int64_t wrap_dim(int64_t dim, int64_t rank, const char* op);
+// The same for a tensor of `shape`; the error names the shape too.
+int64_t wrap_dim(int64_t dim, const Shape& shape, const char* op);
 
 // The broadcast of two shapes (NumPy rules); raises ShapeError naming `op` if they do not broadcast.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
