@@ -9,19 +9,6 @@
 namespace kasmina::nn {
 namespace {
 
-// Moves a tensor's data to another device or dtype keeping its TensorImpl (so every handle sees it).
-void move_in_place(const Tensor& tensor, Device device, DType dtype) {
-    if (!tensor.defined() || (tensor.device() == device && tensor.dtype() == dtype)) return;
-    Tensor moved = Tensor::empty(tensor.shape(), {.dtype = dtype, .device = device});
-    copy_into(moved, tensor);
-    TensorImpl* impl = tensor.impl();
-    impl->storage = moved.impl()->storage;
-    impl->strides = moved.strides();
-    impl->offset = 0;
-    impl->dtype = dtype;
-    if (impl->grad) move_in_place(Tensor(impl->grad), device, dtype);
-}
-
 }  // namespace
 
 Tensor Module::forward(const Tensor&) {
@@ -117,16 +104,22 @@ void Module::train(bool on) {
     if (changed) on_train_mode_changed();
 }
 
+// Registered members move in place; dynamic parameters (seed kernels) are their owner's business
+// (on_device_changed / on_dtype_changed), since some of them are shared with the kernel cache.
 void Module::to(Device device) {
-    for (auto& [name, tensor] : named_parameters()) move_in_place(tensor, device, tensor.dtype());
-    for (auto& [name, tensor] : named_buffers()) move_in_place(tensor, device, tensor.dtype());
+    for (auto& [name, tensor] : parameters_) detail::move_in_place(tensor, device, tensor.dtype());
+    for (auto& [name, tensor] : buffers_) detail::move_in_place(tensor, device, tensor.dtype());
+    for (auto& [name, child] : children_) child->to(device);
+    on_device_changed(device);
 }
 
 void Module::to(DType dtype) {
     if (!is_floating(dtype)) raise<DTypeError>("Module::to", "modules convert to floating dtypes only, got ", dtype_name(dtype));
-    for (auto& [name, tensor] : named_parameters()) move_in_place(tensor, tensor.device(), dtype);
-    for (auto& [name, tensor] : named_buffers())
-        if (is_floating(tensor.dtype())) move_in_place(tensor, tensor.device(), dtype);
+    for (auto& [name, tensor] : parameters_) detail::move_in_place(tensor, tensor.device(), dtype);
+    for (auto& [name, tensor] : buffers_)
+        if (tensor.defined() && is_floating(tensor.dtype())) detail::move_in_place(tensor, tensor.device(), dtype);
+    for (auto& [name, child] : children_) child->to(dtype);
+    on_dtype_changed(dtype);
 }
 
 void Module::zero_grad() {

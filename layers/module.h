@@ -69,6 +69,9 @@ protected:
     }
     // Called after train()/eval() changes the flag on this module.
     virtual void on_train_mode_changed() {}
+    // Called after to(device) / to(dtype) moved this module's registered members and children.
+    virtual void on_device_changed(Device device) {}
+    virtual void on_dtype_changed(DType dtype) {}
     // Parameters that come and go at run time (seed kernels), appended after the registered ones.
     // Overrides must be thread-safe: a controller thread may change them while training runs.
     virtual std::vector<std::pair<std::string, Tensor>> dynamic_parameters() const { return {}; }

@@ -265,6 +265,18 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset)
     return Tensor(std::move(impl));
 }
 
+void move_in_place(const Tensor& tensor, Device device, DType dtype) {
+    if (!tensor.defined() || (tensor.device() == device && tensor.dtype() == dtype)) return;
+    Tensor moved = Tensor::empty(tensor.shape(), {.dtype = dtype, .device = device});
+    copy_into(moved, tensor);
+    TensorImpl* impl = tensor.impl();
+    impl->storage = moved.impl()->storage;
+    impl->strides = moved.strides();
+    impl->offset = 0;
+    impl->dtype = dtype;
+    if (impl->grad) move_in_place(Tensor(impl->grad), device, dtype);
+}
+
 void check_inplace_allowed(const Tensor& tensor, const char* op) {
     if (!tensor.defined()) raise<Error>(op, "called on an undefined tensor");
     if (GradMode::is_enabled() && tensor.requires_grad())

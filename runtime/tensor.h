@@ -150,6 +150,9 @@ namespace detail {
 Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset);
 // Raises (naming `op`) if writing to `tensor` in place would corrupt autograd (leaf requiring grad in grad mode).
 void check_inplace_allowed(const Tensor& tensor, const char* op);
+// Moves a tensor's data (and its gradient) to another device or dtype keeping its TensorImpl, so
+// every handle (an optimizer's, a module's) sees the moved tensor.
+void move_in_place(const Tensor& tensor, Device device, DType dtype);
 
 }  // namespace detail
 

@@ -12,6 +12,12 @@ Device device_of(const nn::Module& module) {
     return Device::cpu();
 }
 
+DType dtype_of(const nn::Module& module) {
+    for (const auto& [name, tensor] : module.named_parameters())
+        if (is_floating(tensor.dtype())) return tensor.dtype();
+    return DType::f32;
+}
+
 // ---- telemetry -----------------------------------------------------------------------------------
 
 void KasminaLayerBase::set_telemetry(std::shared_ptr<TelemetrySink> sink, std::string name, int64_t interval) {
@@ -158,6 +164,7 @@ KasminaAttentionLayer::KasminaAttentionLayer(const nn::MultiheadAttention& origi
       KasminaLayerBase(options, signature_of(original)) {
     to(device_of(original));
     bank_.set_device(device_of(original));
+    bank_.set_dtype(dtype_of(original));
     load_state_dict(original.state_dict(), /*strict=*/true);
     train(original.is_training());
 }

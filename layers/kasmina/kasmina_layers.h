@@ -59,8 +59,9 @@ private:
     int64_t telemetry_interval_ = 1;
 };
 
-// The device of a module's first parameter or buffer (CPU for a module without any).
+// The device and floating dtype of a module's first parameter or buffer (CPU, float32 without any).
 Device device_of(const nn::Module& module);
+DType dtype_of(const nn::Module& module);
 
 // Where dense variants' kernels read from.
 enum class KernelInput { layer_input, layer_output };
@@ -93,10 +94,13 @@ protected:
     void adopt(const Host& original) {
         this->to(device_of(original));
         bank_.set_device(device_of(original));
+        bank_.set_dtype(dtype_of(original));
         this->load_state_dict(original.state_dict(), /*strict=*/true);
         this->train(original.is_training());
     }
     std::vector<std::pair<std::string, Tensor>> dynamic_parameters() const override { return bank_.kernel_parameters(); }
+    void on_device_changed(Device device) override { bank_.set_device(device); }
+    void on_dtype_changed(DType dtype) override { bank_.set_dtype(dtype); }
 };
 
 class KasminaLayer final : public SeededLayer<nn::Linear, KernelInput::layer_input> {
@@ -150,6 +154,8 @@ public:
 protected:
     Tensor transform_head_context(const Tensor& context) override;
     std::vector<std::pair<std::string, Tensor>> dynamic_parameters() const override { return bank_.kernel_parameters(); }
+    void on_device_changed(Device device) override { bank_.set_device(device); }
+    void on_dtype_changed(DType dtype) override { bank_.set_dtype(dtype); }
 };
 
 // The signature a layer offers to kernels (kind and shapes), checked against every artifact it loads.

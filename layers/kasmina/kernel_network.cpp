@@ -8,7 +8,7 @@
 namespace kasmina::morph {
 
 KernelNetwork::KernelNetwork(const KernelArtifact& artifact, bool trainable)
-    : signature_(artifact.signature), ops_(artifact.ops) {
+    : signature_(artifact.signature), ops_(artifact.ops), owns_weights_(trainable) {
     for (const auto& [name, tensor] : artifact.tensors) {
         if (!trainable) {
             weights_.emplace_back(name, tensor);
@@ -66,27 +66,24 @@ Tensor KernelNetwork::forward(const Tensor& input) const {
     return values.back();
 }
 
-template <typename Convert>
-void KernelNetwork::convert(Convert&& convert_tensor) {
-    for (auto& [name, tensor] : weights_) {
-        const bool trainable = tensor.requires_grad();
-        Tensor converted;
-        {
-            NoGradGuard no_grad;
-            converted = convert_tensor(tensor);
-        }
-        if (converted.impl() == tensor.impl()) continue;
-        if (trainable) converted.set_requires_grad(true);
-        tensor = converted;
+// Owned weights move in place (an optimizer's handles stay valid); weights shared with the kernel
+// cache are replaced by converted copies, so the cache's tensors are never touched.
+void KernelNetwork::move_weight(Tensor& weight, Device device, DType dtype) const {
+    if (owns_weights_) {
+        detail::move_in_place(weight, device, dtype);
+        return;
     }
+    if (weight.device() == device && weight.dtype() == dtype) return;
+    NoGradGuard no_grad;
+    weight = weight.to(device).to(dtype);
 }
 
 void KernelNetwork::to(Device device) {
-    convert([&](const Tensor& t) { return t.device() == device ? t : t.to(device); });
+    for (auto& [name, weight] : weights_) move_weight(weight, device, weight.dtype());
 }
 
 void KernelNetwork::to(DType dtype) {
-    convert([&](const Tensor& t) { return t.dtype() == dtype ? t : t.to(dtype); });
+    for (auto& [name, weight] : weights_) move_weight(weight, weight.device(), dtype);
 }
 
 std::vector<std::pair<std::string, Tensor>> KernelNetwork::named_parameters() const { return weights_; }

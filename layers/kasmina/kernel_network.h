@@ -19,7 +19,8 @@ public:
     // Runs the op list on `input` (the layer's kernel input; see KernelSignature for shapes).
     Tensor forward(const Tensor& input) const;
 
-    // Moves or converts the weights (a trainable network's weights stay leaves requiring grad).
+    // Moves or converts the weights: a trainable network's own weights in place (handles stay valid),
+    // shared (frozen) ones by copy, leaving the cache's tensors as they are.
     void to(Device device);
     void to(DType dtype);
     // Weights by their artifact names ("w0", "b0", ...), in name order.
@@ -28,12 +29,12 @@ public:
 
 private:
     Tensor weight(const std::string& name) const;
-    template <typename Convert>
-    void convert(Convert&& convert_tensor);
+    void move_weight(Tensor& weight, Device device, DType dtype) const;
 
     KernelSignature signature_;
     std::vector<KernelOp> ops_;
     std::vector<std::pair<std::string, Tensor>> weights_;
+    bool owns_weights_ = true;  // trainable: copies of the artifact's tensors; frozen: the cache's own
 };
 
 }  // namespace kasmina::morph

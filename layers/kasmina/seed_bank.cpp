@@ -23,6 +23,13 @@ void SeedBank::set_device(Device device) {
         if (network) network->to(device);
 }
 
+void SeedBank::set_dtype(DType dtype) {
+    std::lock_guard lock(mutex_);
+    dtype_ = dtype;
+    for (auto& network : networks_)
+        if (network) network->to(dtype);
+}
+
 void SeedBank::refresh_counters() {
     blending_count_.store(static_cast<int>(state_.blending_seeds().size()), std::memory_order_relaxed);
     bool pending = false;
@@ -34,11 +41,13 @@ void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
     settle_checks();
     if (!cache_) raise<Error>("load_kernel", "this layer has no kernel cache (wrap() with a cache)");
     Device device;
+    DType dtype;
     int64_t step;
     {
         std::lock_guard lock(mutex_);
         state_.transition(seed, SeedLifecycle::loading, step_);  // raises for illegal sources
         device = device_;
+        dtype = dtype_;
         step = step_;
     }
     // Read, validate and build outside the lock; the seed is LOADING, so forward ignores it.
@@ -49,6 +58,7 @@ void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
         check_compatible(cached->artifact, signature_);
         network = std::make_shared<KernelNetwork>(cached->artifact, options.trainable);
         network->to(device);
+        network->to(dtype);
     } catch (const std::exception& error) {
         std::lock_guard lock(mutex_);
         state_.reset(seed, step);
@@ -300,6 +310,7 @@ void SeedBank::restore(const TensorMap& tensors) {
         check_compatible(cached[seed]->artifact, signature_);
         networks[seed] = std::make_shared<KernelNetwork>(cached[seed]->artifact, lifecycle != SeedLifecycle::fossilized);
         networks[seed]->to(device_);
+        networks[seed]->to(dtype_);
     }
     std::lock_guard lock(mutex_);
     for (int seed = 0; seed < num_seeds_; ++seed)

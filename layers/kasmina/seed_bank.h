@@ -52,7 +52,9 @@ public:
     int num_seeds() const { return num_seeds_; }
     const KernelSignature& signature() const { return signature_; }
     const std::shared_ptr<KernelCache>& cache() const { return cache_; }
+    // Where loaded kernels run: existing kernels move, later loads follow (Module::to's hooks call these).
     void set_device(Device device);
+    void set_dtype(DType dtype);
 
     // DORMANT (or ERROR_RECOVERY) -> LOADING -> ACTIVE with the artifact's suggested alpha. A refused
     // artifact (unreadable, invalid, incompatible) leaves the seed DORMANT and raises ArtifactError
@@ -102,6 +104,7 @@ private:
     KernelSignature signature_;
     std::shared_ptr<KernelCache> cache_;
     Device device_;
+    DType dtype_ = DType::f32;
     mutable std::mutex mutex_;
     SeedState state_;
     std::vector<std::shared_ptr<KernelNetwork>> networks_;

@@ -338,3 +338,32 @@ TEST(KasminaDormant, AllocatesExactlyWhatTheOriginalLayerAllocates) {
     }
     EXPECT_GT(allocator.stats().peak_bytes, 0u);
 }
+
+// Module::to moves a Kasmina layer's own kernel weights in place (optimizer handles stay valid) but
+// copies kernels shared with the cache, so the cache never changes; later loads follow the layer.
+TEST(KasminaMoves, ToDtypeMovesOwnedKernelsInPlaceAndLeavesTheCacheAlone) {
+    Scratch scratch("moves");
+    auto cache = std::make_shared<KernelCache>(scratch.store);
+    auto model = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{std::make_shared<nn::Linear>(4, 3)});
+    MorphableModel morphable = wrap(model, {.cache = cache});
+    const uint64_t shared = scratch.store->write(serialize_artifact(make_linear_bottleneck(4, 3, 2)));
+    const uint64_t owned = scratch.store->write(serialize_artifact(make_linear_bottleneck(4, 3, 5)));
+    morphable.load_kernel("0", 0, shared, {.alpha = 0.4, .trainable = false});
+    morphable.load_kernel("0", 1, owned, {.alpha = 0.4});
+    const std::vector<Tensor> handles = model->parameters();  // what an optimizer holds
+    model->to(DType::f64);
+    for (const Tensor& handle : handles)  // trainable weights moved in place; frozen shared ones stay the cache's
+        EXPECT_EQ(handle.dtype(), handle.requires_grad() ? DType::f64 : DType::f32);
+    const auto after = model->parameters();
+    ASSERT_EQ(after.size(), handles.size());
+    size_t same = 0;
+    for (size_t i = 0; i < after.size(); ++i) same += after[i].impl() == handles[i].impl();
+    EXPECT_GE(same, handles.size() - 4) << "only the shared kernel's 4 weights are new tensors";
+    EXPECT_EQ(cache->get(shared, Device::cpu())->artifact.tensors.at("w0").dtype(), DType::f32) << "the cache is untouched";
+    const Tensor x = Tensor::randn({2, 4}, {.dtype = DType::f64});
+    EXPECT_EQ(morphable.forward(x).dtype(), DType::f64);
+    morphable.load_kernel("0", 2, scratch.store->write(serialize_artifact(make_linear_bottleneck(4, 3, 3))));
+    for (const auto& [name, tensor] : model->named_parameters()) EXPECT_EQ(tensor.dtype(), DType::f64) << name;
+    EXPECT_EQ(morphable.layer("0").layer_stats()[2].lifecycle, SeedLifecycle::active);
+    EXPECT_TRUE(std::isfinite(sum(morphable.forward(x)).item()));
+}

@@ -196,3 +196,22 @@ TEST(KasminaCuda, NonFiniteKernelFallsBackOnTheDeviceWithoutReadBack) {
     EXPECT_EQ(report.lifecycle, SeedLifecycle::error_recovery);
     EXPECT_TRUE(report.fallback);
 }
+
+TEST(KasminaCuda, WrappingOnTheCpuThenMovingTheModelTakesTheSeedsAlong) {
+    REQUIRE_GPU();
+    Store store("move");
+    auto model = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{std::make_shared<nn::Linear>(4, 3)});
+    MorphableModel morphable = wrap(model, {.cache = store.cache});
+    const uint64_t shared = store.add(make_linear_bottleneck(4, 3, 2));
+    morphable.load_kernel("0", 0, shared, {.alpha = 0.4, .trainable = false});
+    morphable.load_kernel("0", 1, store.add(make_linear_bottleneck(4, 3, 5)), {.alpha = 0.4});
+    const Tensor x = Tensor::randn({2, 4});
+    const Tensor on_cpu = morphable.forward(x);
+    model->to(kGpu);
+    for (const auto& [name, tensor] : model->named_parameters()) EXPECT_EQ(tensor.device(), kGpu) << name;
+    EXPECT_EQ(store.cache->get(shared, Device::cpu())->artifact.tensors.at("w0").device(), Device::cpu());
+    kasmina::testing::expect_tensors_close(morphable.forward(x.to(kGpu)).to(Device::cpu()), on_cpu, 1e-5);
+    morphable.load_kernel("0", 2, store.add(make_linear_bottleneck(4, 3, 3)));
+    EXPECT_EQ(morphable.layer("0").layer_stats()[2].lifecycle, SeedLifecycle::active);
+    EXPECT_EQ(morphable.forward(x.to(kGpu)).device(), kGpu);
+}
