@@ -13,24 +13,26 @@ import time
 import torch
 
 
+# BENCHMARKS.md sizes: the layers' widths and the input shapes, per device.
+SIZES = {
+    True: dict(features=1024, channels=64, heads=16, linear=(8192, 1024), image=(64, 64, 56, 56),
+               tokens=(32, 512, 1024), layernorm=(16384, 1024)),
+    False: dict(features=512, channels=32, heads=8, linear=(256, 512), image=(8, 32, 32, 32),
+                tokens=(8, 64, 256), layernorm=(2048, 512)),
+}
+
+
 def workloads(gpu):
     torch.manual_seed(1)
-    if gpu:
-        mha = torch.nn.MultiheadAttention(1024, 16, batch_first=True)
-        yield "linear", torch.nn.Linear(1024, 1024), (8192, 1024)
-        yield "conv2d", torch.nn.Conv2d(64, 64, 3, padding=1), (64, 64, 56, 56)
-        yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), (32, 512, 1024)
-        yield "layernorm", torch.nn.LayerNorm(1024), (16384, 1024)
-        yield "batchnorm2d", torch.nn.BatchNorm2d(64), (64, 64, 56, 56)
-        yield "batchnorm1d", torch.nn.BatchNorm1d(1024), (8192, 1024)
-    else:
-        mha = torch.nn.MultiheadAttention(256, 8, batch_first=True)
-        yield "linear", torch.nn.Linear(512, 512), (256, 512)
-        yield "conv2d", torch.nn.Conv2d(32, 32, 3, padding=1), (8, 32, 32, 32)
-        yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), (8, 64, 256)
-        yield "layernorm", torch.nn.LayerNorm(512), (2048, 512)
-        yield "batchnorm2d", torch.nn.BatchNorm2d(32), (8, 32, 32, 32)
-        yield "batchnorm1d", torch.nn.BatchNorm1d(512), (256, 512)
+    s = SIZES[gpu]
+    embed = s["tokens"][2]
+    mha = torch.nn.MultiheadAttention(embed, s["heads"], batch_first=True)
+    yield "linear", torch.nn.Linear(s["features"], s["features"]), s["linear"]
+    yield "conv2d", torch.nn.Conv2d(s["channels"], s["channels"], 3, padding=1), s["image"]
+    yield "mha", (lambda x: mha(x, x, x, need_weights=False)[0], mha), s["tokens"]
+    yield "layernorm", torch.nn.LayerNorm(s["features"]), s["layernorm"]
+    yield "batchnorm2d", torch.nn.BatchNorm2d(s["channels"]), s["image"]
+    yield "batchnorm1d", torch.nn.BatchNorm1d(s["features"]), s["linear"]
 
 
 def timings_us(fn, gpu, min_time=0.5):

@@ -10,10 +10,6 @@
 namespace kasmina::kernels {
 namespace {
 
-// Raises DeviceError unless this build has a backend for `device` (operands were already checked
-// to share it); the call itself goes through KASMINA_BACKEND.
-void require_backend(Device device, const char* op) { select_backend(device, op); }
-
 Tensor contiguous_copy(const Tensor& x) {
     if (x.is_contiguous()) return x;
     Tensor out = Tensor::empty(x.shape(), x.options());
@@ -85,7 +81,7 @@ void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
 
 Tensor unary(UnaryOp op, const Tensor& x) {
     const char* name = unary_name(op);
-    require_backend(common_device(name, {&x}), name);
+    select_backend(common_device(name, {&x}), name);
     const bool integer_ok = op == UnaryOp::neg || op == UnaryOp::abs || op == UnaryOp::relu || op == UnaryOp::sign;
     if (!is_floating(x.dtype()) && !(integer_ok && x.dtype() != DType::boolean))
         raise<DTypeError>(name, "expected a floating tensor, got ", x.describe());
@@ -95,7 +91,7 @@ Tensor unary(UnaryOp op, const Tensor& x) {
 }
 
 Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Tensor& y) {
-    require_backend(common_device(unary_name(op), {&grad, &x, &y}), unary_name(op));
+    select_backend(common_device(unary_name(op), {&grad, &x, &y}), unary_name(op));
     Tensor out = Tensor::empty(grad.shape(), grad.options());
     KASMINA_BACKEND(grad.device(), unary_backward, op, grad, x, y, out);
     return out;
@@ -103,7 +99,7 @@ Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& x, const Ten
 
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
     const char* name = binary_name(op);
-    require_backend(common_device(name, {&a, &b}), name);
+    select_backend(common_device(name, {&a, &b}), name);
     check_same_dtype(name, a, b);
     if ((op == BinaryOp::div || op == BinaryOp::pow) && !is_floating(a.dtype()))
         raise<DTypeError>(name, "expected floating operands, got ", a.describe(), " (convert with .to(float32))");
@@ -116,7 +112,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max) {
-    require_backend(common_device("clamp", {&x}), "clamp");
+    select_backend(common_device("clamp", {&x}), "clamp");
     if (!min && !max) raise<Error>("clamp", "at least one of min and max must be given");
     Tensor out = Tensor::empty(x.shape(), x.options());
     KASMINA_BACKEND(x.device(), clamp, x, min, max, out);
@@ -124,14 +120,14 @@ Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> m
 }
 
 Tensor clamp_backward(const Tensor& grad, const Tensor& x, std::optional<double> min, std::optional<double> max) {
-    require_backend(common_device("clamp", {&grad, &x}), "clamp");
+    select_backend(common_device("clamp", {&grad, &x}), "clamp");
     Tensor out = Tensor::empty(grad.shape(), grad.options());
     KASMINA_BACKEND(grad.device(), clamp_backward, grad, x, min, max, out);
     return out;
 }
 
 Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
-    require_backend(common_device("where", {&condition, &a, &b}), "where");
+    select_backend(common_device("where", {&condition, &a, &b}), "where");
     if (condition.dtype() != DType::boolean)
         raise<DTypeError>("where", "condition must be bool, got ", condition.describe());
     check_same_dtype("where", a, b);
@@ -157,7 +153,7 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
 }
 
 void add_into(const Tensor& destination, const Tensor& source, double alpha) {
-    require_backend(common_device("add_", {&destination, &source}), "add_");
+    select_backend(common_device("add_", {&destination, &source}), "add_");
     check_same_dtype("add_", destination, source);
     if (broadcast_shapes(destination.shape(), source.shape(), "add_") != destination.shape())
         raise<ShapeError>("add_", "source ", shape_str(source.shape()), " does not broadcast to ", shape_str(destination.shape()));
@@ -225,7 +221,7 @@ ReductionLayout reduction_layout(const Tensor& x, const std::vector<int64_t>& di
 
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
     const char* name = op == ReduceOp::sum ? "sum" : op == ReduceOp::mean ? "mean" : op == ReduceOp::max ? "max" : "min";
-    require_backend(common_device(name, {&x}), name);
+    select_backend(common_device(name, {&x}), name);
     if (op == ReduceOp::mean && !is_floating(x.dtype()))
         raise<DTypeError>(name, "expected a floating tensor, got ", x.describe());
     if (x.dtype() == DType::boolean) raise<DTypeError>(name, "bool tensors cannot be reduced (", x.describe(), ")");
@@ -243,7 +239,7 @@ Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bo
 }
 
 Tensor variance(const Tensor& x, const std::vector<int64_t>& dims, int64_t correction, bool keepdim) {
-    require_backend(common_device("var", {&x}), "var");
+    select_backend(common_device("var", {&x}), "var");
     if (!is_floating(x.dtype())) raise<DTypeError>("var", "expected a floating tensor, got ", x.describe());
     const ReductionLayout layout = reduction_layout(x, dims, keepdim, "var", false);
     Tensor out = Tensor::empty(layout.keep_shape, x.options());
@@ -252,7 +248,7 @@ Tensor variance(const Tensor& x, const std::vector<int64_t>& dims, int64_t corre
 }
 
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
-    require_backend(common_device("logsumexp", {&x}), "logsumexp");
+    select_backend(common_device("logsumexp", {&x}), "logsumexp");
     if (!is_floating(x.dtype())) raise<DTypeError>("logsumexp", "expected a floating tensor, got ", x.describe());
     const ReductionLayout layout = reduction_layout(x, dims, keepdim, "logsumexp", false);
     Tensor out = Tensor::empty(layout.keep_shape, x.options());
@@ -262,7 +258,7 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
 }
 
 std::pair<Tensor, Tensor> max_along(const Tensor& x, int64_t dim, bool keepdim) {
-    require_backend(common_device("max", {&x}), "max");
+    select_backend(common_device("max", {&x}), "max");
     if (x.dtype() == DType::boolean) raise<DTypeError>("max", "bool tensors are not supported (", x.describe(), ")");
     const int64_t wrapped = wrap_dim(dim, x.shape(), "max");
     if (x.dim() > 0 && x.size(wrapped) == 0) raise<ShapeError>("max", "cannot take max over an empty dimension of ", x.describe());
@@ -290,7 +286,7 @@ Tensor sum_to(const Tensor& grad, const Shape& shape) {
 // ---- linear algebra -----------------------------------------------------------------------------
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-    require_backend(common_device("matmul", {&a, &b}), "matmul");
+    select_backend(common_device("matmul", {&a, &b}), "matmul");
     check_same_dtype("matmul", a, b);
     if (a.dim() == 0 || b.dim() == 0)
         raise<ShapeError>("matmul", "both operands need at least 1 dimension, got ", shape_str(a.shape()), " and ",
@@ -349,7 +345,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-    require_backend(common_device("linear", {&x, &weight, &bias}), "linear");
+    select_backend(common_device("linear", {&x, &weight, &bias}), "linear");
     check_same_dtype("linear", x, weight);
     if (bias.defined()) check_same_dtype("linear", x, bias);
     if (weight.dim() != 2) raise<ShapeError>("linear", "weight must be 2-D [out, in], got ", shape_str(weight.shape()));
@@ -371,7 +367,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 // ---- softmax -----------------------------------------------------------------------------------
 
 Tensor softmax(const Tensor& x, int64_t dim) {
-    require_backend(common_device("softmax", {&x}), "softmax");
+    select_backend(common_device("softmax", {&x}), "softmax");
     if (!is_floating(x.dtype())) raise<DTypeError>("softmax", "expected a floating tensor, got ", x.describe());
     const int64_t wrapped = wrap_dim(dim, x.shape(), "softmax");
     const Tensor dense = contiguous_copy(x);
@@ -381,7 +377,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
-    require_backend(common_device("log_softmax", {&x}), "log_softmax");
+    select_backend(common_device("log_softmax", {&x}), "log_softmax");
     if (!is_floating(x.dtype())) raise<DTypeError>("log_softmax", "expected a floating tensor, got ", x.describe());
     const int64_t wrapped = wrap_dim(dim, x.shape(), "log_softmax");
     const Tensor dense = contiguous_copy(x);
@@ -391,14 +387,14 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
 }
 
 Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
-    require_backend(common_device("softmax_backward", {&grad, &y}), "softmax_backward");
+    select_backend(common_device("softmax_backward", {&grad, &y}), "softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
     KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.shape(), "softmax"), false, out);
     return out;
 }
 
 Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
-    require_backend(common_device("log_softmax_backward", {&grad, &y}), "log_softmax_backward");
+    select_backend(common_device("log_softmax_backward", {&grad, &y}), "log_softmax_backward");
     Tensor out = Tensor::empty(y.shape(), y.options());
     KASMINA_BACKEND(y.device(), softmax_backward, contiguous_copy(grad), contiguous_copy(y), wrap_dim(dim, y.shape(), "log_softmax"), true, out);
     return out;
@@ -435,7 +431,7 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-    require_backend(common_device("index_select", {&x, &index}), "index_select");
+    select_backend(common_device("index_select", {&x, &index}), "index_select");
     check_index_tensor("index_select", index);
     if (index.dim() > 1) raise<ShapeError>("index_select", "index must be 0-D or 1-D, got ", shape_str(index.shape()));
     const int64_t wrapped = wrap_dim(dim, x.shape(), "index_select");
@@ -449,14 +445,14 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& source) {
-    require_backend(common_device("index_add", {&index, &source}), "index_add");
+    select_backend(common_device("index_add", {&index, &source}), "index_add");
     Tensor out = Tensor::zeros(shape, source.options());
     KASMINA_BACKEND(source.device(), index_add, out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "index_add"), index, contiguous_copy(source));
     return out;
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-    require_backend(common_device("gather", {&x, &index}), "gather");
+    select_backend(common_device("gather", {&x, &index}), "gather");
     check_index_tensor("gather", index);
     const int64_t wrapped = wrap_dim(dim, x.shape(), "gather");
     if (index.dim() != x.dim())
@@ -473,7 +469,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 }
 
 Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& source) {
-    require_backend(common_device("scatter_add", {&index, &source}), "scatter_add");
+    select_backend(common_device("scatter_add", {&index, &source}), "scatter_add");
     Tensor out = Tensor::zeros(shape, source.options());
     KASMINA_BACKEND(source.device(), scatter_add, out, wrap_dim(dim, static_cast<int64_t>(shape.size()), "scatter_add"), contiguous_copy(index),
                      contiguous_copy(source));
@@ -481,7 +477,7 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const T
 }
 
 Tensor one_hot(const Tensor& indices, int64_t num_classes) {
-    require_backend(common_device("one_hot", {&indices}), "one_hot");
+    select_backend(common_device("one_hot", {&indices}), "one_hot");
     if (indices.dtype() != DType::i64) raise<DTypeError>("one_hot", "indices must be int64, got ", indices.describe());
     if (num_classes < 0) {
         num_classes = 0;
@@ -496,7 +492,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
 }
 
 Tensor dropout_mask(const Tensor& like, double p, Generator& generator) {
-    require_backend(like.device(), "dropout");
+    select_backend(like.device(), "dropout");
     if (!(p >= 0.0 && p <= 1.0)) raise<Error>("dropout", "probability must be in [0, 1], got ", p);
     if (!is_floating(like.dtype())) raise<DTypeError>("dropout", "expected a floating tensor, got ", like.describe());
     Tensor mask = Tensor::empty(like.shape(), like.options());

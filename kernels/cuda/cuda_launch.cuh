@@ -158,6 +158,21 @@ __global__ void column_finish_kernel(const T* partial, int64_t chunks, int64_t c
     }
 }
 
+// The common column_sums operands: the elements of a row-major matrix, and a (scaled) store.
+template <typename T>
+struct MatrixElement {
+    const T* x;
+    int64_t cols;
+    __device__ T operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
+};
+
+template <typename T>
+struct StoreScaled {
+    T* out;
+    T scale = T(1);
+    __device__ void operator()(int64_t c, T value) const { out[c] = value * scale; }
+};
+
 // Launches both passes; `scratch` must hold at least column_chunks(rows, cols) * cols elements.
 inline int64_t column_chunks(int64_t rows, int64_t cols) {
     const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;

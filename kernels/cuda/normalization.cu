@@ -164,27 +164,7 @@ struct GradTimesXhat {
     __device__ T operator()(int64_t r, int64_t c) const { return grad[r * n + c] * (x[r * n + c] - mean[r]) * rstd[r]; }
 };
 
-template <typename T>
-struct GradElement {
-    const T* grad;
-    int64_t n;
-    __device__ T operator()(int64_t r, int64_t c) const { return grad[r * n + c]; }
-};
-
-template <typename T>
-struct StoreTo {
-    T* out;
-    __device__ void operator()(int64_t c, T value) const { out[c] = value; }
-};
-
 // ---- batch norm statistics as [N, C*S] column sums, then one block per channel over its S sums ------
-
-template <typename T>
-struct Element {
-    const T* x;
-    int64_t cols;
-    __device__ T operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
-};
 
 template <typename T>
 struct SquaredDeviation {
@@ -239,7 +219,7 @@ void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial,
     const Tensor scratch = Tensor::empty({column_chunks(batch, cols) * cols + cols}, like.options());
     T* partial = static_cast<T*>(scratch.raw_data());
     T* column_totals = partial + column_chunks(batch, cols) * cols;
-    column_sums<T>(value, batch, cols, partial, StoreTo<T>{column_totals});
+    column_sums<T>(value, batch, cols, partial, StoreScaled<T>{column_totals});
     channel_totals_kernel<T><<<blocks_for(channels), kThreads>>>(column_totals, out, channels, spatial, scale);
 }
 
@@ -326,9 +306,9 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
             T* space = static_cast<T*>(scratch.raw_data());
             if (grad_weight.defined())
                 column_sums<T>(GradTimesXhat<T>{g, xs, mu, r, n}, rows, n, space,
-                               StoreTo<T>{static_cast<T*>(grad_weight.raw_data())});
+                               StoreScaled<T>{static_cast<T*>(grad_weight.raw_data())});
             if (grad_bias.defined())
-                column_sums<T>(GradElement<T>{g, n}, rows, n, space, StoreTo<T>{static_cast<T*>(grad_bias.raw_data())});
+                column_sums<T>(MatrixElement<T>{g, n}, rows, n, space, StoreScaled<T>{static_cast<T*>(grad_bias.raw_data())});
         } else if (grad_weight.defined() || grad_bias.defined()) {
             if (grad_weight.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T)));
             if (grad_bias.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T)));
@@ -347,7 +327,7 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
         const T inverse_count = T(1) / static_cast<T>(batch * spatial);
         const int64_t cols = channels * spatial;
         // Two passes over x (mean, then squared deviations) keep the variance exact for any offset.
-        channel_sums<T>(Element<T>{xs, cols}, batch, channels, spatial, inverse_count, mean, x);
+        channel_sums<T>(MatrixElement<T>{xs, cols}, batch, channels, spatial, inverse_count, mean, x);
         const Tensor variance = Tensor::empty({channels}, x.options());
         channel_sums<T>(SquaredDeviation<T>{xs, mean, cols, spatial}, batch, channels, spatial, inverse_count,
                         static_cast<T*>(variance.raw_data()), x);
@@ -389,7 +369,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
         const T* is = static_cast<const T*>(invstd.raw_data());
         if (need_sums) {
             const int64_t cols = channels * spatial;
-            channel_sums<T>(Element<T>{g, cols}, batch, channels, spatial, T(1), static_cast<T*>(sum_dy.raw_data()), x);
+            channel_sums<T>(MatrixElement<T>{g, cols}, batch, channels, spatial, T(1), static_cast<T*>(sum_dy.raw_data()), x);
             channel_sums<T>(GradTimesNormalized<T>{g, xs, mu, is, cols, spatial}, batch, channels, spatial, T(1),
                             static_cast<T*>(sum_dy_xhat.raw_data()), x);
         }

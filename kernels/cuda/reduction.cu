@@ -90,20 +90,6 @@ __global__ void reduce_row_splits_kernel(const T* x, T* partial, int64_t inner, 
     }
 }
 
-template <typename T>
-struct MatrixElement {
-    const T* x;
-    int64_t cols;
-    __device__ T operator()(int64_t r, int64_t c) const { return x[r * cols + c]; }
-};
-
-template <typename T>
-struct StoreScaled {
-    T* out;
-    T scale;
-    __device__ void operator()(int64_t c, T value) const { out[c] = value * scale; }
-};
-
 template <ReduceOp Op, typename T>
 __global__ void reduce_columns_kernel(const T* x, T* out, int64_t reduced, int64_t kept) {
     using Acc = Accumulator<T>;
