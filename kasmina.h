@@ -5,6 +5,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/node.h"
 #include "autograd/convolution.h"
+#include "autograd/attention.h"
 #include "autograd/normalization.h"
 #include "autograd/ops.h"
 #include "runtime/device.h"

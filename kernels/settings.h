@@ -8,4 +8,10 @@ namespace kasmina {
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
+// The fused attention kernels on the GPU (no [L, S] score matrix): on by default; off makes
+// scaled_dot_product_attention compose matmul and softmax everywhere (like disabling PyTorch's
+// fused SDPA backends), for comparisons and debugging.
+void set_fused_attention(bool enable);
+bool fused_attention();
+
 }  // namespace kasmina

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/attention.h"
 #include "autograd/ops.h"
 #include "layers/init.h"
 #include "runtime/grad_mode.h"
@@ -65,11 +66,6 @@ Tensor MultiheadAttention::combined_mask(const AttentionCall& call, int64_t batc
         } else {
             raise<ShapeError>("MultiheadAttention", "attn_mask must be 2D or 3D, got ", shape_str(m.shape()));
         }
-    } else if (call.is_causal) {
-        const Tensor rows = Tensor::arange(target).to(like.device()).reshape({target, 1});
-        const Tensor cols = Tensor::arange(source).to(like.device()).reshape({1, source});
-        mask = masked_fill(Tensor::zeros({1, 1, target, source}, like.options()), gt(cols, rows).reshape({1, 1, target, source}),
-                           negative_infinity);
     }
     if (call.key_padding_mask.defined()) {
         const Tensor& p = call.key_padding_mask;
@@ -83,7 +79,7 @@ Tensor MultiheadAttention::combined_mask(const AttentionCall& call, int64_t batc
 }
 
 AttentionHeads MultiheadAttention::attend_heads(const Tensor& query, const Tensor& key, const Tensor& value,
-                                                const Tensor& additive_mask, bool need_weights) {
+                                                const Tensor& additive_mask, bool need_weights, bool is_causal) {
     const int64_t batch = query.size(0), target = query.size(1), source = key.size(1), dim = head_dim();
     const int64_t e = embed_dim_;
     Tensor q, k, v;
@@ -101,13 +97,15 @@ AttentionHeads MultiheadAttention::attend_heads(const Tensor& query, const Tenso
     }
     // [B, L, E] -> [B, heads, L, head_dim]
     auto split_heads = [&](const Tensor& t, int64_t length) { return t.reshape({batch, length, num_heads_, dim}).transpose(1, 2); };
-    q = split_heads(q, target) * (1.0 / std::sqrt(static_cast<double>(dim)));
+    q = split_heads(q, target);
     k = split_heads(k, source);
     v = split_heads(v, source);
-    Tensor scores = matmul(q, k.transpose(-1, -2));  // [B, heads, L, S]
-    if (additive_mask.defined()) scores = scores + additive_mask;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+    const bool dropping = options_.dropout > 0.0 && is_training();
+    // Without weights to return or dropout to apply, the fused kernels (on the GPU) never form the scores.
+    if (!need_weights && !dropping) return {scaled_dot_product_attention(q, k, v, additive_mask, is_causal, scale), Tensor()};
     // As PyTorch, the weights returned are the ones the context used: after dropout in training.
-    const Tensor weights = dropout(softmax(scores, -1), options_.dropout, is_training());
+    const Tensor weights = dropout(attention_probabilities(q, k, additive_mask, is_causal, scale), options_.dropout, is_training());
     return {matmul(weights, v), need_weights ? weights : Tensor()};
 }
 
@@ -141,8 +139,10 @@ std::pair<Tensor, Tensor> MultiheadAttention::forward(const Tensor& query, const
     AttentionCall layout = call;
     if (!batched && call.key_padding_mask.defined()) layout.key_padding_mask = call.key_padding_mask.unsqueeze(0);
     const Tensor mask = combined_mask(layout, q.size(0), q.size(1), k.size(1), q);
+    // is_causal stands for the causal mask only when no attn_mask is given (as PyTorch).
+    const bool causal = call.is_causal && !call.attn_mask.defined();
 
-    AttentionHeads heads = attend_heads(q, k, v, mask, call.need_weights);
+    AttentionHeads heads = attend_heads(q, k, v, mask, call.need_weights, causal);
     Tensor output = project_heads(transform_head_context(heads.context));
     if (!batched) output = output.squeeze(0);
     else if (!options_.batch_first) output = output.transpose(0, 1);

@@ -47,9 +47,10 @@ public:
     // Self-attention without weights: forward(x, x, x, {.need_weights = false}).first
     Tensor forward(const Tensor& input) override;
 
-    // The steps of forward, batch-first ([B, L, E]); inputs already validated and laid out.
+    // The steps of forward, batch-first ([B, L, E]); inputs already validated and laid out. The
+    // additive mask broadcasts to [B, heads, L, S]; is_causal hides keys after each query row.
     AttentionHeads attend_heads(const Tensor& query, const Tensor& key, const Tensor& value, const Tensor& additive_mask,
-                                bool need_weights);
+                                bool need_weights, bool is_causal = false);
     Tensor project_heads(const Tensor& context);  // [B, heads, L, head_dim] -> [B, L, E]
 
     int64_t embed_dim() const { return embed_dim_; }
@@ -71,7 +72,8 @@ protected:
     virtual Tensor transform_head_context(const Tensor& context) { return context; }
 
 private:
-    // The additive float mask [B or 1, heads or 1, L, S] combining attn_mask, key_padding_mask and is_causal.
+    // The additive float mask [B or 1, heads or 1, L, S] combining attn_mask and key_padding_mask
+    // (is_causal is passed to attend_heads apart, so the fused kernels can skip hidden key tiles).
     Tensor combined_mask(const AttentionCall& call, int64_t batch, int64_t target, int64_t source, const Tensor& like) const;
 
     int64_t embed_dim_, num_heads_, kdim_, vdim_;

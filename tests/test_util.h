@@ -20,6 +20,10 @@ inline void expect_values(const Tensor& actual, const std::vector<double>& expec
             EXPECT_TRUE(std::isnan(values[i])) << "element " << i;
             continue;
         }
+        if (std::isinf(expected[i])) {
+            EXPECT_EQ(values[i], expected[i]) << "element " << i;
+            continue;
+        }
         EXPECT_NEAR(values[i], expected[i], tolerance * std::max(1.0, std::abs(expected[i]))) << "element " << i;
     }
 }

@@ -1,0 +1,425 @@
+// Fused scaled-dot-product attention (flash-attention style): softmax(q k^T * scale + mask) v without
+// ever storing the [L, S] score matrix. One block of 256 threads per (64 query rows, batch*head);
+// key/value tiles of 64 stream through shared memory with an online softmax, and the forward keeps
+// each row's log-sum-exp for the backward. The backward recomputes the probabilities tile by tile:
+// one kernel per key tile accumulates dK and dV over all query tiles, one per query tile accumulates
+// dQ over all key tiles — no atomics, so results are deterministic. Every product is a register-tiled
+// micro-GEMM over shared memory (tile_product below), in the input's precision (no TF32).
+#include <cmath>
+#include <type_traits>
+
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cuda_launch.cuh"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+constexpr int kAttentionThreads = 256;
+constexpr int kLanes = 16;   // threads sharing a row group (tx); 16 row groups (ty)
+constexpr int kTile = 64;    // query rows per forward/dQ block, keys per tile
+constexpr int kQueryTile = 32;  // query rows per inner step of the dK/dV kernel
+constexpr int kPad = 4;      // shared-memory row padding (keeps 16-byte alignment, spreads banks)
+
+// A [batch, heads, rows, head_dim] operand with unit stride along head_dim.
+template <typename T>
+struct HeadView {
+    T* data;
+    int64_t batch_stride, head_stride, row_stride;
+    __device__ T* row(int b, int h, int64_t r) const { return data + b * batch_stride + h * head_stride + r * row_stride; }
+};
+
+// The additive mask, broadcast to [batch, heads, target, source] by zero strides; data null: none.
+template <typename T>
+struct MaskView {
+    const T* data;
+    int64_t batch_stride, head_stride, row_stride, col_stride;
+};
+
+template <typename T>
+struct AttentionParams {
+    int heads, target, source, head_dim;
+    T scale;
+    bool causal;
+    HeadView<const T> q, k, v, grad_out;
+    HeadView<T> out, grad_q, grad_k, grad_v;
+    MaskView<T> mask;
+    T* lse;          // [batch*heads, target]: each row's log-sum-exp of its scaled, masked scores
+    const T* delta;  // [batch*heads, target]: rowsum(grad_out * out), for the backward
+};
+
+// The scaled, masked score of query row r against key c (both in range), -inf where masked.
+template <typename T>
+__device__ __forceinline__ T masked_score(const AttentionParams<T>& p, int b, int h, int r, int c, T dot) {
+    if (p.causal && c > r) return -INFINITY;
+    T score = dot * p.scale;
+    if (p.mask.data)
+        score += p.mask.data[b * p.mask.batch_stride + h * p.mask.head_stride + r * p.mask.row_stride +
+                             c * p.mask.col_stride];
+    return score;
+}
+
+// N consecutive shared-memory values starting at a 16-byte aligned address, in vector loads.
+template <int N, typename T>
+__device__ __forceinline__ void load_run(const T* from, T (&to)[N]) {
+    if constexpr (sizeof(T) * N % 16 == 0) {
+        using Vector = std::conditional_t<sizeof(T) == 4, float4, double2>;
+        constexpr int kPer = 16 / sizeof(T);
+#pragma unroll
+        for (int i = 0; i < N / kPer; ++i) *reinterpret_cast<Vector*>(&to[i * kPer]) = reinterpret_cast<const Vector*>(from)[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) to[i] = from[i];
+    }
+}
+
+// acc[i][j] += sum_k a[k * lda + row0 + i] * b[k * ldb + col0 + j] for k < K: both operands are laid
+// out reduction-index first, so each step is two short vector loads and R*C fused multiply-adds.
+template <int K, int R, int C, typename T>
+__device__ __forceinline__ void tile_product(T (&acc)[R][C], const T* a, int lda, int row0, const T* b, int ldb, int col0) {
+#pragma unroll 4
+    for (int k = 0; k < K; ++k) {
+        T left[R], right[C];
+        load_run<R>(a + k * lda + row0, left);
+        load_run<C>(b + k * ldb + col0, right);
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int j = 0; j < C; ++j) acc[i][j] += left[i] * right[j];
+    }
+}
+
+// Copies rows [first, first + kRows) of a head operand into shared memory, either as stored
+// ([row][d], leading dimension ld) or transposed ([d][row]); rows past `count` and d past head_dim
+// are zero, so partial tiles need no special cases in the products.
+template <int kRows, int kD, bool kTransposed, typename T>
+__device__ void load_tile(T* tile, int ld, const HeadView<const T>& view, int b, int h, int first, int count, int head_dim) {
+    for (int index = threadIdx.x; index < kRows * kD; index += kAttentionThreads) {
+        const int r = index / kD, d = index % kD;
+        T value = 0;
+        if (first + r < count && d < head_dim) value = view.row(b, h, first + r)[d];
+        tile[kTransposed ? d * ld + r : r * ld + d] = value;
+    }
+}
+
+template <int kD>
+constexpr int forward_shared_elements() {
+    return 2 * kD * (kTile + kPad) + kTile * (kD + kPad) + kTile * (kTile + kPad);
+}
+
+// Forward: thread (ty, tx) owns query rows ty*4..ty*4+3, score columns tx*4..tx*4+3 of each key tile
+// and output columns tx*(kD/16)... of its rows.
+template <typename T, int kD>
+__global__ void __launch_bounds__(kAttentionThreads) attention_forward_kernel(AttentionParams<T> p) {
+    constexpr int kRows = 4, kCols = kTile / kLanes, kOutCols = kD / kLanes, ld = kTile + kPad;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    T* q_t = reinterpret_cast<T*>(shared_bytes);  // [kD][ld]
+    T* k_t = q_t + kD * ld;                         // [kD][ld]
+    T* v_s = k_t + kD * ld;                         // [kTile][kD + kPad]
+    T* p_t = v_s + kTile * (kD + kPad);             // [kTile keys][ld]
+    const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTile;
+
+    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim);
+    T running_max[kRows], running_sum[kRows], acc[kRows][kOutCols] = {};
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) running_max[i] = -INFINITY, running_sum[i] = 0;
+
+    const int key_end = p.causal ? min(p.source, row_begin + kTile) : p.source;
+    for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
+        __syncthreads();  // the previous tile's readers are done
+        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim);
+        load_tile<kTile, kD, false>(v_s, kD + kPad, p.v, b, h, key_begin, p.source, p.head_dim);
+        __syncthreads();
+        T score[kRows][kCols] = {};
+        tile_product<kD>(score, q_t, ld, ty * kRows, k_t, ld, tx * kCols);
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) {
+            const int r = row_begin + ty * kRows + i;
+            T tile_max = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < kCols; ++j) {
+                const int c = key_begin + tx * kCols + j;
+                score[i][j] = (r < p.target && c < p.source) ? masked_score(p, b, h, r, c, score[i][j]) : -INFINITY;
+                tile_max = fmax(tile_max, score[i][j]);
+            }
+            for (int offset = kLanes / 2; offset > 0; offset >>= 1)
+                tile_max = fmax(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
+            const T new_max = fmax(running_max[i], tile_max);
+            // A row masked so far keeps max -inf: its probabilities are 0 and nothing needs rescaling.
+            const T shift = isinf(new_max) ? T(0) : new_max;
+            const T correction = exp(running_max[i] - shift);
+            T tile_sum = 0;
+#pragma unroll
+            for (int j = 0; j < kCols; ++j) {
+                const T probability = exp(score[i][j] - shift);
+                tile_sum += probability;
+                p_t[(tx * kCols + j) * ld + ty * kRows + i] = probability;
+            }
+            for (int offset = kLanes / 2; offset > 0; offset >>= 1) tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, offset);
+            running_sum[i] = running_sum[i] * correction + tile_sum;
+            running_max[i] = new_max;
+#pragma unroll
+            for (int j = 0; j < kOutCols; ++j) acc[i][j] *= correction;
+        }
+        __syncthreads();
+        tile_product<kTile>(acc, p_t, ld, ty * kRows, v_s, kD + kPad, tx * kOutCols);
+    }
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const int r = row_begin + ty * kRows + i;
+        if (r >= p.target) continue;
+        // A fully masked row has sum 0: NaN output and -inf log-sum-exp, as softmax of all -inf gives.
+        const T inverse = T(1) / running_sum[i];
+        T* out = p.out.row(b, h, r);
+#pragma unroll
+        for (int j = 0; j < kOutCols; ++j)
+            if (tx * kOutCols + j < p.head_dim) out[tx * kOutCols + j] = acc[i][j] * inverse;
+        if (tx == 0) p.lse[static_cast<int64_t>(blockIdx.y) * p.target + r] = running_max[i] + log(running_sum[i]);
+    }
+}
+
+// delta[row] = sum_d grad_out[row, d] * out[row, d]: one warp per row.
+template <typename T>
+__global__ void attention_delta_kernel(AttentionParams<T> p, T* delta, int64_t rows) {
+    const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const int bh = static_cast<int>(row / p.target), r = static_cast<int>(row % p.target);
+    const int b = bh / p.heads, h = bh % p.heads;
+    const T* g = p.grad_out.row(b, h, r);
+    const T* o = p.out.row(b, h, r);
+    T total = 0;
+    for (int d = lane; d < p.head_dim; d += 32) total += g[d] * o[d];
+    total = warp_sum(total);
+    if (lane == 0) delta[row] = total;
+}
+
+// The probability and score gradient of (r, c) from the recomputed dot product q.k and dO.v.
+template <typename T>
+__device__ __forceinline__ void probability_and_gradient(const AttentionParams<T>& p, int b, int h, int r, int c, T dot,
+                                                         T grad_dot, int64_t row_index, T& probability, T& grad_score) {
+    probability = 0;
+    grad_score = 0;
+    if (r >= p.target || c >= p.source) return;
+    probability = exp(masked_score(p, b, h, r, c, dot) - p.lse[row_index]);
+    grad_score = probability * (grad_dot - p.delta[row_index]);
+}
+
+template <int kD>
+constexpr int key_gradient_shared_elements() {
+    return 2 * kD * (kTile + kPad) + 2 * kD * (kQueryTile + kPad) + 2 * kQueryTile * (kD + kPad) +
+           2 * kQueryTile * (kTile + kPad);
+}
+
+// dK, dV for one tile of 64 keys, summed over every query tile. Thread (ty, tx) owns keys
+// ty*4..ty*4+3; in the transposed score tile, query columns tx*2, tx*2+1; in dK/dV, columns tx*(kD/16)...
+template <typename T, int kD>
+__global__ void __launch_bounds__(kAttentionThreads) attention_key_gradient_kernel(AttentionParams<T> p) {
+    constexpr int kKeys = 4, kQueries = kQueryTile / kLanes, kOutCols = kD / kLanes;
+    constexpr int ld_keys = kTile + kPad, ld_queries = kQueryTile + kPad, ld_d = kD + kPad;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    T* k_t = reinterpret_cast<T*>(shared_bytes);  // [kD][ld_keys]
+    T* v_t = k_t + kD * ld_keys;                    // [kD][ld_keys]
+    T* q_t = v_t + kD * ld_keys;                    // [kD][ld_queries]
+    T* go_t = q_t + kD * ld_queries;                // [kD][ld_queries]
+    T* q_s = go_t + kD * ld_queries;                // [kQueryTile][ld_d]
+    T* go_s = q_s + kQueryTile * ld_d;              // [kQueryTile][ld_d]
+    T* p_s = go_s + kQueryTile * ld_d;              // [kQueryTile][ld_keys]
+    T* ds_s = p_s + kQueryTile * ld_keys;           // [kQueryTile][ld_keys]
+    const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
+
+    load_tile<kTile, kD, true>(k_t, ld_keys, p.k, b, h, key_begin, p.source, p.head_dim);
+    load_tile<kTile, kD, true>(v_t, ld_keys, p.v, b, h, key_begin, p.source, p.head_dim);
+    T grad_k[kKeys][kOutCols] = {}, grad_v[kKeys][kOutCols] = {};
+    // Causal: query rows before key_begin see none of these keys.
+    const int query_start = p.causal ? key_begin / kQueryTile * kQueryTile : 0;
+    for (int query_begin = query_start; query_begin < p.target; query_begin += kQueryTile) {
+        __syncthreads();
+        load_tile<kQueryTile, kD, true>(q_t, ld_queries, p.q, b, h, query_begin, p.target, p.head_dim);
+        load_tile<kQueryTile, kD, true>(go_t, ld_queries, p.grad_out, b, h, query_begin, p.target, p.head_dim);
+        load_tile<kQueryTile, kD, false>(q_s, ld_d, p.q, b, h, query_begin, p.target, p.head_dim);
+        load_tile<kQueryTile, kD, false>(go_s, ld_d, p.grad_out, b, h, query_begin, p.target, p.head_dim);
+        __syncthreads();
+        T dot[kKeys][kQueries] = {}, grad_dot[kKeys][kQueries] = {};
+        tile_product<kD>(dot, k_t, ld_keys, ty * kKeys, q_t, ld_queries, tx * kQueries);
+        tile_product<kD>(grad_dot, v_t, ld_keys, ty * kKeys, go_t, ld_queries, tx * kQueries);
+#pragma unroll
+        for (int i = 0; i < kKeys; ++i)
+#pragma unroll
+            for (int j = 0; j < kQueries; ++j) {
+                const int c = key_begin + ty * kKeys + i, r = query_begin + tx * kQueries + j;
+                T probability, grad_score;
+                probability_and_gradient(p, b, h, r, c, dot[i][j], grad_dot[i][j],
+                                         static_cast<int64_t>(blockIdx.y) * p.target + r, probability, grad_score);
+                p_s[(tx * kQueries + j) * ld_keys + ty * kKeys + i] = probability;
+                ds_s[(tx * kQueries + j) * ld_keys + ty * kKeys + i] = grad_score;
+            }
+        __syncthreads();
+        tile_product<kQueryTile>(grad_v, p_s, ld_keys, ty * kKeys, go_s, ld_d, tx * kOutCols);
+        tile_product<kQueryTile>(grad_k, ds_s, ld_keys, ty * kKeys, q_s, ld_d, tx * kOutCols);
+    }
+#pragma unroll
+    for (int i = 0; i < kKeys; ++i) {
+        const int c = key_begin + ty * kKeys + i;
+        if (c >= p.source) continue;
+        T* dk = p.grad_k.row(b, h, c);
+        T* dv = p.grad_v.row(b, h, c);
+#pragma unroll
+        for (int j = 0; j < kOutCols; ++j) {
+            const int d = tx * kOutCols + j;
+            if (d >= p.head_dim) continue;
+            dk[d] = grad_k[i][j] * p.scale;
+            dv[d] = grad_v[i][j];
+        }
+    }
+}
+
+template <int kD>
+constexpr int query_gradient_shared_elements() {
+    return 4 * kD * (kTile + kPad) + kTile * (kD + kPad) + kTile * (kTile + kPad);
+}
+
+// dQ for one tile of 64 query rows, summed over every key tile; the thread layout of the forward.
+template <typename T, int kD>
+__global__ void __launch_bounds__(kAttentionThreads) attention_query_gradient_kernel(AttentionParams<T> p) {
+    constexpr int kRows = 4, kCols = kTile / kLanes, kOutCols = kD / kLanes, ld = kTile + kPad, ld_d = kD + kPad;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    T* q_t = reinterpret_cast<T*>(shared_bytes);  // [kD][ld]
+    T* go_t = q_t + kD * ld;                        // [kD][ld]
+    T* k_t = go_t + kD * ld;                        // [kD][ld]
+    T* v_t = k_t + kD * ld;                         // [kD][ld]
+    T* k_s = v_t + kD * ld;                         // [kTile][ld_d]
+    T* ds_t = k_s + kTile * ld_d;                   // [kTile keys][ld]
+    const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTile;
+
+    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim);
+    load_tile<kTile, kD, true>(go_t, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim);
+    T grad_q[kRows][kOutCols] = {};
+    const int key_end = p.causal ? min(p.source, row_begin + kTile) : p.source;
+    for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
+        __syncthreads();
+        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim);
+        load_tile<kTile, kD, true>(v_t, ld, p.v, b, h, key_begin, p.source, p.head_dim);
+        load_tile<kTile, kD, false>(k_s, ld_d, p.k, b, h, key_begin, p.source, p.head_dim);
+        __syncthreads();
+        T dot[kRows][kCols] = {}, grad_dot[kRows][kCols] = {};
+        tile_product<kD>(dot, q_t, ld, ty * kRows, k_t, ld, tx * kCols);
+        tile_product<kD>(grad_dot, go_t, ld, ty * kRows, v_t, ld, tx * kCols);
+#pragma unroll
+        for (int i = 0; i < kRows; ++i)
+#pragma unroll
+            for (int j = 0; j < kCols; ++j) {
+                const int r = row_begin + ty * kRows + i, c = key_begin + tx * kCols + j;
+                T probability, grad_score;
+                probability_and_gradient(p, b, h, r, c, dot[i][j], grad_dot[i][j],
+                                         static_cast<int64_t>(blockIdx.y) * p.target + r, probability, grad_score);
+                ds_t[(tx * kCols + j) * ld + ty * kRows + i] = grad_score;
+            }
+        __syncthreads();
+        tile_product<kTile>(grad_q, ds_t, ld, ty * kRows, k_s, ld_d, tx * kOutCols);
+    }
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+        const int r = row_begin + ty * kRows + i;
+        if (r >= p.target) continue;
+        T* dq = p.grad_q.row(b, h, r);
+#pragma unroll
+        for (int j = 0; j < kOutCols; ++j)
+            if (tx * kOutCols + j < p.head_dim) dq[tx * kOutCols + j] = grad_q[i][j] * p.scale;
+    }
+}
+
+template <typename T, typename Pointer>
+HeadView<Pointer> head_view(const Tensor& t) {
+    return {static_cast<Pointer*>(t.raw_data()), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+template <typename T>
+AttentionParams<T> make_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal,
+                               double scale) {
+    AttentionParams<T> p{};
+    p.heads = static_cast<int>(q.size(1));
+    p.target = static_cast<int>(q.size(2));
+    p.source = static_cast<int>(k.size(2));
+    p.head_dim = static_cast<int>(q.size(3));
+    p.scale = static_cast<T>(scale);
+    p.causal = causal;
+    p.q = head_view<T, const T>(q);
+    p.k = head_view<T, const T>(k);
+    p.v = head_view<T, const T>(v);
+    if (mask.defined())
+        p.mask = {static_cast<const T*>(mask.raw_data()), mask.stride(0), mask.stride(1), mask.stride(2), mask.stride(3)};
+    return p;
+}
+
+// Runs launch<kD> for the smallest supported kD >= head_dim: 32, 64 or (float32 only) 128.
+template <typename T, typename Launch>
+void with_head_tile(int64_t head_dim, const Launch& launch) {
+    if (head_dim <= 32) launch.template operator()<32>();
+    else if (head_dim <= 64 || sizeof(T) != 4) launch.template operator()<64>();
+    else if constexpr (sizeof(T) == 4) launch.template operator()<128>();
+}
+
+template <typename Kernel, typename Params>
+void launch_attention(Kernel kernel, int shared_elements, size_t element_size, dim3 grid, const char* op,
+                      const Params& params) {
+    const size_t bytes = static_cast<size_t>(shared_elements) * element_size;
+    KASMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    kernel<<<grid, kAttentionThreads, bytes>>>(params);
+    check_launch(op);
+}
+
+dim3 attention_grid(const Tensor& q, int64_t rows) {
+    return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(q.size(0) * q.size(1)));
+}
+
+}  // namespace
+
+int64_t max_fused_attention_head_dim(DType dtype) { return dtype == DType::f64 ? 64 : 128; }
+
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
+                       const Tensor& out, const Tensor& lse) {
+    if (q.numel() == 0) return;
+    dispatch_floating(q.dtype(), "scaled_dot_product_attention", [&]<typename T>() {
+        AttentionParams<T> p = make_params<T>(q, k, v, mask, causal, scale);
+        p.out = head_view<T, T>(out);
+        p.lse = static_cast<T*>(lse.raw_data());
+        with_head_tile<T>(p.head_dim, [&]<int kD>() {
+            launch_attention(attention_forward_kernel<T, kD>, forward_shared_elements<kD>(), sizeof(T),
+                             attention_grid(q, p.target), "scaled_dot_product_attention", p);
+        });
+    });
+}
+
+void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                        bool causal, double scale, const Tensor& out, const Tensor& lse, const Tensor& delta,
+                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v) {
+    if (q.numel() == 0 && k.numel() == 0) return;
+    dispatch_floating(q.dtype(), "scaled_dot_product_attention_backward", [&]<typename T>() {
+        AttentionParams<T> p = make_params<T>(q, k, v, mask, causal, scale);
+        p.out = head_view<T, T>(out);
+        p.grad_out = head_view<T, const T>(grad_out);
+        p.grad_q = head_view<T, T>(grad_q);
+        p.grad_k = head_view<T, T>(grad_k);
+        p.grad_v = head_view<T, T>(grad_v);
+        p.lse = static_cast<T*>(lse.raw_data());
+        p.delta = static_cast<const T*>(delta.raw_data());
+        const int64_t rows = q.size(0) * q.size(1) * q.size(2);
+        if (rows > 0) {
+            attention_delta_kernel<T><<<grid_for(rows * 32), kThreads>>>(p, static_cast<T*>(delta.raw_data()), rows);
+            check_launch("scaled_dot_product_attention_backward");
+        }
+        with_head_tile<T>(p.head_dim, [&]<int kD>() {
+            if (p.source > 0)
+                launch_attention(attention_key_gradient_kernel<T, kD>, key_gradient_shared_elements<kD>(), sizeof(T),
+                                 attention_grid(q, p.source), "scaled_dot_product_attention_backward", p);
+            if (p.target > 0)
+                launch_attention(attention_query_gradient_kernel<T, kD>, query_gradient_shared_elements<kD>(), sizeof(T),
+                                 attention_grid(q, p.target), "scaled_dot_product_attention_backward", p);
+        });
+    });
+}
+
+}  // namespace kasmina::kernels::cuda
