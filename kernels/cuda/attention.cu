@@ -17,7 +17,6 @@ namespace {
 constexpr int kAttentionThreads = 256;
 constexpr int kLanes = 16;   // threads sharing a row group (tx); 16 row groups (ty)
 constexpr int kTile = 64;    // query rows per forward/dQ block, keys per tile
-constexpr int kQueryTile = 32;  // query rows per inner step of the dK/dV kernel
 constexpr int kPad = 4;      // shared-memory row padding (keeps 16-byte alignment, spreads banks)
 
 // A [batch, heads, rows, head_dim] operand with unit stride along head_dim.
@@ -43,6 +42,7 @@ struct AttentionParams {
     HeadView<const T> q, k, v, grad_out;
     HeadView<T> out, grad_q, grad_k, grad_v;
     MaskView<T> mask;
+    bool vectors;    // every operand row 16-byte aligned and head_dim a multiple of 16 bytes
     T* lse;          // [batch*heads, target]: each row's log-sum-exp of its scaled, masked scores
     const T* delta;  // [batch*heads, target]: rowsum(grad_out * out), for the backward
 };
@@ -90,14 +90,36 @@ __device__ __forceinline__ void tile_product(T (&acc)[R][C], const T* a, int lda
 
 // Copies rows [first, first + kRows) of a head operand into shared memory, either as stored
 // ([row][d], leading dimension ld) or transposed ([d][row]); rows past `count` and d past head_dim
-// are zero, so partial tiles need no special cases in the products.
+// are zero, so partial tiles need no special cases in the products. With `vectors` (16-byte aligned
+// rows, head_dim a multiple of the vector width) global reads are 16 bytes; transposed tiles put
+// consecutive threads on consecutive rows so the shared-memory stores do not collide.
 template <int kRows, int kD, bool kTransposed, typename T>
-__device__ void load_tile(T* tile, int ld, const HeadView<const T>& view, int b, int h, int first, int count, int head_dim) {
-    for (int index = threadIdx.x; index < kRows * kD; index += kAttentionThreads) {
-        const int r = index / kD, d = index % kD;
-        T value = 0;
-        if (first + r < count && d < head_dim) value = view.row(b, h, first + r)[d];
-        tile[kTransposed ? d * ld + r : r * ld + d] = value;
+__device__ void load_tile(T* tile, int ld, const HeadView<const T>& view, int b, int h, int first, int count,
+                          int head_dim, bool vectors) {
+    constexpr int kVector = 16 / sizeof(T);
+    using Vector = std::conditional_t<sizeof(T) == 4, float4, double2>;
+    if (!vectors) {
+        for (int index = threadIdx.x; index < kRows * kD; index += kAttentionThreads) {
+            const int r = kTransposed ? index % kRows : index / kD, d = kTransposed ? index / kRows : index % kD;
+            T value = 0;
+            if (first + r < count && d < head_dim) value = view.row(b, h, first + r)[d];
+            tile[kTransposed ? d * ld + r : r * ld + d] = value;
+        }
+        return;
+    }
+    constexpr int kChunks = kD / kVector;
+    for (int index = threadIdx.x; index < kRows * kChunks; index += kAttentionThreads) {
+        const int r = kTransposed ? index % kRows : index / kChunks;
+        const int d = (kTransposed ? index / kRows : index % kChunks) * kVector;
+        T values[kVector] = {};
+        if (first + r < count && d < head_dim)
+            *reinterpret_cast<Vector*>(values) = *reinterpret_cast<const Vector*>(view.row(b, h, first + r) + d);
+        if constexpr (kTransposed) {
+#pragma unroll
+            for (int i = 0; i < kVector; ++i) tile[(d + i) * ld + r] = values[i];
+        } else {
+            *reinterpret_cast<Vector*>(&tile[r * ld + d]) = *reinterpret_cast<const Vector*>(values);
+        }
     }
 }
 
@@ -119,7 +141,7 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_forward_kernel(At
     const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTile;
 
-    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim);
+    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
     T running_max[kRows], running_sum[kRows], acc[kRows][kOutCols] = {};
 #pragma unroll
     for (int i = 0; i < kRows; ++i) running_max[i] = -INFINITY, running_sum[i] = 0;
@@ -127,8 +149,8 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_forward_kernel(At
     const int key_end = p.causal ? min(p.source, row_begin + kTile) : p.source;
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
         __syncthreads();  // the previous tile's readers are done
-        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim);
-        load_tile<kTile, kD, false>(v_s, kD + kPad, p.v, b, h, key_begin, p.source, p.head_dim);
+        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        load_tile<kTile, kD, false>(v_s, kD + kPad, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
         __syncthreads();
         T score[kRows][kCols] = {};
         tile_product<kD>(score, q_t, ld, ty * kRows, k_t, ld, tx * kCols);
@@ -205,16 +227,24 @@ __device__ __forceinline__ void probability_and_gradient(const AttentionParams<T
     grad_score = probability * (grad_dot - p.delta[row_index]);
 }
 
-template <int kD>
+// Query rows per inner step of the dK/dV kernel: 64 where shared memory allows, else 32.
+template <typename T, int kD>
+constexpr int query_tile() {
+    return sizeof(T) == 4 && kD <= 64 ? 64 : 32;
+}
+
+template <typename T, int kD>
 constexpr int key_gradient_shared_elements() {
+    constexpr int kQueryTile = query_tile<T, kD>();
     return 2 * kD * (kTile + kPad) + 2 * kD * (kQueryTile + kPad) + 2 * kQueryTile * (kD + kPad) +
            2 * kQueryTile * (kTile + kPad);
 }
 
 // dK, dV for one tile of 64 keys, summed over every query tile. Thread (ty, tx) owns keys
-// ty*4..ty*4+3; in the transposed score tile, query columns tx*2, tx*2+1; in dK/dV, columns tx*(kD/16)...
+// ty*4..ty*4+3; in the transposed score tile, query columns tx*(kQueryTile/16)...; in dK/dV, columns tx*(kD/16)...
 template <typename T, int kD>
 __global__ void __launch_bounds__(kAttentionThreads) attention_key_gradient_kernel(AttentionParams<T> p) {
+    constexpr int kQueryTile = query_tile<T, kD>();
     constexpr int kKeys = 4, kQueries = kQueryTile / kLanes, kOutCols = kD / kLanes;
     constexpr int ld_keys = kTile + kPad, ld_queries = kQueryTile + kPad, ld_d = kD + kPad;
     extern __shared__ __align__(16) unsigned char shared_bytes[];
@@ -229,17 +259,17 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_key_gradient_kern
     const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
 
-    load_tile<kTile, kD, true>(k_t, ld_keys, p.k, b, h, key_begin, p.source, p.head_dim);
-    load_tile<kTile, kD, true>(v_t, ld_keys, p.v, b, h, key_begin, p.source, p.head_dim);
+    load_tile<kTile, kD, true>(k_t, ld_keys, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+    load_tile<kTile, kD, true>(v_t, ld_keys, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
     T grad_k[kKeys][kOutCols] = {}, grad_v[kKeys][kOutCols] = {};
     // Causal: query rows before key_begin see none of these keys.
     const int query_start = p.causal ? key_begin / kQueryTile * kQueryTile : 0;
     for (int query_begin = query_start; query_begin < p.target; query_begin += kQueryTile) {
         __syncthreads();
-        load_tile<kQueryTile, kD, true>(q_t, ld_queries, p.q, b, h, query_begin, p.target, p.head_dim);
-        load_tile<kQueryTile, kD, true>(go_t, ld_queries, p.grad_out, b, h, query_begin, p.target, p.head_dim);
-        load_tile<kQueryTile, kD, false>(q_s, ld_d, p.q, b, h, query_begin, p.target, p.head_dim);
-        load_tile<kQueryTile, kD, false>(go_s, ld_d, p.grad_out, b, h, query_begin, p.target, p.head_dim);
+        load_tile<kQueryTile, kD, true>(q_t, ld_queries, p.q, b, h, query_begin, p.target, p.head_dim, p.vectors);
+        load_tile<kQueryTile, kD, true>(go_t, ld_queries, p.grad_out, b, h, query_begin, p.target, p.head_dim, p.vectors);
+        load_tile<kQueryTile, kD, false>(q_s, ld_d, p.q, b, h, query_begin, p.target, p.head_dim, p.vectors);
+        load_tile<kQueryTile, kD, false>(go_s, ld_d, p.grad_out, b, h, query_begin, p.target, p.head_dim, p.vectors);
         __syncthreads();
         T dot[kKeys][kQueries] = {}, grad_dot[kKeys][kQueries] = {};
         tile_product<kD>(dot, k_t, ld_keys, ty * kKeys, q_t, ld_queries, tx * kQueries);
@@ -294,15 +324,15 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_query_gradient_ke
     const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTile;
 
-    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim);
-    load_tile<kTile, kD, true>(go_t, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim);
+    load_tile<kTile, kD, true>(q_t, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    load_tile<kTile, kD, true>(go_t, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim, p.vectors);
     T grad_q[kRows][kOutCols] = {};
     const int key_end = p.causal ? min(p.source, row_begin + kTile) : p.source;
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
         __syncthreads();
-        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim);
-        load_tile<kTile, kD, true>(v_t, ld, p.v, b, h, key_begin, p.source, p.head_dim);
-        load_tile<kTile, kD, false>(k_s, ld_d, p.k, b, h, key_begin, p.source, p.head_dim);
+        load_tile<kTile, kD, true>(k_t, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        load_tile<kTile, kD, true>(v_t, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        load_tile<kTile, kD, false>(k_s, ld_d, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
         __syncthreads();
         T dot[kRows][kCols] = {}, grad_dot[kRows][kCols] = {};
         tile_product<kD>(dot, q_t, ld, ty * kRows, k_t, ld, tx * kCols);
@@ -336,6 +366,13 @@ HeadView<Pointer> head_view(const Tensor& t) {
     return {static_cast<Pointer*>(t.raw_data()), t.stride(0), t.stride(1), t.stride(2)};
 }
 
+// True when `t`'s rows can be read in 16-byte vectors.
+bool vector_rows(const Tensor& t) {
+    const int64_t width = 16 / static_cast<int64_t>(dtype_size(t.dtype()));
+    return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0 && t.size(3) % width == 0 && t.stride(0) % width == 0 &&
+           t.stride(1) % width == 0 && t.stride(2) % width == 0;
+}
+
 template <typename T>
 AttentionParams<T> make_params(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal,
                                double scale) {
@@ -349,6 +386,7 @@ AttentionParams<T> make_params(const Tensor& q, const Tensor& k, const Tensor& v
     p.q = head_view<T, const T>(q);
     p.k = head_view<T, const T>(k);
     p.v = head_view<T, const T>(v);
+    p.vectors = vector_rows(q) && vector_rows(k) && vector_rows(v);
     if (mask.defined())
         p.mask = {static_cast<const T*>(mask.raw_data()), mask.stride(0), mask.stride(1), mask.stride(2), mask.stride(3)};
     return p;
@@ -401,6 +439,7 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
         AttentionParams<T> p = make_params<T>(q, k, v, mask, causal, scale);
         p.out = head_view<T, T>(out);
         p.grad_out = head_view<T, const T>(grad_out);
+        p.vectors = p.vectors && vector_rows(grad_out);
         p.grad_q = head_view<T, T>(grad_q);
         p.grad_k = head_view<T, T>(grad_k);
         p.grad_v = head_view<T, T>(grad_v);
@@ -413,7 +452,7 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
         }
         with_head_tile<T>(p.head_dim, [&]<int kD>() {
             if (p.source > 0)
-                launch_attention(attention_key_gradient_kernel<T, kD>, key_gradient_shared_elements<kD>(), sizeof(T),
+                launch_attention(attention_key_gradient_kernel<T, kD>, key_gradient_shared_elements<T, kD>(), sizeof(T),
                                  attention_grid(q, p.source), "scaled_dot_product_attention_backward", p);
             if (p.target > 0)
                 launch_attention(attention_query_gradient_kernel<T, kD>, query_gradient_shared_elements<kD>(), sizeof(T),

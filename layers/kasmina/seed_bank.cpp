@@ -138,7 +138,7 @@ void SeedBank::reactivate(int seed) {
 void SeedBank::begin_forward(bool training) {
     if (!training) return;
     const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (step % kSettleInterval == 0) settle_checks();
+    if (step % kSettleInterval == 0) poll_checks();
     if (!ramps_pending_.load(std::memory_order_relaxed)) return;
     std::lock_guard lock(mutex_);
     for (int seed = 0; seed < num_seeds_; ++seed) {
@@ -203,21 +203,58 @@ Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shap
     return Tensor();
 }
 
+void SeedBank::record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite) {
+    for (size_t i = 0; i < checks.size(); ++i) {
+        if (networks_[checks[i].seed] != checks[i].network) continue;  // unloaded or replaced since
+        if (finite[i] != 0.0) state_.record_success(checks[i].seed);
+        else if (state_.record_failure(checks[i].seed, step_)) refresh_counters();
+    }
+}
+
+Tensor SeedBank::stacked_flags(const std::vector<PendingCheck>& checks) {
+    std::vector<Tensor> flags;
+    for (const auto& check : checks) flags.push_back(check.finite.reshape({1}));
+    return cat(flags, 0);
+}
+
+void SeedBank::poll_checks() {
+    std::lock_guard readback_lock(readback_mutex_);
+    if (readback_.pending()) {
+        if (!readback_.ready()) return;  // still on its way: look again at the next interval
+        const std::vector<double> finite = readback_.take();
+        std::lock_guard lock(mutex_);
+        record_checks(in_flight_, finite);
+        in_flight_.clear();
+    }
+    {
+        std::lock_guard lock(mutex_);
+        in_flight_.swap(pending_checks_);
+    }
+    if (in_flight_.empty()) return;
+    NoGradGuard no_grad;
+    readback_.start(stacked_flags(in_flight_));
+}
+
 void SeedBank::settle_checks() {
+    std::lock_guard readback_lock(readback_mutex_);
+    std::vector<PendingCheck> checks;
+    std::vector<double> finite;
+    if (readback_.pending()) finite = readback_.take();  // the one sync
+    checks.swap(in_flight_);
     std::vector<PendingCheck> pending;
     {
         std::lock_guard lock(mutex_);
         pending.swap(pending_checks_);
     }
-    if (pending.empty()) return;
-    std::vector<bool> finite;
-    for (const PendingCheck& check : pending) finite.push_back(check.finite.item() != 0.0);  // the read-back
-    std::lock_guard lock(mutex_);
-    for (size_t i = 0; i < pending.size(); ++i) {
-        if (networks_[pending[i].seed] != pending[i].network) continue;  // unloaded or replaced since
-        if (finite[i]) state_.record_success(pending[i].seed);
-        else if (state_.record_failure(pending[i].seed, step_)) refresh_counters();
+    if (!pending.empty()) {
+        NoGradGuard no_grad;
+        readback_.start(stacked_flags(pending));
+        for (double flag : readback_.take()) finite.push_back(flag);
+        checks.insert(checks.end(), pending.begin(), pending.end());
     }
+    if (checks.empty()) return;
+    std::lock_guard lock(mutex_);
+    record_checks(checks, finite);
 }
 
 Tensor SeedBank::blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run) {

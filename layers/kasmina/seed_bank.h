@@ -16,6 +16,7 @@
 #include "layers/kasmina/kernel_cache.h"
 #include "layers/kasmina/kernel_network.h"
 #include "layers/kasmina/seed_state.h"
+#include "runtime/readback.h"
 
 namespace kasmina::morph {
 
@@ -79,9 +80,13 @@ public:
     // the failure is recorded when the queued checks settle.
     Tensor run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const Tensor& fallback,
                       const std::function<Tensor(KernelNetwork&)>& run);
-    // Reads back the queued device-side finiteness checks and records successes and failures (one
-    // sync). Runs every kSettleInterval training steps and before every control operation.
+    // Reads back every queued device-side finiteness check and records successes and failures (one
+    // sync). Runs before every control operation, so they act on settled state.
     void settle_checks();
+    // The training loop's non-blocking counterpart, every kSettleInterval steps: records the checks whose
+    // copy to the host has landed, and queues the copy of those pending since (into pinned memory,
+    // behind the device's queue): the forward never waits for the device.
+    void poll_checks();
     static constexpr int64_t kSettleInterval = 32;
     // The dense variants' whole step: run every blending seed on `kernel_input` and blend into d.
     Tensor blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run);
@@ -115,7 +120,12 @@ private:
         std::shared_ptr<KernelNetwork> network;  // the kernel that produced the output
         Tensor finite;                           // 0-d bool on the device
     };
+    void record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite);  // under mutex_
+    static Tensor stacked_flags(const std::vector<PendingCheck>& checks);  // one tensor: a single copy to the host
     std::vector<PendingCheck> pending_checks_;
+    std::mutex readback_mutex_;             // guards the two below; taken before mutex_, never inside it
+    std::vector<PendingCheck> in_flight_;  // the checks whose flags readback_ is copying
+    Readback readback_;
     std::atomic<int> blending_count_{0};
     std::atomic<bool> ramps_pending_{false};
     std::atomic<int64_t> step_{0};  // training forwards seen

@@ -7,6 +7,10 @@
 #include "kasmina.h"
 #include "test_util.h"
 
+#ifdef KASMINA_WITH_CUDA
+#include "runtime/cuda/stream.h"
+#endif
+
 using namespace kasmina;
 using namespace kasmina::morph;
 
@@ -215,3 +219,53 @@ TEST(KasminaCuda, WrappingOnTheCpuThenMovingTheModelTakesTheSeedsAlong) {
     EXPECT_EQ(morphable.layer("0").layer_stats()[2].lifecycle, SeedLifecycle::active);
     EXPECT_EQ(morphable.forward(x.to(kGpu)).device(), kGpu);
 }
+
+#ifdef KASMINA_WITH_CUDA
+TEST(KasminaCuda, TrainingForwardsNeitherWaitForTheDeviceNorAllocateFromIt) {
+    REQUIRE_GPU();
+    Store store("no_sync");
+    nn::Linear original(64, 64);
+    original.to(kGpu);
+    KasminaLayer layer(original, {.cache = store.cache});
+    layer.load_kernel(0, store.add(make_linear_bottleneck(64, 64, 8)), {.alpha = 0.3});
+    layer.load_kernel(1, store.add(make_linear_bottleneck(64, 64, 4)), {.alpha = 0.1});
+    layer.seeds().ramp_alpha(1, 0.5, 1000);
+    layer.train();
+    const Tensor x = Tensor::randn({32, 64}).to(kGpu);
+    const int64_t interval = SeedBank::kSettleInterval;
+    for (int64_t i = 0; i < 2 * interval + 1; ++i) layer.forward(x);  // warm: caches filled, a check batch in flight
+    // ~100 ms of queued GPU work: a forward that waited for the device would return to an idle queue.
+    const Tensor big = Tensor::randn({4096, 4096}).to(kGpu) * (1.0 / 64.0);
+    Tensor busy = big;
+    for (int i = 0; i < 40; ++i) busy = matmul(busy, big);
+    const uint64_t device_allocations = allocator_for(kGpu).stats().device_allocations;
+    for (int64_t i = 0; i < 3 * interval; ++i) layer.forward(x);  // three poll points
+    EXPECT_FALSE(cuda::current_stream(0).query()) << "a forward waited for the device";
+    EXPECT_EQ(allocator_for(kGpu).stats().device_allocations, device_allocations);
+    synchronize(kGpu);
+    EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u);
+}
+
+TEST(KasminaCuda, NonFiniteKernelIsRecordedByThePollsWithoutASettle) {
+    REQUIRE_GPU();
+    Store store("poll");
+    nn::Linear original(4, 3);
+    original.to(kGpu);
+    KasminaLayer layer(original, {.cache = store.cache});
+    layer.load_kernel(0, store.add(make_linear_bottleneck(4, 3, 2)), {.alpha = 0.3});
+    for (auto& [name, tensor] : layer.named_parameters())
+        if (name == "seeds.0.w0") {
+            NoGradGuard no_grad;
+            tensor.fill_(std::numeric_limits<double>::quiet_NaN());
+        }
+    layer.train();
+    const Tensor x = Tensor::randn({2, 4}).to(kGpu);
+    // the first poll queues the copy of the flags, a later one records them once the copy has landed
+    for (int64_t i = 0; i < SeedBank::kSettleInterval; ++i) layer.forward(x);
+    synchronize(kGpu);
+    for (int64_t i = 0; i < SeedBank::kSettleInterval; ++i) layer.forward(x);
+    const SeedReport report = layer.layer_stats()[0];
+    EXPECT_EQ(report.lifecycle, SeedLifecycle::error_recovery);
+    EXPECT_TRUE(report.fallback);
+}
+#endif
