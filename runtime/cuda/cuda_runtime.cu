@@ -69,7 +69,10 @@ public:
         if (block == nullptr) block = new_segment(size, stream);
         if (block->size - size >= (size < kSmall ? kRound : kSmall)) split(block, size);
         block->allocated = true;
-        if (poison_allocations()) KASMINA_CUDA_CHECK(cudaMemsetAsync(block->pointer, 0xFF, block->size, stream));
+        if (poison_allocations()) {
+            DeviceGuard guard(device_);  // the default stream (nullptr) is the current device's
+            KASMINA_CUDA_CHECK(cudaMemsetAsync(block->pointer, 0xFF, block->size, stream));
+        }
         live_.emplace(block->pointer, block);
         ++stats_.allocations;
         stats_.bytes_in_use += block->size;

@@ -24,7 +24,8 @@ private:
 };
 
 // A handle (not an owner) onto a stream of one device: the legacy default stream, or one of a per-device
-// pool of non-blocking streams that live as long as the process. Cheap to copy and compare.
+// pool of non-blocking streams that live as long as the process. Cheap to copy and compare. Pool streams
+// are not ordered with the default stream: use an Event to hand data from one to the other.
 class Stream {
 public:
     // The next stream of `device`'s pool (round robin over kPoolSize non-blocking streams).
