@@ -9,6 +9,7 @@
 #include "runtime/strided_loop.h"
 #ifdef KASMINA_WITH_CUDA
 #include "runtime/cuda/cuda_runtime.h"
+#include "runtime/cuda/stream.h"
 #endif
 
 namespace kasmina {
@@ -329,18 +330,29 @@ void copy_into(const Tensor& destination, const Tensor& source) {
         cuda::strided_copy(destination, detail::make_view(source, target, source_strides, source.offset()));
         return;
     }
-    // Across devices: stage through a contiguous buffer of the source dtype and shape `target`.
-    Tensor staged_source = Tensor::empty(target, {.dtype = source.dtype(), .device = from});
-    copy_into(staged_source, source);
-    Tensor staged_destination = Tensor::empty(target, {.dtype = source.dtype(), .device = to});
+    // Across devices: one transfer of a contiguous block of the source dtype and shape `target`, staged
+    // through a buffer only on a side that is not such a block already.
+    const auto is_block = [&](const Tensor& t) {
+        return t.dtype() == source.dtype() && t.shape() == target && t.is_contiguous();
+    };
+    Tensor staged_source = source;
+    if (!is_block(source)) {
+        staged_source = Tensor::empty(target, {.dtype = source.dtype(), .device = from});
+        copy_into(staged_source, source);
+    }
+    Tensor staged_destination =
+        is_block(destination) ? destination : Tensor::empty(target, {.dtype = source.dtype(), .device = to});
     const size_t bytes = static_cast<size_t>(staged_source.numel()) * dtype_size(source.dtype());
     if (from.is_cpu())
         cuda::copy_bytes(staged_destination.raw_data(), staged_source.raw_data(), bytes, cuda::CopyKind::host_to_device, to.index);
     else if (to.is_cpu())
         cuda::copy_bytes(staged_destination.raw_data(), staged_source.raw_data(), bytes, cuda::CopyKind::device_to_host, from.index);
-    else
+    else {  // between two GPUs, whose streams are not ordered with each other's: synchronous on both sides
+        cuda::current_stream(from.index).synchronize();
         cuda::copy_bytes(staged_destination.raw_data(), staged_source.raw_data(), bytes, cuda::CopyKind::device_to_device, to.index);
-    copy_into(destination, staged_destination);
+        cuda::current_stream(to.index).synchronize();
+    }
+    if (!staged_destination.same_storage(destination)) copy_into(destination, staged_destination);
 #else
     raise<DeviceError>("copy", "cannot copy ", source.describe(), " to ", destination.describe(),
                        ": this build of kasmina has no CUDA support");

@@ -75,9 +75,9 @@ void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std
     const int64_t total = d.numel();
     if (total == 0) return;
     dispatch_floating(d.dtype(), "blend_seeds", [&]<typename T>() {
-        blend_kernel<T><<<grid_for(total), kThreads>>>(static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
-                                                      operands_of<T>(kernel_outputs, coefficients, nullptr),
-                                                      static_cast<T*>(out.raw_data()), total);
+        blend_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
+            operands_of<T>(kernel_outputs, coefficients, nullptr), static_cast<T*>(out.raw_data()), total);
     });
     check_launch("blend_seeds");
 }
@@ -92,9 +92,9 @@ void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tenso
     Tensor dots;
     if (need_dots) dots = Tensor::zeros({static_cast<int64_t>(n + 1)}, {.dtype = DType::f64, .device = d.device()});
     dispatch_floating(d.dtype(), "blend_seeds_backward", [&]<typename T>() {
-        blend_backward_kernel<T><<<std::min<unsigned>(grid_for(total), 1024), kThreads>>>(
-            static_cast<const T*>(grad.raw_data()), static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
-            operands_of<T>(kernel_outputs, coefficients, &result.grad_kernels),
+        blend_backward_kernel<T><<<std::min<unsigned>(grid_for(total), 1024), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(grad.raw_data()), static_cast<const T*>(d.raw_data()),
+            static_cast<T>(coefficients[0]), operands_of<T>(kernel_outputs, coefficients, &result.grad_kernels),
             result.grad_d.defined() ? static_cast<T*>(result.grad_d.raw_data()) : nullptr,
             need_dots ? static_cast<double*>(dots.raw_data()) : nullptr, need_dots, total);
     });

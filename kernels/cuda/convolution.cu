@@ -21,6 +21,8 @@ void check_cudnn(cudnnStatus_t status, const char* call) {
         raise<DeviceError>(call, "cuDNN failed: ", cudnnGetErrorString(status), " (", static_cast<int>(status), ")");
 }
 
+// One handle per device, created on first use and kept for the process; bound to the current stream
+// on every call.
 cudnnHandle_t handle() {
     static std::mutex mutex;
     static std::vector<cudnnHandle_t> handles;
@@ -29,6 +31,7 @@ cudnnHandle_t handle() {
     std::lock_guard lock(mutex);
     if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
     if (handles[device] == nullptr) check_cudnn(cudnnCreate(&handles[device]), "cudnnCreate");
+    check_cudnn(cudnnSetStream(handles[device], launch_stream()), "cudnnSetStream");
     return handles[device];
 }
 

@@ -1,7 +1,7 @@
 // The CUDA backend: the same entry points as the CPU backend (kernels/cpu/cpu_kernels.h, the
 // normalization and blend backends), filling outputs that kernels/dispatch.cpp checked and allocated.
-// Compiled only with KASMINA_WITH_CUDA. All work is queued on the device's default stream; nothing
-// here synchronizes with the host except the index checks the dispatch layer does before calling.
+// Compiled only with KASMINA_WITH_CUDA. All work is queued on the thread's current stream (stream.h);
+// nothing here synchronizes with the host except the index checks the dispatch layer does before calling.
 #pragma once
 
 #include <optional>

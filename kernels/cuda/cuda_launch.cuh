@@ -1,6 +1,6 @@
-// Shared launch machinery of the CUDA kernels: the strided offset calculator every elementwise
-// kernel uses (operands broadcast to the output's shape by stride 0), grid sizing, block-wide
-// reductions, and error checking after launches. Included by kernels/cuda/*.cu only.
+// Shared launch machinery of the CUDA kernels: the stream they run on, the strided offset calculator
+// every elementwise kernel uses (operands broadcast to the output's shape by stride 0), grid sizing,
+// block-wide reductions, and error checking after launches. Included by kernels/cuda/*.cu only.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/stream.h"
 #include "runtime/shape.h"
 #include "runtime/tensor.h"
 
@@ -17,6 +18,10 @@ namespace kasmina::kernels::cuda {
 
 constexpr int kMaxRank = 8;
 constexpr int kThreads = 256;
+
+// Where every launch, memset and cuBLAS/cuDNN call of the backend is queued: the calling thread's
+// current stream on the current device (the dispatch layer made the operands' device current).
+inline cudaStream_t launch_stream() { return ::kasmina::cuda::current_stream().raw(); }
 
 // Element offsets of N operands for a linear index over the (merged) iteration shape.
 template <int N>
@@ -185,8 +190,9 @@ void column_sums(Value value, int64_t rows, int64_t cols, T* scratch, Store stor
     const int64_t chunks = column_chunks(rows, cols);
     const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
     const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(chunks));
-    column_partials_kernel<T><<<grid, dim3(kColumnTile, kRowLanes)>>>(value, rows, cols, rows_per_chunk, scratch);
-    column_finish_kernel<T><<<grid_for(cols), kThreads>>>(scratch, chunks, cols, store);
+    column_partials_kernel<T>
+        <<<grid, dim3(kColumnTile, kRowLanes), 0, launch_stream()>>>(value, rows, cols, rows_per_chunk, scratch);
+    column_finish_kernel<T><<<grid_for(cols), kThreads, 0, launch_stream()>>>(scratch, chunks, cols, store);
 }
 
 }  // namespace kasmina::kernels::cuda

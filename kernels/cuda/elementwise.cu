@@ -78,8 +78,8 @@ void map(const char* op, const Tensor& out, Fn fn, const Tensor& a, const Tensor
                           (!c || aligned<C>(c_data));
     {
         if (packable) {
-            map_dense_kernel<Out, A, B, C, Inputs><<<grid_for(count / kVector + 1), kThreads>>>(out_data, a_data, b_data,
-                                                                                                 c_data, count, fn);
+            map_dense_kernel<Out, A, B, C, Inputs><<<grid_for(count / kVector + 1), kThreads, 0, launch_stream()>>>(
+                out_data, a_data, b_data, c_data, count, fn);
             check_launch(op);
             return;
         }
@@ -89,7 +89,8 @@ void map(const char* op, const Tensor& out, Fn fn, const Tensor& a, const Tensor
         if constexpr (Inputs >= 2) strides[2] = broadcast_strides(b->shape(), b->strides(), out.shape());
         if constexpr (Inputs >= 3) strides[3] = broadcast_strides(c->shape(), c->strides(), out.shape());
         const OffsetCalculator<1 + Inputs> calc = make_offsets<1 + Inputs>(out.shape(), strides, op);
-        map_kernel<Out, A, B, C, Inputs><<<grid_for(count), kThreads>>>(out_data, a_data, b_data, c_data, calc, count, fn);
+        map_kernel<Out, A, B, C, Inputs>
+            <<<grid_for(count), kThreads, 0, launch_stream()>>>(out_data, a_data, b_data, c_data, calc, count, fn);
     }
     check_launch(op);
 }

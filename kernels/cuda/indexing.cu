@@ -123,9 +123,9 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
     const int64_t count = picks.numel(), total = in.outer * count * in.inner;
     if (total == 0) return;
     dispatch_all(x.dtype(), "index_select", [&]<typename T>() {
-        index_select_kernel<T><<<grid_for(total), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                             static_cast<const int64_t*>(picks.raw_data()),
-                                                             static_cast<T*>(out.raw_data()), in, count);
+        index_select_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const int64_t*>(picks.raw_data()),
+            static_cast<T*>(out.raw_data()), in, count);
     });
     check_launch("index_select");
 }
@@ -136,9 +136,9 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
     const int64_t count = picks.numel(), total = target.outer * count * target.inner;
     if (total == 0) return;
     dispatch_accumulating(out.dtype(), "index_add", [&]<typename T>() {
-        index_add_kernel<T><<<grid_for(total), kThreads>>>(static_cast<T*>(out.raw_data()),
-                                                          static_cast<const int64_t*>(picks.raw_data()),
-                                                          static_cast<const T*>(source.raw_data()), target, count);
+        index_add_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
+            static_cast<T*>(out.raw_data()), static_cast<const int64_t*>(picks.raw_data()),
+            static_cast<const T*>(source.raw_data()), target, count);
     });
     check_launch("index_add");
 }
@@ -149,9 +149,9 @@ void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out
     if (total == 0) return;
     const PickGeometry g = pick_geometry(index.shape(), x.shape(), dim, "gather");
     dispatch_all(x.dtype(), "gather", [&]<typename T>() {
-        gather_kernel<T><<<grid_for(total), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                       static_cast<const int64_t*>(picks.raw_data()),
-                                                       static_cast<T*>(out.raw_data()), g, total);
+        gather_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<const int64_t*>(picks.raw_data()),
+            static_cast<T*>(out.raw_data()), g, total);
     });
     check_launch("gather");
 }
@@ -162,9 +162,9 @@ void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tens
     if (total == 0) return;
     const PickGeometry g = pick_geometry(index.shape(), out.shape(), dim, "scatter_add");
     dispatch_accumulating(out.dtype(), "scatter_add", [&]<typename T>() {
-        scatter_add_kernel<T><<<grid_for(total), kThreads>>>(static_cast<T*>(out.raw_data()),
-                                                            static_cast<const int64_t*>(picks.raw_data()),
-                                                            static_cast<const T*>(source.raw_data()), g, total);
+        scatter_add_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
+            static_cast<T*>(out.raw_data()), static_cast<const int64_t*>(picks.raw_data()),
+            static_cast<const T*>(source.raw_data()), g, total);
     });
     check_launch("scatter_add");
 }
@@ -173,8 +173,8 @@ void one_hot(const Tensor& indices, const Tensor& out) {
     const Tensor classes = int64_indices(indices);
     const int64_t count = classes.numel();
     if (count == 0) return;
-    one_hot_kernel<<<grid_for(count), kThreads>>>(static_cast<const int64_t*>(classes.raw_data()),
-                                                  static_cast<int64_t*>(out.raw_data()), count, out.size(-1));
+    one_hot_kernel<<<grid_for(count), kThreads, 0, launch_stream()>>>(
+        static_cast<const int64_t*>(classes.raw_data()), static_cast<int64_t*>(out.raw_data()), count, out.size(-1));
     check_launch("one_hot");
 }
 
@@ -183,8 +183,8 @@ void dropout_mask(const Tensor& out, double p, uint64_t seed, uint64_t first) {
     if (count == 0) return;
     dispatch_floating(out.dtype(), "dropout", [&]<typename T>() {
         const T keep_scale = p < 1.0 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
-        dropout_mask_kernel<T><<<grid_for(count), kThreads>>>(static_cast<T*>(out.raw_data()), count, p, keep_scale, seed,
-                                                             first);
+        dropout_mask_kernel<T><<<grid_for(count), kThreads, 0, launch_stream()>>>(static_cast<T*>(out.raw_data()),
+                                                                                  count, p, keep_scale, seed, first);
     });
     check_launch("dropout");
 }

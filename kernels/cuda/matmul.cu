@@ -19,7 +19,8 @@ void check_cublas(cublasStatus_t status, const char* call) {
                            cublasGetStatusString(status));
 }
 
-// One handle per device, created on first use and kept for the process.
+// One handle per device, created on first use and kept for the process; bound to the current stream
+// on every call.
 cublasHandle_t handle() {
     static std::mutex mutex;
     static std::vector<cublasHandle_t> handles;
@@ -30,6 +31,7 @@ cublasHandle_t handle() {
     if (handles[device] == nullptr) check_cublas(cublasCreate(&handles[device]), "cublasCreate");
     check_cublas(cublasSetMathMode(handles[device], allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
                  "cublasSetMathMode");
+    check_cublas(cublasSetStream(handles[device], launch_stream()), "cublasSetStream");
     return handles[device];
 }
 
@@ -93,7 +95,7 @@ void batched_matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& out) {
     const int64_t batch = a.size(0), m = a.size(1), k = a.size(2), n = b.size(2);
     if (out.numel() == 0) return;
     if (k == 0) {
-        KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.numel() * dtype_size(out.dtype())));
+        KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.numel() * dtype_size(out.dtype()), launch_stream()));
         return;
     }
     // out^T [N, M] (column-major, ld N) = b^T [N, K] @ a^T [K, M]
@@ -114,10 +116,10 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
     dispatch_floating(x.dtype(), "linear", [&]<typename T>() {
         T* out_data = static_cast<T*>(out.raw_data());
         if (bias.defined())
-            fill_rows_kernel<T><<<grid_for(m * n), kThreads>>>(out_data, static_cast<const T*>(bias.raw_data()),
-                                                               bias.stride(0), m, n);
+            fill_rows_kernel<T><<<grid_for(m * n), kThreads, 0, launch_stream()>>>(
+                out_data, static_cast<const T*>(bias.raw_data()), bias.stride(0), m, n);
         else if (k == 0)
-            KASMINA_CUDA_CHECK(cudaMemsetAsync(out_data, 0, out.numel() * sizeof(T)));
+            KASMINA_CUDA_CHECK(cudaMemsetAsync(out_data, 0, out.numel() * sizeof(T), launch_stream()));
         check_launch("linear");
         if (k == 0) return;
         // out^T [N, M] = W [N, K] @ x^T [K, M]; W [N, K] row-major is W^T column-major: op T.

@@ -220,7 +220,8 @@ void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial,
     T* partial = static_cast<T*>(scratch.raw_data());
     T* column_totals = partial + column_chunks(batch, cols) * cols;
     column_sums<T>(value, batch, cols, partial, StoreScaled<T>{column_totals});
-    channel_totals_kernel<T><<<blocks_for(channels), kThreads>>>(column_totals, out, channels, spatial, scale);
+    channel_totals_kernel<T>
+        <<<blocks_for(channels), kThreads, 0, launch_stream()>>>(column_totals, out, channels, spatial, scale);
 }
 
 // ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
@@ -272,12 +273,14 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
         T* mean_out = static_cast<T*>(mean.raw_data());
         T* rstd_out = static_cast<T*>(rstd.raw_data());
         const bool fits = with_row_registers(n, [&]<int kItems>() {
-            layer_norm_registers_kernel<T, kItems><<<blocks_for(rows), kThreads>>>(
-                in, data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps), out, mean_out, rstd_out, rows, n);
+            layer_norm_registers_kernel<T, kItems><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
+                in, data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps), out, mean_out, rstd_out, rows,
+                n);
         });
         if (!fits)
-            layer_norm_kernel<T><<<blocks_for(rows), kThreads>>>(in, data_or_null<T>(weight), data_or_null<T>(bias),
-                                                                 static_cast<T>(eps), out, mean_out, rstd_out, rows, n);
+            layer_norm_kernel<T><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
+                in, data_or_null<T>(weight), data_or_null<T>(bias), static_cast<T>(eps), out, mean_out, rstd_out, rows,
+                n);
     });
     check_launch("layer_norm");
 }
@@ -294,12 +297,12 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
         if (grad_input.defined() && rows > 0) {
             T* dx = static_cast<T*>(grad_input.raw_data());
             const bool fits = with_row_registers(n, [&]<int kItems>() {
-                layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads>>>(
+                layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
                     g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
             });
             if (!fits)
-                layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads>>>(g, xs, mu, r, data_or_null<T>(weight), dx,
-                                                                                    rows, n);
+                layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
+                    g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
         }
         if ((grad_weight.defined() || grad_bias.defined()) && rows > 0) {
             const Tensor scratch = Tensor::empty({column_chunks(rows, n) * n}, x.options());
@@ -310,8 +313,10 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
             if (grad_bias.defined())
                 column_sums<T>(MatrixElement<T>{g, n}, rows, n, space, StoreScaled<T>{static_cast<T*>(grad_bias.raw_data())});
         } else if (grad_weight.defined() || grad_bias.defined()) {
-            if (grad_weight.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T)));
-            if (grad_bias.defined()) KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T)));
+            if (grad_weight.defined())
+                KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T), launch_stream()));
+            if (grad_bias.defined())
+                KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T), launch_stream()));
         }
     });
     check_launch("layer_norm_backward");
@@ -331,11 +336,11 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
         const Tensor variance = Tensor::empty({channels}, x.options());
         channel_sums<T>(SquaredDeviation<T>{xs, mean, cols, spatial}, batch, channels, spatial, inverse_count,
                         static_cast<T*>(variance.raw_data()), x);
-        batch_norm_finish_kernel<T><<<grid_for(channels), kThreads>>>(
-            mean, static_cast<const T*>(variance.raw_data()), static_cast<T>(eps), static_cast<T>(momentum), batch * spatial,
-            static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var),
-            channels);
-        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+        batch_norm_finish_kernel<T><<<grid_for(channels), kThreads, 0, launch_stream()>>>(
+            mean, static_cast<const T*>(variance.raw_data()), static_cast<T>(eps), static_cast<T>(momentum),
+            batch * spatial, static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean),
+            mutable_or_null<T>(running_var), channels);
+        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
             static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
             static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight), data_or_null<T>(bias),
             static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
@@ -347,7 +352,7 @@ void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& b
                           const Tensor& running_var, double eps, const Tensor& output) {
     const int64_t channels = x.size(1), spatial = x.size(2);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
             static_cast<const T*>(x.raw_data()), static_cast<const T*>(running_mean.raw_data()),
             static_cast<const T*>(running_var.raw_data()), true, static_cast<T>(eps), data_or_null<T>(weight),
             data_or_null<T>(bias), static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
@@ -374,10 +379,10 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
                             static_cast<T*>(sum_dy_xhat.raw_data()), x);
         }
         if (grad_input.defined())
-            batch_norm_backward_input_kernel<T><<<grid_for(x.numel()), kThreads>>>(
+            batch_norm_backward_input_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
                 g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),
-                static_cast<const T*>(sum_dy_xhat.raw_data()), training, static_cast<T*>(grad_input.raw_data()), x.numel(),
-                channels, spatial, batch * spatial);
+                static_cast<const T*>(sum_dy_xhat.raw_data()), training, static_cast<T*>(grad_input.raw_data()),
+                x.numel(), channels, spatial, batch * spatial);
     });
     check_launch("batch_norm_backward");
 }

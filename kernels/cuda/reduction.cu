@@ -209,16 +209,17 @@ void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
     dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
         dispatch_reduce(op, [&]<ReduceOp Op>() {
             if (!split) {
-                reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                                           static_cast<T*>(out.raw_data()), rows, inner, inner);
+                reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
+                    static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), rows, inner, inner);
                 return;
             }
             const int64_t splits = (inner + kChunk - 1) / kChunk;
             const Tensor partial = Tensor::empty({rows, splits}, x.options());
-            reduce_row_splits_kernel<Op, T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads>>>(
-                static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), inner, kChunk);
-            reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(partial.raw_data()),
-                                                                       static_cast<T*>(out.raw_data()), rows, splits, inner);
+            reduce_row_splits_kernel<Op, T>
+                <<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads, 0, launch_stream()>>>(
+                    static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), inner, kChunk);
+            reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
+                static_cast<const T*>(partial.raw_data()), static_cast<T*>(out.raw_data()), rows, splits, inner);
         });
     });
     check_launch("reduce");
@@ -239,8 +240,8 @@ void reduce_columns(ReduceOp op, const Tensor& x, const Tensor& out) {
     }
     dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
         dispatch_reduce(op, [&]<ReduceOp Op>() {
-            reduce_columns_kernel<Op, T><<<grid_for(kept), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                                        static_cast<T*>(out.raw_data()), reduced, kept);
+            reduce_columns_kernel<Op, T><<<grid_for(kept), kThreads, 0, launch_stream()>>>(
+                static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), reduced, kept);
         });
     });
     check_launch("reduce");
@@ -249,8 +250,8 @@ void reduce_columns(ReduceOp op, const Tensor& x, const Tensor& out) {
 void variance_rows(const Tensor& x, int64_t correction, const Tensor& out) {
     const int64_t rows = x.size(0), inner = x.size(1);
     dispatch_floating(x.dtype(), "var", [&]<typename T>() {
-        variance_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                                static_cast<T*>(out.raw_data()), rows, inner, correction);
+        variance_rows_kernel<T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), rows, inner, correction);
     });
     check_launch("var");
 }
@@ -258,8 +259,8 @@ void variance_rows(const Tensor& x, int64_t correction, const Tensor& out) {
 void logsumexp_rows(const Tensor& x, const Tensor& out) {
     const int64_t rows = x.size(0), inner = x.size(1);
     dispatch_floating(x.dtype(), "logsumexp", [&]<typename T>() {
-        logsumexp_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                                 static_cast<T*>(out.raw_data()), rows, inner);
+        logsumexp_rows_kernel<T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), rows, inner);
     });
     check_launch("logsumexp");
 }
@@ -267,9 +268,9 @@ void logsumexp_rows(const Tensor& x, const Tensor& out) {
 void max_rows(const Tensor& x, const Tensor& values, const Tensor& indices) {
     const int64_t rows = x.size(0), inner = x.size(1);
     dispatch_numeric(x.dtype(), "max", [&]<typename T>() {
-        max_rows_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x.raw_data()),
-                                                           static_cast<T*>(values.raw_data()),
-                                                           static_cast<int64_t*>(indices.raw_data()), rows, inner);
+        max_rows_kernel<T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(x.raw_data()), static_cast<T*>(values.raw_data()),
+            static_cast<int64_t*>(indices.raw_data()), rows, inner);
     });
     check_launch("max");
 }

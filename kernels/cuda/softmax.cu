@@ -86,8 +86,11 @@ void softmax(const Tensor& x, int64_t dim, bool log, const Tensor& out) {
     dispatch_floating(x.dtype(), "softmax", [&]<typename T>() {
         const T* in = static_cast<const T*>(x.raw_data());
         T* result = static_cast<T*>(out.raw_data());
-        if (g.inner == 1) softmax_rows_kernel<T><<<row_grid(g.outer), kThreads>>>(in, result, g.outer, g.n, log);
-        else softmax_strided_kernel<T><<<grid_for(g.outer * g.inner), kThreads>>>(in, result, g, log);
+        if (g.inner == 1)
+            softmax_rows_kernel<T><<<row_grid(g.outer), kThreads, 0, launch_stream()>>>(in, result, g.outer, g.n, log);
+        else
+            softmax_strided_kernel<T>
+                <<<grid_for(g.outer * g.inner), kThreads, 0, launch_stream()>>>(in, result, g, log);
     });
     check_launch(log ? "log_softmax" : "softmax");
 }
@@ -100,9 +103,11 @@ void softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim, bool log
         const T* y_data = static_cast<const T*>(y.raw_data());
         T* result = static_cast<T*>(out.raw_data());
         if (g.inner == 1)
-            softmax_backward_rows_kernel<T><<<row_grid(g.outer), kThreads>>>(g_data, y_data, result, g.outer, g.n, log);
+            softmax_backward_rows_kernel<T>
+                <<<row_grid(g.outer), kThreads, 0, launch_stream()>>>(g_data, y_data, result, g.outer, g.n, log);
         else
-            softmax_backward_strided_kernel<T><<<grid_for(g.outer * g.inner), kThreads>>>(g_data, y_data, result, g, log);
+            softmax_backward_strided_kernel<T>
+                <<<grid_for(g.outer * g.inner), kThreads, 0, launch_stream()>>>(g_data, y_data, result, g, log);
     });
     check_launch("softmax_backward");
 }

@@ -1,16 +1,19 @@
-// Device discovery, the caching device-memory allocator, and copies for CUDA tensors.
-#include "runtime/cuda/cuda_runtime.h"
-
+// Device discovery, the stream-ordered caching device-memory allocator, and copies for CUDA tensors.
 #include <algorithm>
-#include <array>
-#include <map>
+#include <cstring>
+#include <list>
 #include <memory>
-#include <unordered_map>
 #include <mutex>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "runtime/allocator.h"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cuda_runtime.h"
+#include "runtime/cuda/stream.h"
 #include "runtime/tensor.h"
 
 namespace kasmina::cuda {
@@ -42,38 +45,34 @@ void synchronize(int device) {
 
 namespace {
 
-class DeviceGuard {
-public:
-    explicit DeviceGuard(int device) {
-        KASMINA_CUDA_CHECK(cudaGetDevice(&previous_));
-        if (previous_ != device) KASMINA_CUDA_CHECK(cudaSetDevice(device));
-    }
-    ~DeviceGuard() { cudaSetDevice(previous_); }
-
-private:
-    int previous_ = 0;
-};
-
-// A stream-ordered caching allocator. All kasmina work runs on the device's default stream, so a
-// block freed by the host can be handed out again at once: later work on the same stream is ordered
-// after the kernels that used it. Requests are rounded to 512 bytes; small ones (< 1 MiB) are carved
-// from 2 MiB segments, large ones get their own segment rounded to 2 MiB; free blocks are found best
-// fit, split when the rest is worth keeping, and merged with free neighbours on release. In steady
-// state no cudaMalloc/cudaFree happens. empty_cache() returns wholly free segments to the driver.
+// A stream-ordered caching allocator. A block belongs to the stream that was current when its segment
+// was allocated; once freed it returns to that stream's pool and is handed out again only on that
+// stream, where later work is ordered after the kernels that used it, so no synchronization is needed.
+// A block also used on other streams (record_stream) waits for events recorded on them at free time.
+// Requests are rounded to 512 bytes; small ones (< 1 MiB) are carved from 2 MiB segments, large ones
+// get their own segment rounded to 2 MiB; free blocks are found best fit within the stream's pool,
+// split when the rest is worth keeping, and merged with free neighbours (same segment, so same
+// stream) on release. In steady state no cudaMalloc/cudaFree happens. empty_cache() returns wholly
+// free segments to the driver.
 class CachingCudaAllocator final : public Allocator {
 public:
     explicit CachingCudaAllocator(int device) : device_(device) {}
-    ~CachingCudaAllocator() override = default;  // the driver reclaims device memory at exit
+    ~CachingCudaAllocator() override = default;  // the driver reclaims device memory and events at exit
 
     void* allocate(size_t bytes) override {
         if (bytes == 0) return nullptr;
         const size_t size = round_up(bytes, kRound);
+        const cudaStream_t stream = current_stream(device_).raw();
         std::lock_guard lock(mutex_);
-        Block* block = take_free(size);
-        if (block == nullptr) block = new_segment(size);
+        if (!pending_frees_.empty()) collect_pending_frees(/*wait=*/false);
+        Block* block = take_free(size, stream);
+        if (block == nullptr) block = new_segment(size, stream);
         if (block->size - size >= (size < kSmall ? kRound : kSmall)) split(block, size);
         block->allocated = true;
-        if (poison_allocations()) KASMINA_CUDA_CHECK(cudaMemsetAsync(block->pointer, 0xFF, block->size));
+        if (poison_allocations()) {
+            DeviceGuard guard(device_);  // the default stream (nullptr) is the current device's
+            KASMINA_CUDA_CHECK(cudaMemsetAsync(block->pointer, 0xFF, block->size, stream));
+        }
         live_.emplace(block->pointer, block);
         ++stats_.allocations;
         stats_.bytes_in_use += block->size;
@@ -89,10 +88,24 @@ public:
         Block* block = found->second;
         live_.erase(found);
         stats_.bytes_in_use -= block->size;
-        block->allocated = false;
-        if (block->next && !block->next->allocated) block = merge(block, block->next);
-        if (block->previous && !block->previous->allocated) block = merge(block->previous, block);
-        free_.emplace(block->size, block);
+        if (block->used_on.empty())
+            release(block);
+        else
+            hold_until_streams_finish(block);
+    }
+
+    // Adds `stream` to the streams whose work must finish before `pointer`'s block is reused.
+    void record_stream(void* pointer, const Stream& stream) {
+        if (stream.device() != device_)
+            raise<DeviceError>("record_stream", "a stream of cuda:", stream.device(), " for memory of cuda:", device_);
+        std::lock_guard lock(mutex_);
+        const auto found = live_.find(pointer);
+        if (found == live_.end())
+            raise<DeviceError>("record_stream", "the pointer is not a live block of cuda:", device_, "'s allocator");
+        Block* block = found->second;
+        if (stream.raw() != block->stream &&
+            std::find(block->used_on.begin(), block->used_on.end(), stream.raw()) == block->used_on.end())
+            block->used_on.push_back(stream.raw());
     }
 
     AllocatorStats stats() const override {
@@ -102,6 +115,7 @@ public:
 
     void empty_cache() override {
         std::lock_guard lock(mutex_);
+        collect_pending_frees(/*wait=*/true);
         release_free_segments();
     }
 
@@ -110,42 +124,111 @@ private:
     struct Block {
         char* pointer = nullptr;
         size_t size = 0;
-        bool allocated = false;
+        cudaStream_t stream = nullptr;  // the stream whose pool the block belongs to
+        bool allocated = false;         // live, or freed but waiting for pending_events
+        int pending_events = 0;
+        std::vector<cudaStream_t> used_on;           // other streams recorded with record_stream
         Block *previous = nullptr, *next = nullptr;  // neighbours inside one cudaMalloc segment
+    };
+    // Free blocks ordered by (stream, size, address): lower_bound finds a stream's best fit.
+    struct ByStreamAndSize {
+        bool operator()(const Block* a, const Block* b) const {
+            const auto key = [](const Block* block) {
+                return std::tuple(reinterpret_cast<uintptr_t>(block->stream), block->size,
+                                  reinterpret_cast<uintptr_t>(block->pointer));
+            };
+            return key(a) < key(b);
+        }
     };
     static size_t round_up(size_t value, size_t step) { return (value + step - 1) / step * step; }
 
-    // Best fit among the free blocks.
-    Block* take_free(size_t size) {
-        const auto found = free_.lower_bound(size);
-        if (found == free_.end()) return nullptr;
-        Block* block = found->second;
+    Block* take_free(size_t size, cudaStream_t stream) {
+        Block key;
+        key.size = size;
+        key.stream = stream;
+        const auto found = free_.lower_bound(&key);
+        if (found == free_.end() || (*found)->stream != stream) return nullptr;
+        Block* block = *found;
         free_.erase(found);
         return block;
+    }
+
+    // Back to its stream's pool, merged with free neighbours.
+    void release(Block* block) {
+        block->allocated = false;
+        if (block->next && !block->next->allocated) block = merge(block, block->next);
+        if (block->previous && !block->previous->allocated) block = merge(block->previous, block);
+        free_.insert(block);
+    }
+
+    // Records an event on every other stream the block was used on; the block is released when all
+    // have completed (collect_pending_frees). Runs in a destructor path, so it must not throw.
+    void hold_until_streams_finish(Block* block) {
+        const std::vector<cudaStream_t> streams = std::exchange(block->used_on, {});
+        try {
+            DeviceGuard guard(device_);
+            for (const cudaStream_t stream : streams) {
+                cudaEvent_t event = take_spare_event();
+                KASMINA_CUDA_CHECK(cudaEventRecord(event, stream));
+                pending_frees_.push_back({event, block});
+                ++block->pending_events;
+            }
+        } catch (const std::exception&) {
+            for (const cudaStream_t stream : streams) cudaStreamSynchronize(stream);  // the safe fallback
+            cudaGetLastError();
+        }
+        if (block->pending_events == 0) release(block);
+    }
+
+    cudaEvent_t take_spare_event() {
+        if (spare_events_.empty()) {
+            cudaEvent_t event = nullptr;
+            KASMINA_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+            return event;
+        }
+        cudaEvent_t event = spare_events_.back();
+        spare_events_.pop_back();
+        return event;
+    }
+
+    // Releases the blocks whose streams have finished with them (all of them when `wait`).
+    void collect_pending_frees(bool wait) {
+        for (auto it = pending_frees_.begin(); it != pending_frees_.end();) {
+            const cudaError_t status = wait ? cudaEventSynchronize(it->event) : cudaEventQuery(it->event);
+            if (status != cudaSuccess) cudaGetLastError();  // not ready, or a failure already reported elsewhere
+            if (status == cudaErrorNotReady) {
+                ++it;
+                continue;
+            }
+            spare_events_.push_back(it->event);
+            if (--it->block->pending_events == 0) release(it->block);
+            it = pending_frees_.erase(it);
+        }
     }
 
     void release_free_segments() {  // under mutex_
         DeviceGuard guard(device_);
         for (auto it = free_.begin(); it != free_.end();) {
-            Block* block = it->second;
+            Block* block = *it;
             if (block->previous == nullptr && block->next == nullptr) {  // a whole free segment
+                it = free_.erase(it);
                 cudaFree(block->pointer);
                 stats_.reserved_bytes -= block->size;
                 blocks_.erase(block);
-                it = free_.erase(it);
             } else {
                 ++it;
             }
         }
     }
 
-    Block* new_segment(size_t size) {
+    Block* new_segment(size_t size, cudaStream_t stream) {
         const size_t segment = size < kSmall ? kSegment : round_up(size, kSegment);
         DeviceGuard guard(device_);
         void* pointer = nullptr;
         cudaError_t status = cudaMalloc(&pointer, segment);
         if (status == cudaErrorMemoryAllocation) {
             cudaGetLastError();
+            collect_pending_frees(/*wait=*/true);
             release_free_segments();
             status = cudaMalloc(&pointer, segment);
         }
@@ -160,6 +243,7 @@ private:
         auto block = std::make_unique<Block>();
         block->pointer = static_cast<char*>(pointer);
         block->size = segment;
+        block->stream = stream;
         Block* raw = block.get();
         blocks_.emplace(raw, std::move(block));
         return raw;
@@ -169,26 +253,21 @@ private:
         auto rest = std::make_unique<Block>();
         rest->pointer = block->pointer + size;
         rest->size = block->size - size;
+        rest->stream = block->stream;
         rest->previous = block;
         rest->next = block->next;
         if (block->next) block->next->previous = rest.get();
         block->next = rest.get();
         block->size = size;
-        free_.emplace(rest->size, rest.get());
+        free_.insert(rest.get());
         Block* raw = rest.get();
         blocks_.emplace(raw, std::move(rest));
     }
 
     // Joins `right` into `left` (both free, adjacent); returns left.
     Block* merge(Block* left, Block* right) {
-        for (Block* candidate : {left, right}) {
-            auto range = free_.equal_range(candidate->size);
-            for (auto it = range.first; it != range.second; ++it)
-                if (it->second == candidate) {
-                    free_.erase(it);
-                    break;
-                }
-        }
+        free_.erase(left);  // before the size (part of the key) changes; a no-op for the block being released
+        free_.erase(right);
         left->size += right->size;
         left->next = right->next;
         if (right->next) right->next->previous = left;
@@ -196,11 +275,18 @@ private:
         return left;
     }
 
+    struct PendingFree {
+        cudaEvent_t event;
+        Block* block;
+    };
+
     int device_;
     mutable std::mutex mutex_;
-    std::multimap<size_t, Block*> free_;                       // free blocks by size (best fit)
+    std::set<Block*, ByStreamAndSize> free_;                   // free blocks of every stream's pool
     std::unordered_map<void*, Block*> live_;                   // allocated blocks by pointer
     std::unordered_map<Block*, std::unique_ptr<Block>> blocks_;  // owns every block
+    std::list<PendingFree> pending_frees_;                       // freed blocks waiting for other streams
+    std::vector<cudaEvent_t> spare_events_;
     AllocatorStats stats_;
 };
 
@@ -260,7 +346,9 @@ unsigned grid_for(int64_t count) {
 
 }  // namespace
 
-Allocator& allocator(int device) {
+namespace {
+
+CachingCudaAllocator& caching_allocator(int device) {
     static std::mutex mutex;
     static std::vector<std::unique_ptr<CachingCudaAllocator>> allocators;
     std::lock_guard lock(mutex);
@@ -272,13 +360,120 @@ Allocator& allocator(int device) {
     return *allocators[device];
 }
 
+// Two pinned chunks per device that large copies from or to pageable memory pass through: the host
+// fills (or drains) one while the DMA engine works on the other. in_use[h] is recorded after the last
+// DMA touching chunk h; whoever takes chunk h next (this copy or a later one, on any stream) waits for it.
+struct PinnedStaging {
+    std::mutex mutex;
+    std::array<char*, 2> chunks{};
+    std::array<cudaEvent_t, 2> in_use{};
+};
+
+PinnedStaging& pinned_staging(int device) {  // device is current
+    static std::mutex mutex;
+    static std::vector<std::unique_ptr<PinnedStaging>> stagings;
+    std::lock_guard lock(mutex);
+    if (stagings.empty())
+        for (int d = 0; d < device_count(); ++d) stagings.push_back(std::make_unique<PinnedStaging>());
+    PinnedStaging& staging = *stagings[device];
+    for (int h = 0; h < 2; ++h) {  // kept for the process; the driver reclaims them at exit
+        if (staging.chunks[h] == nullptr)
+            KASMINA_CUDA_CHECK(
+                cudaHostAlloc(reinterpret_cast<void**>(&staging.chunks[h]), kStagingChunkBytes, cudaHostAllocDefault));
+        if (staging.in_use[h] == nullptr)
+            KASMINA_CUDA_CHECK(cudaEventCreateWithFlags(&staging.in_use[h], cudaEventDisableTiming));
+    }
+    return staging;
+}
+
+bool is_pinned(const void* host) {
+    cudaPointerAttributes attributes{};
+    if (cudaPointerGetAttributes(&attributes, host) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return attributes.type == cudaMemoryTypeHost;
+}
+
+// Host to device through the pinned chunks. Returns once the source has been read (the last DMAs may
+// still run; they are ordered on `stream` before any later work there).
+void staged_host_to_device(char* destination, const char* source, size_t bytes, cudaStream_t stream,
+                           PinnedStaging& staging) {
+    for (size_t offset = 0, index = 0; offset < bytes; offset += kStagingChunkBytes, ++index) {
+        const size_t size = std::min(kStagingChunkBytes, bytes - offset);
+        const size_t h = index % 2;
+        KASMINA_CUDA_CHECK(cudaEventSynchronize(staging.in_use[h]));  // the DMA that last read chunk h is done
+        std::memcpy(staging.chunks[h], source + offset, size);
+        KASMINA_CUDA_CHECK(
+            cudaMemcpyAsync(destination + offset, staging.chunks[h], size, cudaMemcpyHostToDevice, stream));
+        KASMINA_CUDA_CHECK(cudaEventRecord(staging.in_use[h], stream));
+    }
+}
+
+// Device to host through the pinned chunks: DMA of chunk i overlaps the host copying out chunk i - 1.
+// Complete when it returns.
+void staged_device_to_host(char* destination, const char* source, size_t bytes, cudaStream_t stream,
+                           PinnedStaging& staging) {
+    const size_t count = (bytes + kStagingChunkBytes - 1) / kStagingChunkBytes;
+    auto chunk_size = [&](size_t index) { return std::min(kStagingChunkBytes, bytes - index * kStagingChunkBytes); };
+    for (size_t index = 0; index <= count; ++index) {
+        if (index < count) {
+            const size_t h = index % 2;
+            KASMINA_CUDA_CHECK(cudaEventSynchronize(staging.in_use[h]));  // e.g. a host-to-device copy's last DMA
+            KASMINA_CUDA_CHECK(cudaMemcpyAsync(staging.chunks[h], source + index * kStagingChunkBytes,
+                                               chunk_size(index), cudaMemcpyDeviceToHost, stream));
+            KASMINA_CUDA_CHECK(cudaEventRecord(staging.in_use[h], stream));
+        }
+        if (index > 0) {
+            const size_t previous = index - 1, h = previous % 2;
+            KASMINA_CUDA_CHECK(cudaEventSynchronize(staging.in_use[h]));
+            std::memcpy(destination + previous * kStagingChunkBytes, staging.chunks[h], chunk_size(previous));
+        }
+    }
+}
+
+}  // namespace
+
+Allocator& allocator(int device) { return caching_allocator(device); }
+
+void record_stream(const Tensor& tensor, const Stream& stream) {
+    if (!tensor.device().is_cuda())
+        raise<DeviceError>("record_stream", "expected a CUDA tensor, got ", tensor.describe());
+    void* block = tensor.impl()->storage->data();
+    if (block != nullptr) caching_allocator(tensor.device().index).record_stream(block, stream);
+}
+
 void copy_bytes(void* destination, const void* source, size_t bytes, CopyKind kind, int device) {
     if (bytes == 0) return;
     DeviceGuard guard(device);
-    const cudaMemcpyKind direction = kind == CopyKind::host_to_device   ? cudaMemcpyHostToDevice
-                                     : kind == CopyKind::device_to_host ? cudaMemcpyDeviceToHost
-                                                                        : cudaMemcpyDeviceToDevice;
-    KASMINA_CUDA_CHECK(cudaMemcpy(destination, source, bytes, direction));
+    const cudaStream_t stream = current_stream(device).raw();
+    if (kind == CopyKind::device_to_device) {
+        KASMINA_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream));
+        return;
+    }
+    const bool to_device = kind == CopyKind::host_to_device;
+    const bool pinned = bytes >= kStagedCopyThreshold && is_pinned(to_device ? source : destination);
+    if (bytes < kStagedCopyThreshold || pinned) {
+        // From pageable memory the driver has read the source when cudaMemcpyAsync returns; from pinned
+        // memory only the stream knows, and the caller may free or reuse the source once we return.
+        KASMINA_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes,
+                                           to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost, stream));
+        if (pinned || !to_device) KASMINA_CUDA_CHECK(cudaStreamSynchronize(stream));
+        return;
+    }
+    PinnedStaging& staging = pinned_staging(device);
+    std::lock_guard lock(staging.mutex);
+    try {
+        if (to_device)
+            staged_host_to_device(static_cast<char*>(destination), static_cast<const char*>(source), bytes, stream,
+                                  staging);
+        else
+            staged_device_to_host(static_cast<char*>(destination), static_cast<const char*>(source), bytes, stream,
+                                  staging);
+    } catch (...) {
+        cudaStreamSynchronize(stream);  // a failed event record must not leave a DMA on a chunk unnoticed
+        throw;
+    }
 }
 
 void strided_copy(const Tensor& destination, const Tensor& source) {
@@ -286,11 +481,12 @@ void strided_copy(const Tensor& destination, const Tensor& source) {
     if (count == 0) return;
     DeviceGuard guard(destination.device().index);
     const StridedGeometry geometry = make_geometry(destination.shape(), destination.strides(), source.strides(), "copy");
+    const cudaStream_t stream = current_stream(destination.device().index).raw();
     dispatch_all(destination.dtype(), "copy", [&]<typename Out>() {
         dispatch_all(source.dtype(), "copy", [&]<typename In>() {
-            strided_copy_kernel<Out, In><<<grid_for(count), 256>>>(static_cast<Out*>(destination.raw_data()),
-                                                                  static_cast<const In*>(source.raw_data()),
-                                                                  geometry, count);
+            strided_copy_kernel<Out, In><<<grid_for(count), 256, 0, stream>>>(static_cast<Out*>(destination.raw_data()),
+                                                                             static_cast<const In*>(source.raw_data()),
+                                                                             geometry, count);
         });
     });
     KASMINA_CUDA_CHECK(cudaGetLastError());
@@ -301,9 +497,10 @@ void fill(const Tensor& destination, double value) {
     if (count == 0) return;
     DeviceGuard guard(destination.device().index);
     const StridedGeometry geometry = make_geometry(destination.shape(), destination.strides(), {}, "fill_");
+    const cudaStream_t stream = current_stream(destination.device().index).raw();
     dispatch_all(destination.dtype(), "fill_", [&]<typename T>() {
-        fill_kernel<T><<<grid_for(count), 256>>>(static_cast<T*>(destination.raw_data()), geometry, count,
-                                                 static_cast<T>(value));
+        fill_kernel<T><<<grid_for(count), 256, 0, stream>>>(static_cast<T*>(destination.raw_data()), geometry, count,
+                                                            static_cast<T>(value));
     });
     KASMINA_CUDA_CHECK(cudaGetLastError());
 }

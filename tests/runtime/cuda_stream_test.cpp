@@ -1,0 +1,379 @@
+// Streams and events (runtime/cuda/stream.h), the stream-ordered caching allocator and the pinned
+// staging of large host <-> device copies. Each test skips itself on a machine without a GPU.
+#ifdef KASMINA_WITH_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "autograd/convolution.h"
+#include "kasmina.h"
+#include "runtime/allocator.h"
+#include "runtime/cuda/cuda_runtime.h"
+#include "runtime/cuda/stream.h"
+#include "test_util.h"
+
+using namespace kasmina;
+using cuda::Event;
+using cuda::Stream;
+using cuda::StreamGuard;
+
+namespace {
+
+#define REQUIRE_GPU() \
+    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
+
+const Device kGpu = Device::cuda(0);
+
+// Holds `stream` at a host function until release() (or destruction), so tests can look at what the
+// stream's later work is waiting for without depending on timing. Gives up after 10 s: a host call
+// that unexpectedly waits for the stream then fails the test instead of hanging it.
+class StreamBlocker {
+public:
+    explicit StreamBlocker(const Stream& stream) : stream_(stream) {
+        const cudaError_t status = cudaLaunchHostFunc(
+            stream.raw(),
+            [](void* state) {
+                const auto* blocker = static_cast<const StreamBlocker*>(state);
+                while (!blocker->released_.load() && std::chrono::steady_clock::now() < blocker->deadline_)
+                    std::this_thread::yield();
+            },
+            this);
+        if (status != cudaSuccess) throw DeviceError(cudaGetErrorString(status));
+    }
+    ~StreamBlocker() {
+        release();
+        cudaStreamSynchronize(stream_.raw());
+    }
+    void release() { released_ = true; }
+
+private:
+    Stream stream_;
+    std::atomic<bool> released_{false};
+    std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+};
+
+uint64_t device_allocations() { return allocator_for(kGpu).stats().device_allocations; }
+
+void* data_of(const Tensor& t) { return t.impl()->storage->data(); }
+
+// Bytes 0..255 in a pattern that does not repeat with any power-of-two period.
+std::vector<uint8_t> byte_pattern(size_t bytes) {
+    std::vector<uint8_t> values(bytes);
+    uint32_t state = static_cast<uint32_t>(bytes) * 2654435761u + 1;
+    for (uint8_t& value : values) {
+        state = state * 1664525u + 1013904223u;
+        value = static_cast<uint8_t>(state >> 24);
+    }
+    return values;
+}
+
+// A small network's forward and backward: cuBLAS, cuDNN, elementwise, reductions and softmax.
+std::vector<Tensor> forward_and_backward(const Tensor& image, const Tensor& filter, const Tensor& weight) {
+    const Tensor leaf_filter = filter.detach().set_requires_grad(true),
+                 leaf_weight = weight.detach().set_requires_grad(true);
+    const Tensor features = relu(conv2d(image, leaf_filter, {}, {.padding = {1, 1}}));
+    const Tensor logits = matmul(features.reshape({image.size(0), features.numel() / image.size(0)}), leaf_weight);
+    const Tensor loss = mean(softmax(logits, -1) * logits);
+    loss.backward();
+    return {logits.detach().to(Device::cpu()), leaf_filter.grad().to(Device::cpu()),
+            leaf_weight.grad().to(Device::cpu())};
+}
+
+}  // namespace
+
+TEST(CudaStream, DefaultAndPoolStreamsAreDistinctHandles) {
+    REQUIRE_GPU();
+    const Stream default_stream = Stream::default_stream(0), first = Stream::create(0), second = Stream::create(0);
+    EXPECT_TRUE(default_stream.is_default());
+    EXPECT_FALSE(first.is_default());
+    EXPECT_NE(first, second);
+    EXPECT_EQ(first.device(), 0);
+    EXPECT_THROW(Stream::create(cuda::device_count()), DeviceError);
+}
+
+TEST(CudaStream, StreamGuardSetsAndRestoresTheCurrentStream) {
+    REQUIRE_GPU();
+    const Stream outer = Stream::create(0), inner = Stream::create(0);
+    EXPECT_EQ(cuda::current_stream(0), Stream::default_stream(0));
+    {
+        StreamGuard outer_guard(outer);
+        EXPECT_EQ(cuda::current_stream(0), outer);
+        {
+            StreamGuard inner_guard(inner);
+            EXPECT_EQ(cuda::current_stream(0), inner);
+        }
+        EXPECT_EQ(cuda::current_stream(0), outer);
+    }
+    EXPECT_EQ(cuda::current_stream(0), Stream::default_stream(0));
+}
+
+TEST(CudaStream, CurrentStreamIsPerThread) {
+    REQUIRE_GPU();
+    const Stream side = Stream::create(0);
+    StreamGuard guard(side);
+    Stream seen_by_other_thread = side;
+    std::thread([&] { seen_by_other_thread = cuda::current_stream(0); }).join();
+    EXPECT_EQ(seen_by_other_thread, Stream::default_stream(0));
+}
+
+TEST(CudaStream, WorkOnASideStreamMatchesTheDefaultStream) {
+    REQUIRE_GPU();
+    manual_seed(7);
+    const Tensor image = Tensor::randn({8, 3, 16, 16}).to(kGpu), filter = Tensor::randn({4, 3, 3, 3}).to(kGpu);
+    const Tensor weight = Tensor::randn({4 * 16 * 16, 10}).to(kGpu);
+    const std::vector<Tensor> on_default = forward_and_backward(image, filter, weight);
+
+    const Stream side = Stream::create(0);
+    Event inputs_ready;
+    inputs_ready.record(Stream::default_stream(0));  // side is non-blocking: order it after the uploads
+    inputs_ready.wait(side);
+    std::vector<Tensor> on_side;
+    {
+        StreamGuard guard(side);
+        on_side = forward_and_backward(image, filter, weight);
+    }
+    ASSERT_EQ(on_side.size(), on_default.size());
+    for (size_t i = 0; i < on_side.size(); ++i) kasmina::testing::expect_tensors_close(on_side[i], on_default[i], 1e-5);
+}
+
+TEST(CudaStream, AnEventMakesAnotherStreamWaitForTheWorkBeforeIt) {
+    REQUIRE_GPU();
+    const Stream producer = Stream::create(0), consumer = Stream::create(0);
+    StreamBlocker hold(producer);
+    Event produced;
+    Tensor value, doubled;
+    {
+        StreamGuard guard(producer);
+        value = Tensor::full({1 << 20}, 1.0, {.device = kGpu});  // queued behind the blocker
+        value.fill_(3.0);
+        produced.record(producer);
+    }
+    {
+        StreamGuard guard(consumer);
+        produced.wait(consumer);
+        doubled = value + value;
+    }
+    EXPECT_FALSE(produced.query());
+    EXPECT_FALSE(consumer.query());  // the addition waits for the producer's fill
+    hold.release();
+    consumer.synchronize();
+    EXPECT_TRUE(produced.query());
+    EXPECT_TRUE(consumer.query());
+    const std::vector<float> values = doubled.to_vector<float>();
+    EXPECT_EQ(std::count(values.begin(), values.end(), 6.0f), static_cast<long>(values.size()));
+}
+
+TEST(CudaStream, EventElapsedTimeIsPositive) {
+    REQUIRE_GPU();
+    const Stream stream = Stream::create(0);
+    StreamGuard guard(stream);
+    const Tensor a = Tensor::randn({1024, 1024}).to(kGpu);
+    Event start({.enable_timing = true}), end({.enable_timing = true});
+    start.record(stream);
+    Tensor product = a;
+    for (int i = 0; i < 4; ++i) product = matmul(product, a) * 1e-3;
+    end.record(stream);
+    end.synchronize();
+    EXPECT_GT(start.elapsed_ms(end), 0.0f);
+}
+
+TEST(CudaStream, ElapsedTimeNeedsTimingEvents) {
+    REQUIRE_GPU();
+    Event start, end;
+    start.record(Stream::default_stream(0));
+    end.record(Stream::default_stream(0));
+    end.synchronize();
+    EXPECT_THROW(start.elapsed_ms(end), DeviceError);
+}
+
+TEST(CudaStream, AnUnrecordedEventIsComplete) {
+    REQUIRE_GPU();
+    const Event event;
+    EXPECT_TRUE(event.query());
+    EXPECT_NO_THROW(event.synchronize());
+}
+
+// ---- the stream-ordered caching allocator ----------------------------------------------------------
+
+TEST(CudaStreamAllocator, ABlockFreedOnOneStreamIsReusedOnlyOnThatStream) {
+    REQUIRE_GPU();
+    const Stream a = Stream::create(0), b = Stream::create(0);
+    allocator_for(kGpu).empty_cache();  // no cached segments of this odd size on either stream
+    constexpr int64_t kBytes = (37 << 20) + 4096;
+    void* freed_on_a = nullptr;
+    {
+        StreamGuard guard(a);
+        freed_on_a = data_of(Tensor::empty({kBytes}, {.dtype = DType::u8, .device = kGpu}));
+    }
+    {
+        StreamGuard guard(b);
+        const uint64_t before = device_allocations();
+        const Tensor on_b = Tensor::empty({kBytes}, {.dtype = DType::u8, .device = kGpu});
+        EXPECT_NE(data_of(on_b), freed_on_a);
+        EXPECT_EQ(device_allocations(), before + 1);
+    }
+    {
+        StreamGuard guard(a);
+        const uint64_t before = device_allocations();
+        const Tensor again_on_a = Tensor::empty({kBytes}, {.dtype = DType::u8, .device = kGpu});
+        EXPECT_EQ(data_of(again_on_a), freed_on_a);
+        EXPECT_EQ(device_allocations(), before);
+    }
+    a.synchronize();
+    b.synchronize();
+}
+
+TEST(CudaStreamAllocator, RecordStreamHoldsAFreedBlockUntilTheOtherStreamFinishes) {
+    REQUIRE_GPU();
+    const Stream owner = Stream::create(0), user = Stream::create(0);
+    allocator_for(kGpu).empty_cache();
+    constexpr int64_t kFloats = (9 << 20) + 17;
+    StreamBlocker hold(user);
+    Tensor shared, sum;
+    {
+        StreamGuard guard(owner);
+        shared = Tensor::ones({kFloats}, {.device = kGpu});
+    }
+    Event filled;
+    filled.record(owner);
+    filled.wait(user);
+    {
+        StreamGuard guard(user);
+        sum = shared + shared;  // queued behind the blocker
+    }
+    cuda::record_stream(shared, user);
+    void* held = data_of(shared);
+    shared = Tensor();  // freed while the user stream still has to read it
+    Tensor meanwhile;   // kept alive so that `held` is the only free block that fits afterwards
+    {
+        StreamGuard guard(owner);
+        meanwhile = Tensor::empty({kFloats}, {.device = kGpu});
+        EXPECT_NE(data_of(meanwhile), held);
+    }
+    hold.release();
+    user.synchronize();
+    {
+        StreamGuard guard(owner);
+        const uint64_t before = device_allocations();
+        const Tensor after = Tensor::empty({kFloats}, {.device = kGpu});
+        EXPECT_EQ(data_of(after), held);
+        EXPECT_EQ(device_allocations(), before);
+    }
+    const std::vector<float> values = sum.to_vector<float>();
+    EXPECT_EQ(std::count(values.begin(), values.end(), 2.0f), static_cast<long>(values.size()));
+    owner.synchronize();
+}
+
+TEST(CudaStreamAllocator, EmptyCacheWaitsForHeldBlocksAndKeepsStatsRight) {
+    REQUIRE_GPU();
+    const Stream owner = Stream::create(0), user = Stream::create(0);
+    allocator_for(kGpu).empty_cache();
+    const AllocatorStats start = allocator_for(kGpu).stats();
+    {
+        Tensor shared;
+        {
+            StreamGuard guard(owner);
+            shared = Tensor::zeros({(5 << 20) + 3}, {.device = kGpu});
+        }
+        EXPECT_GT(allocator_for(kGpu).stats().bytes_in_use, start.bytes_in_use);
+        cuda::record_stream(shared, user);
+    }
+    owner.synchronize();
+    EXPECT_EQ(allocator_for(kGpu).stats().bytes_in_use, start.bytes_in_use);
+    allocator_for(kGpu).empty_cache();  // the held block is released and its segment returned
+    EXPECT_EQ(allocator_for(kGpu).stats().reserved_bytes, start.reserved_bytes);
+}
+
+TEST(CudaStreamAllocator, RecordStreamRejectsCpuTensors) {
+    REQUIRE_GPU();
+    EXPECT_THROW(cuda::record_stream(Tensor::zeros({4}), Stream::default_stream(0)), DeviceError);
+}
+
+// ---- copies through the pinned staging ---------------------------------------------------------------
+
+// Sizes around the staging threshold and the chunk size, odd ones, and several chunks.
+std::vector<size_t> staging_sizes() {
+    const size_t threshold = cuda::kStagedCopyThreshold, chunk = cuda::kStagingChunkBytes;
+    return {threshold - 1, threshold,         threshold + 1, chunk - 1,    chunk,
+            chunk + 1,     2 * chunk + 12345, 3 * chunk - 7, (9 << 20) + 3};
+}
+
+// Reads a device buffer back in pieces below the staging threshold (the plain copy path).
+std::vector<uint8_t> read_back_in_small_pieces(const Tensor& device_bytes) {
+    std::vector<uint8_t> result;
+    const int64_t piece = static_cast<int64_t>(cuda::kStagedCopyThreshold / 2);
+    for (int64_t start = 0; start < device_bytes.numel(); start += piece) {
+        const std::vector<uint8_t> part =
+            device_bytes.narrow(0, start, std::min(piece, device_bytes.numel() - start)).to_vector<uint8_t>();
+        result.insert(result.end(), part.begin(), part.end());
+    }
+    return result;
+}
+
+TEST(CudaStagedCopy, LargeHostToDeviceCopiesAreBitExact) {
+    REQUIRE_GPU();
+    for (const size_t bytes : staging_sizes()) {
+        const std::vector<uint8_t> pattern = byte_pattern(bytes);
+        const Tensor device_bytes = Tensor::from_vector(pattern, {static_cast<int64_t>(bytes)}, kGpu);
+        EXPECT_TRUE(read_back_in_small_pieces(device_bytes) == pattern) << bytes << " bytes";
+    }
+}
+
+TEST(CudaStagedCopy, LargeDeviceToHostCopiesAreBitExact) {
+    REQUIRE_GPU();
+    for (const size_t bytes : staging_sizes()) {
+        const std::vector<uint8_t> pattern = byte_pattern(bytes);
+        const Tensor host = Tensor::from_vector(pattern, {static_cast<int64_t>(bytes)});
+        const Tensor device_bytes = Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = kGpu});
+        const int64_t piece = static_cast<int64_t>(cuda::kStagedCopyThreshold / 2);
+        for (int64_t start = 0; start < host.numel(); start += piece) {  // uploaded by the plain path
+            const int64_t length = std::min(piece, host.numel() - start);
+            device_bytes.narrow(0, start, length).copy_(host.narrow(0, start, length));
+        }
+        EXPECT_TRUE(device_bytes.to_vector<uint8_t>() == pattern) << bytes << " bytes";
+    }
+}
+
+TEST(CudaStagedCopy, RoundTripsOnASideStreamAreBitExact) {
+    REQUIRE_GPU();
+    const Stream side = Stream::create(0);
+    StreamGuard guard(side);
+    for (const size_t bytes : staging_sizes()) {
+        const std::vector<uint8_t> pattern = byte_pattern(bytes);
+        EXPECT_TRUE(Tensor::from_vector(pattern, {static_cast<int64_t>(bytes)}, kGpu).to_vector<uint8_t>() == pattern)
+            << bytes << " bytes";
+    }
+}
+
+TEST(CudaStagedCopy, TheSourceMayBeReusedAsSoonAsTheCopyReturns) {
+    REQUIRE_GPU();
+    const size_t bytes = 3 * cuda::kStagingChunkBytes + 5;
+    std::vector<uint8_t> source = byte_pattern(bytes);
+    const std::vector<uint8_t> expected = source;
+    const Tensor device_bytes = Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = kGpu});
+    cuda::copy_bytes(device_bytes.raw_data(), source.data(), bytes, cuda::CopyKind::host_to_device, 0);
+    std::fill(source.begin(), source.end(), uint8_t{0});  // the copy must not see this
+    EXPECT_TRUE(device_bytes.to_vector<uint8_t>() == expected);
+}
+
+TEST(CudaStagedCopy, PinnedHostMemoryCopiesDirectly) {
+    REQUIRE_GPU();
+    const size_t bytes = 2 * cuda::kStagingChunkBytes + 77;
+    const std::vector<uint8_t> pattern = byte_pattern(bytes);
+    uint8_t* pinned = nullptr;
+    ASSERT_EQ(cudaHostAlloc(reinterpret_cast<void**>(&pinned), bytes, cudaHostAllocDefault), cudaSuccess);
+    std::memcpy(pinned, pattern.data(), bytes);
+    const Tensor device_bytes = Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = kGpu});
+    cuda::copy_bytes(device_bytes.raw_data(), pinned, bytes, cuda::CopyKind::host_to_device, 0);
+    std::memset(pinned, 0, bytes);
+    cuda::copy_bytes(pinned, device_bytes.raw_data(), bytes, cuda::CopyKind::device_to_host, 0);
+    EXPECT_EQ(std::memcmp(pinned, pattern.data(), bytes), 0);
+    cudaFreeHost(pinned);
+}
+
+#endif  // KASMINA_WITH_CUDA
