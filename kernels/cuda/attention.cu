@@ -405,7 +405,7 @@ void launch_attention(Kernel kernel, int shared_elements, size_t element_size, d
                       const Params& params) {
     const size_t bytes = static_cast<size_t>(shared_elements) * element_size;
     KASMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    kernel<<<grid, kAttentionThreads, bytes>>>(params);
+    kernel<<<grid, kAttentionThreads, bytes, launch_stream()>>>(params);
     check_launch(op);
 }
 
@@ -447,7 +447,7 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
         p.delta = static_cast<const T*>(delta.raw_data());
         const int64_t rows = q.size(0) * q.size(1) * q.size(2);
         if (rows > 0) {
-            attention_delta_kernel<T><<<grid_for(rows * 32), kThreads>>>(p, static_cast<T*>(delta.raw_data()), rows);
+            attention_delta_kernel<T><<<grid_for(rows * 32), kThreads, 0, launch_stream()>>>(p, static_cast<T*>(delta.raw_data()), rows);
             check_launch("scaled_dot_product_attention_backward");
         }
         with_head_tile<T>(p.head_dim, [&]<int kD>() {

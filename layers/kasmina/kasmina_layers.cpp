@@ -1,5 +1,7 @@
 #include "layers/kasmina/kasmina_layers.h"
 
+#include <algorithm>
+
 #include "autograd/blend.h"
 #include "autograd/ops.h"
 #include "runtime/grad_mode.h"
@@ -29,19 +31,27 @@ void KasminaLayerBase::set_telemetry(std::shared_ptr<TelemetrySink> sink, std::s
 
 void KasminaLayerBase::report_telemetry(const Tensor& d) {
     if (!telemetry_sink_) return;
+    auto deliver = [&] {
+        const std::vector<double> statistics = telemetry_readback_.take();
+        pending_report_.activation_variance = statistics[0];
+        pending_report_.dead_fraction = statistics[1];
+        telemetry_sink_->report(pending_report_);
+    };
+    if (telemetry_readback_.ready()) deliver();
     const int64_t step = bank_.step();
-    if (step % telemetry_interval_ != 0) return;
+    if (step % telemetry_interval_ != 0 || telemetry_readback_.pending()) return;
     NoGradGuard no_grad;
-    LayerReport report;
-    report.layer = telemetry_name_;
-    report.kind = module().type_name();
-    report.step = step;
-    report.seeds = bank_.reports();
+    pending_report_ = LayerReport{};
+    pending_report_.layer = telemetry_name_;
+    pending_report_.kind = module().type_name();
+    pending_report_.step = step;
+    pending_report_.seeds = bank_.reports();
+    if (bank_.cache()) pending_report_.cache = bank_.cache()->stats();
     const Tensor values = d.detach();
-    report.activation_variance = values.numel() > 1 ? var(values).item() : 0.0;
-    report.dead_fraction = mean(le(values, scalar_like(values, 0.0)).to(values.dtype())).item();
-    if (bank_.cache()) report.cache = bank_.cache()->stats();
-    telemetry_sink_->report(report);
+    const Tensor variance = values.numel() > 1 ? var(values) : Tensor::zeros({}, values.options());
+    const Tensor dead = mean(le(values, scalar_like(values, 0.0)).to(values.dtype()));
+    telemetry_readback_.start(stack({variance, dead}, 0));
+    if (telemetry_readback_.ready()) deliver();  // host tensors: at once
 }
 
 // ---- signatures ----------------------------------------------------------------------------------
@@ -184,8 +194,14 @@ Tensor KasminaAttentionLayer::transform_head_context(const Tensor& context) {
     for (const BlendingSeed& seed : seeds) {
         // One kernel call over all the seed's target heads: [B, T, L, head_dim].
         std::vector<int64_t> heads = seed.target_heads;
-        const Tensor index = Tensor::from_vector<int64_t>(heads, {static_cast<int64_t>(heads.size())}).to(context.device());
-        const Tensor targeted = index_select(context, 1, index);
+        // Slices of the context, not index_select: a device index would be copied over and range-checked
+        // on the host, a sync in every forward.
+        std::vector<Tensor> slices;
+        for (int64_t h : heads) slices.push_back(context.narrow(1, h, 1));
+        const bool consecutive = heads.back() - heads.front() + 1 == static_cast<int64_t>(heads.size()) &&
+                                 std::is_sorted(heads.begin(), heads.end());
+        const Tensor targeted = consecutive ? context.narrow(1, heads.front(), static_cast<int64_t>(heads.size()))
+                                            : cat(slices, 1);
         const Tensor output =
             bank_.run_kernel(seed, targeted.shape(), targeted, [&](KernelNetwork& kernel) { return kernel.forward(targeted); });
         if (!output.defined()) continue;

@@ -43,6 +43,8 @@ public:
     std::vector<SeedReport> layer_stats() const { return bank_.reports(); }
 
     // Reports every `interval` training steps to `sink` under `name`; a null sink turns telemetry off.
+    // On a GPU the two activation statistics come back without a sync: the report of step s reaches the
+    // sink at the first forward after their copy to the host has landed.
     void set_telemetry(std::shared_ptr<TelemetrySink> sink, std::string name, int64_t interval = 1);
 
 protected:
@@ -57,6 +59,8 @@ private:
     std::shared_ptr<TelemetrySink> telemetry_sink_;
     std::string telemetry_name_;
     int64_t telemetry_interval_ = 1;
+    LayerReport pending_report_;  // waiting for its activation statistics in telemetry_readback_
+    Readback telemetry_readback_;
 };
 
 // The device and floating dtype of a module's first parameter or buffer (CPU, float32 without any).

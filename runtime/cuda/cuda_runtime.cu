@@ -476,6 +476,20 @@ void copy_bytes(void* destination, const void* source, size_t bytes, CopyKind ki
     }
 }
 
+void* allocate_pinned(size_t bytes) {
+    void* pointer = nullptr;
+    KASMINA_CUDA_CHECK(cudaHostAlloc(&pointer, bytes, cudaHostAllocDefault));
+    return pointer;
+}
+
+void free_pinned(void* pointer) { cudaFreeHost(pointer); }
+
+void copy_to_host_async(void* destination, const void* source, size_t bytes, int device) {
+    if (bytes == 0) return;
+    DeviceGuard guard(device);
+    KASMINA_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToHost, current_stream(device).raw()));
+}
+
 void strided_copy(const Tensor& destination, const Tensor& source) {
     const int64_t count = destination.numel();
     if (count == 0) return;

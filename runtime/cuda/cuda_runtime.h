@@ -27,6 +27,13 @@ void copy_bytes(void* destination, const void* source, size_t bytes, CopyKind ki
 constexpr size_t kStagedCopyThreshold = size_t{256} << 10;
 constexpr size_t kStagingChunkBytes = size_t{4} << 20;
 
+// Pinned (page-locked) host memory, for copies the host does not wait on.
+void* allocate_pinned(size_t bytes);
+void free_pinned(void* pointer);
+// Queues a device-to-host copy into pinned `destination` on `device`'s current stream and returns at
+// once; the data is there when an event recorded on that stream afterwards has completed.
+void copy_to_host_async(void* destination, const void* source, size_t bytes, int device);
+
 // Element-wise strided copy with dtype conversion between two tensors on the same CUDA device
 // (destination shape; source already broadcast to it by the caller's strides).
 void strided_copy(const Tensor& destination, const Tensor& source_broadcast);
