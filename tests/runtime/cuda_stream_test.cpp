@@ -144,28 +144,37 @@ TEST(CudaStream, WorkOnASideStreamMatchesTheDefaultStream) {
 TEST(CudaStream, AnEventMakesAnotherStreamWaitForTheWorkBeforeIt) {
     REQUIRE_GPU();
     const Stream producer = Stream::create(0), consumer = Stream::create(0);
-    StreamBlocker hold(producer);
-    Event produced;
-    Tensor value, doubled;
+    // Allocate before holding the producer: cudaMalloc for a new segment may wait for the device.
+    Tensor value, copied;
     {
         StreamGuard guard(producer);
-        value = Tensor::full({1 << 20}, 1.0, {.device = kGpu});  // queued behind the blocker
-        value.fill_(3.0);
+        value = Tensor::zeros({1 << 20}, {.device = kGpu});
+    }
+    {
+        StreamGuard guard(consumer);
+        copied = Tensor::zeros({1 << 20}, {.device = kGpu});
+    }
+    synchronize(kGpu);
+    StreamBlocker hold(producer);
+    Event produced;
+    {
+        StreamGuard guard(producer);
+        value.fill_(3.0);  // queued behind the blocker
         produced.record(producer);
     }
     {
         StreamGuard guard(consumer);
         produced.wait(consumer);
-        doubled = value + value;
+        copied.copy_(value);
     }
     EXPECT_FALSE(produced.query());
-    EXPECT_FALSE(consumer.query());  // the addition waits for the producer's fill
+    EXPECT_FALSE(consumer.query());  // the copy waits for the producer's fill
     hold.release();
     consumer.synchronize();
     EXPECT_TRUE(produced.query());
     EXPECT_TRUE(consumer.query());
-    const std::vector<float> values = doubled.to_vector<float>();
-    EXPECT_EQ(std::count(values.begin(), values.end(), 6.0f), static_cast<long>(values.size()));
+    const std::vector<float> values = copied.to_vector<float>();
+    EXPECT_EQ(std::count(values.begin(), values.end(), 3.0f), static_cast<long>(values.size()));
 }
 
 TEST(CudaStream, EventElapsedTimeIsPositive) {

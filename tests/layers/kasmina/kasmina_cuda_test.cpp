@@ -233,14 +233,19 @@ TEST(KasminaCuda, TrainingForwardsNeitherWaitForTheDeviceNorAllocateFromIt) {
     layer.train();
     const Tensor x = Tensor::randn({32, 64}).to(kGpu);
     const int64_t interval = SeedBank::kSettleInterval;
-    for (int64_t i = 0; i < 2 * interval + 1; ++i) layer.forward(x);  // warm: caches filled, a check batch in flight
+    // Warm up through two polls, stopping 4 steps before the third: caches filled, a check batch in flight.
+    while (layer.seeds().step() < 3 * interval - 4) layer.forward(x);
+    synchronize(kGpu);
     // ~100 ms of queued GPU work: a forward that waited for the device would return to an idle queue.
+    // (Only a few forwards follow: the launch queue is finite, and a full one makes the host wait too.)
     const Tensor big = Tensor::randn({4096, 4096}).to(kGpu) * (1.0 / 64.0);
     Tensor busy = big;
     for (int i = 0; i < 40; ++i) busy = matmul(busy, big);
     const uint64_t device_allocations = allocator_for(kGpu).stats().device_allocations;
-    for (int64_t i = 0; i < 3 * interval; ++i) layer.forward(x);  // three poll points
+    ASSERT_FALSE(cuda::current_stream(0).query()) << "the queued work itself waited";
+    for (int i = 0; i < 8; ++i) layer.forward(x);  // across the poll: the landed batch is recorded, the next one queued
     EXPECT_FALSE(cuda::current_stream(0).query()) << "a forward waited for the device";
+    EXPECT_GE(layer.seeds().step(), 3 * interval);
     EXPECT_EQ(allocator_for(kGpu).stats().device_allocations, device_allocations);
     synchronize(kGpu);
     EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u);
