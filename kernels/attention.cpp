@@ -3,6 +3,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/kernels.h"
+#include "kernels/settings.h"
 
 namespace kasmina::kernels {
 namespace {
@@ -81,7 +82,7 @@ AttentionGrads attention_backward(const Tensor& grad_output, const Tensor& q, co
 #ifdef KASMINA_WITH_CUDA
     cuda::attention_backward(rows_dense(grad_output), rows_dense(q), rows_dense(k), rows_dense(v),
                              scores_mask, causal, scale, forward.output, forward.logsumexp, delta, grads.q, grads.k,
-                             grads.v);
+                             grads.v, attention_workspace_bytes());
 #else
     (void)causal, (void)scale;
 #endif

@@ -6,11 +6,13 @@ namespace kasmina {
 namespace {
 std::atomic<bool> allow_tf32_flag{false};
 std::atomic<bool> fused_attention_flag{true};
+std::atomic<size_t> attention_workspace{size_t{64} << 20};
 }
 
 void set_allow_tf32(bool allow) { allow_tf32_flag.store(allow, std::memory_order_relaxed); }
 bool allow_tf32() { return allow_tf32_flag.load(std::memory_order_relaxed); }
 void set_fused_attention(bool enable) { fused_attention_flag.store(enable, std::memory_order_relaxed); }
 bool fused_attention() { return fused_attention_flag.load(std::memory_order_relaxed); }
-
+void set_attention_workspace_bytes(size_t bytes) { attention_workspace.store(bytes, std::memory_order_relaxed); }
+size_t attention_workspace_bytes() { return attention_workspace.load(std::memory_order_relaxed); }
 }  // namespace kasmina

@@ -74,13 +74,14 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
                          const Tensor& grad_bias);
 
 // attention.cu — contracts as kernels/attention.h; q, k, v, grad_out with unit stride along head_dim,
-// mask expanded to [B, H, L, S] (zero strides where broadcast) or undefined; delta [B, H, L] scratch.
+// mask expanded to [B, H, L, S] (zero strides where broadcast) or undefined; delta [B, H, L] scratch;
+// grads dense; the backward holds at most workspace_bytes of scores (kernels/settings.h).
 int64_t max_fused_attention_head_dim(DType dtype);
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
                        const Tensor& out, const Tensor& lse);
 void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                         bool causal, double scale, const Tensor& out, const Tensor& lse, const Tensor& delta,
-                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v);
+                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes);
 
 // blend.cu — contracts as kernels::cpu::blend / blend_backward
 void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,

@@ -2,7 +2,7 @@
 // differences (CPU); the fused CUDA kernels against the CPU (float32: outputs and q/k/v gradients
 // over head dims 8-128, masks of every broadcast, causal with L != S, non-contiguous operands),
 // float64 finite differences on the GPU, determinism, NaN for fully masked rows as the composition,
-// and the memory the fused path saves (no [L, S] score matrix). GPU tests skip without a device.
+// and the memory the fused path saves (no whole score tensor; at most the backward's workspace). GPU tests skip without a device.
 #include <cmath>
 #include <limits>
 
@@ -120,8 +120,22 @@ TEST(Attention, FusedKernelsAreGpuOnly) {
     EXPECT_THROW_WITH(kernels::attention_forward(q, q, q, Tensor(), false, 1.0), DeviceError, "CUDA");
 }
 
+// Runs `body` once with the backward's default workspace (chunks of heads through cuBLAS) and once
+// with none (the tiled kernels).
+template <typename Body>
+void for_both_backward_paths(const Body& body) {
+    const size_t workspace = attention_workspace_bytes();
+    for (size_t bytes : {workspace, size_t{0}}) {
+        SCOPED_TRACE(bytes == 0 ? "tiled backward" : "chunked backward");
+        set_attention_workspace_bytes(bytes);
+        body();
+    }
+    set_attention_workspace_bytes(workspace);
+}
+
 TEST(AttentionOnCuda, FusedMatchesTheCpuOverHeadDimsAndMasks) {
     REQUIRE_GPU();
+    for_both_backward_paths([] {
     for (const Case& c : {Case{2, 3, 37, 53, 16}, Case{1, 2, 64, 64, 64}, Case{2, 2, 70, 129, 80},
                           Case{1, 2, 65, 31, 128}, Case{3, 1, 1, 1, 8}, Case{1, 1, 200, 150, 32}}) {
         expect_fused_matches_cpu(c, Tensor(), false);
@@ -131,6 +145,7 @@ TEST(AttentionOnCuda, FusedMatchesTheCpuOverHeadDimsAndMasks) {
         expect_fused_matches_cpu(c, Tensor(), true);
         expect_fused_matches_cpu(c, sparse_mask({c.batch, 1, 1, c.source}), true);
     }
+    });
 }
 
 TEST(AttentionOnCuda, NonContiguousOperandsAndTheComposedGpuPathAgree) {
@@ -164,17 +179,21 @@ TEST(AttentionOnCuda, Float64GradientsMatchFiniteDifferences) {
         };
     };
     ASSERT_TRUE(kernels::fused_attention_supported(q.to(kGpu), k.to(kGpu), v.to(kGpu), mask.to(kGpu)));
-    EXPECT_GRADCHECK(on_gpu(false), {q, k, v});
-    EXPECT_GRADCHECK(on_gpu(true), {q, k, v});
+    for_both_backward_paths([&] {
+        EXPECT_GRADCHECK(on_gpu(false), {q, k, v});
+        EXPECT_GRADCHECK(on_gpu(true), {q, k, v});
+    });
 }
 
 TEST(AttentionOnCuda, BackwardIsDeterministic) {
     REQUIRE_GPU();
     const Tensor q = randn({2, 4, 300, 64}), k = randn({2, 4, 300, 64}), v = randn({2, 4, 300, 64});
     const Tensor weights = randn({2, 4, 300, 64});
-    const std::vector<Tensor> first = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
-    const std::vector<Tensor> second = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
-    for (int i = 0; i < 4; ++i) EXPECT_EQ(first[i].to_vector<float>(), second[i].to_vector<float>()) << "result " << i;
+    for_both_backward_paths([&] {
+        const std::vector<Tensor> first = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
+        const std::vector<Tensor> second = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
+        for (int i = 0; i < 4; ++i) EXPECT_EQ(first[i].to_vector<float>(), second[i].to_vector<float>()) << "result " << i;
+    });
 }
 
 TEST(AttentionOnCuda, FullyMaskedRowsGiveNanLikeTheComposition) {
@@ -191,27 +210,34 @@ TEST(AttentionOnCuda, FullyMaskedRowsGiveNanLikeTheComposition) {
     }
 }
 
-TEST(AttentionOnCuda, FusedPathNeverHoldsTheScoreMatrix) {
+TEST(AttentionOnCuda, FusedPathHoldsAtMostItsWorkspaceOfScores) {
     REQUIRE_GPU();
     const int64_t batch = 2, heads = 4, length = 1024, head_dim = 64;
-    const int64_t score_bytes = batch * heads * length * length * 4;  // 32 MiB
+    const uint64_t operand_bytes = static_cast<uint64_t>(batch * heads * length * head_dim * 4);  // 2 MiB
     Tensor q = randn({batch, heads, length, head_dim}).to(kGpu).set_requires_grad(true);
     Tensor k = randn({batch, heads, length, head_dim}).to(kGpu).set_requires_grad(true);
     Tensor v = randn({batch, heads, length, head_dim}).to(kGpu).set_requires_grad(true);
     Allocator& allocator = allocator_for(kGpu);
-    synchronize(kGpu);
-    const uint64_t before = allocator.stats().bytes_in_use;
-    const uint64_t operand_bytes = static_cast<uint64_t>(batch * heads * length * head_dim * 4);
-    uint64_t peak = 0;
-    {
-        const Tensor out = scaled_dot_product_attention(q, k, v, Tensor(), true);
-        peak = std::max(peak, allocator.stats().bytes_in_use - before);
-        sum(out).backward();
-        peak = std::max(peak, allocator.stats().bytes_in_use - before);
-    }
-    // output, log-sum-exp, the three gradients, the sum's gradient and scratch: well under one score matrix
-    EXPECT_LT(peak, 8 * operand_bytes);
-    EXPECT_LT(8 * operand_bytes, static_cast<uint64_t>(score_bytes));
+    auto peak_bytes = [&](size_t workspace) {
+        set_attention_workspace_bytes(workspace);
+        q.set_grad({}), k.set_grad({}), v.set_grad({});
+        synchronize(kGpu);
+        const uint64_t before = allocator.stats().bytes_in_use;
+        uint64_t peak = 0;
+        {
+            const Tensor out = scaled_dot_product_attention(q, k, v, Tensor(), true);
+            peak = std::max(peak, allocator.stats().bytes_in_use - before);
+            sum(out).backward();
+            peak = std::max(peak, allocator.stats().bytes_in_use - before);
+        }
+        return peak;
+    };
+    const size_t default_workspace = attention_workspace_bytes();
+    // outputs, log-sum-exp, three gradients, the sum's gradient, scratch: a few operands, no scores
+    EXPECT_LT(peak_bytes(0), 8 * operand_bytes);
+    // chunks of 2 heads (two 8 MiB score buffers): a quarter of the 32 MiB score tensor at a time
+    EXPECT_LT(peak_bytes(16 << 20), 8 * operand_bytes + (16 << 20));
+    set_attention_workspace_bytes(default_workspace);
 }
 
 TEST(AttentionOnCuda, MultiheadAttentionUsesTheFusedPathAndMatchesTheCpu) {
