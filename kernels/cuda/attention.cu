@@ -230,31 +230,39 @@ __device__ __forceinline__ void probability_and_gradient(const AttentionParams<T
     grad_score = probability * (grad_dot - p.delta[row_index]);
 }
 
-// The chunked backward's elementwise steps over scores [heads first_head.., L, S] of one chunk:
+// The chunked backward's elementwise steps over the scores [rows = heads * L, S] of one chunk whose
+// first head is first_head: one block row per score row, so the head and row indices cost one
+// division per row, not per element.
 // probabilities = exp(scores * scale + mask - lse), in place.
 template <typename T>
-__global__ void chunk_probabilities_kernel(T* scores, AttentionParams<T> p, int64_t first_head, int64_t total) {
-    const int64_t per_head = static_cast<int64_t>(p.target) * p.source;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t head = first_head + i / per_head;
-        const int r = static_cast<int>(i % per_head / p.source), c = static_cast<int>(i % p.source);
-        const int b = static_cast<int>(head / p.heads), h = static_cast<int>(head % p.heads);
-        scores[i] = exp(masked_score(p, b, h, r, c, scores[i]) - p.lse[head * p.target + r]);
+__global__ void chunk_probabilities_kernel(T* scores, AttentionParams<T> p, int64_t first_head, int64_t rows) {
+    for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+        const int64_t head = first_head + row / p.target;
+        const int r = static_cast<int>(row % p.target), b = static_cast<int>(head / p.heads), h = static_cast<int>(head % p.heads);
+        const T lse = p.lse[head * p.target + r];
+        T* line = scores + row * p.source;
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < p.source; c += gridDim.x * blockDim.x)
+            line[c] = exp(masked_score(p, b, h, r, c, line[c]) - lse);
     }
 }
 
 // grad (dP, in place) becomes scale * P * (dP - delta): the gradient of the scaled scores.
 template <typename T>
 __global__ void chunk_score_gradient_kernel(const T* probabilities, T* grad, AttentionParams<T> p, int64_t first_head,
-                                            int64_t total) {
-    const int64_t per_head = static_cast<int64_t>(p.target) * p.source;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t head = first_head + i / per_head;
-        const int r = static_cast<int>(i % per_head / p.source);
-        grad[i] = p.scale * probabilities[i] * (grad[i] - p.delta[head * p.target + r]);
+                                            int64_t rows) {
+    for (int64_t row = blockIdx.y; row < rows; row += gridDim.y) {
+        const int64_t head = first_head + row / p.target;
+        const T delta = p.delta[head * p.target + row % p.target];
+        const T* probability = probabilities + row * p.source;
+        T* line = grad + row * p.source;
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < p.source; c += gridDim.x * blockDim.x)
+            line[c] = p.scale * probability[c] * (line[c] - delta);
     }
+}
+
+dim3 score_rows_grid(int64_t rows, int64_t source) {
+    return dim3(static_cast<unsigned>(std::min<int64_t>((source + kThreads - 1) / kThreads, 64)),
+                static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
 }
 
 // Query rows per inner step of the dK/dV kernel: 64 where shared memory allows, else 32.
@@ -481,15 +489,16 @@ void chunked_backward(const AttentionParams<T>& p, const Tensor& grad_out, const
         const Tensor qc = q_flat.narrow(0, first, count), kc = k_flat.narrow(0, first, count);
         const Tensor vc = v_flat.narrow(0, first, count), gc = grad_out_flat.narrow(0, first, count);
         const Tensor probabilities = scores.narrow(0, 0, count), grad_scores = score_grads.narrow(0, 0, count);
-        const int64_t total = count * target * source;
+        const int64_t rows = count * target;
+        const dim3 grid = score_rows_grid(rows, source);
         batched_matmul(qc, kc.transpose(1, 2), probabilities);
-        chunk_probabilities_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
-            static_cast<T*>(probabilities.raw_data()), p, first, total);
+        chunk_probabilities_kernel<T><<<grid, kThreads, 0, launch_stream()>>>(static_cast<T*>(probabilities.raw_data()), p,
+                                                                              first, rows);
         check_launch("scaled_dot_product_attention_backward");
         batched_matmul(probabilities.transpose(1, 2), gc, grad_v_flat.narrow(0, first, count));
         batched_matmul(gc, vc.transpose(1, 2), grad_scores);
-        chunk_score_gradient_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
-            static_cast<const T*>(probabilities.raw_data()), static_cast<T*>(grad_scores.raw_data()), p, first, total);
+        chunk_score_gradient_kernel<T><<<grid, kThreads, 0, launch_stream()>>>(
+            static_cast<const T*>(probabilities.raw_data()), static_cast<T*>(grad_scores.raw_data()), p, first, rows);
         check_launch("scaled_dot_product_attention_backward");
         batched_matmul(grad_scores, kc, grad_q_flat.narrow(0, first, count));
         batched_matmul(grad_scores.transpose(1, 2), qc, grad_k_flat.narrow(0, first, count));
