@@ -4,12 +4,27 @@
 #include <nlohmann/json.hpp>
 
 #include "layers/kasmina/blueprints.h"
+#include "runtime/grad_mode.h"
 
 namespace kasmina::train {
 namespace {
 
+// A bottleneck whose last projection is zero outputs zeros: ramping it in only scales the layer's own
+// output by (1 - alpha) — which a following batch norm undoes — instead of blending in noise, and the
+// kernel grows from there (the zero-initialized residual branch).
+morph::KernelArtifact quiet(morph::KernelArtifact artifact) {
+    for (auto op = artifact.ops.rbegin(); op != artifact.ops.rend(); ++op) {
+        if (op->weight.empty()) continue;
+        NoGradGuard no_grad;
+        artifact.tensors.at(op->weight).zero_();
+        if (!op->bias.empty()) artifact.tensors.at(op->bias).zero_();
+        break;
+    }
+    return artifact;
+}
+
 // The blueprint that fits a layer of the demo network (any layer Kasmina wraps).
-morph::KernelArtifact blueprint_for(morph::KasminaLayerBase& layer, double alpha, Generator* generator) {
+morph::KernelArtifact blueprint(morph::KasminaLayerBase& layer, double alpha, Generator* generator) {
     nn::Module& module = layer.module();
     if (auto* linear = dynamic_cast<nn::Linear*>(&module))
         return morph::make_linear_bottleneck(linear->in_features(), linear->out_features(), 32, alpha, "fc-bottleneck", generator);
@@ -22,6 +37,12 @@ morph::KernelArtifact blueprint_for(morph::KasminaLayerBase& layer, double alpha
         return morph::make_norm_affine(norm->normalized_shape(), -1, alpha, "feature-affine", generator);
     auto& batch_norm = dynamic_cast<nn::BatchNorm&>(module);
     return morph::make_norm_affine({batch_norm.num_features()}, 1, alpha, "channel-affine", generator);
+}
+
+morph::KernelArtifact blueprint_for(morph::KasminaLayerBase& layer, const ControllerOptions& options, Generator* generator) {
+    morph::KernelArtifact artifact = blueprint(layer, options.target_alpha, generator);
+    const bool affine = artifact.ops.size() == 1;  // the norm kernels start as the identity already
+    return options.quiet_start && !affine ? quiet(std::move(artifact)) : artifact;
 }
 
 }  // namespace
@@ -67,7 +88,7 @@ void Controller::germinate(int epoch, morph::MorphableModel& model) {
     Generator generator(options_.seed * 7919 + static_cast<uint64_t>(epoch));
     for (const std::string& name : model.kasmina_layers()) {
         morph::KasminaLayerBase& layer = model.layer(name);
-        const morph::KernelArtifact artifact = blueprint_for(layer, options_.target_alpha, &generator);
+        const morph::KernelArtifact artifact = blueprint_for(layer, options_, &generator);
         const std::vector<uint8_t> bytes = morph::serialize_artifact(artifact);
         const uint64_t id = morph::content_hash(bytes.data(), bytes.size());
         const bool known = store_->contains(id);

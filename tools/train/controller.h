@@ -21,6 +21,7 @@ struct ControllerOptions {
     double target_alpha = 0.3;
     int64_t ramp_steps = 150;
     double keep_margin = 0.0;    // a seed is kept if ablating it lowers validation accuracy by more than this
+    bool quiet_start = true;     // bottleneck kernels start with a zero last projection (no noise blended in)
     uint64_t seed = 1;
 };
 
