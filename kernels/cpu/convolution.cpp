@@ -60,14 +60,27 @@ memory::desc any_layout(const memory::desc& plain) {
     return memory::desc(plain.dims(), memory::data_type::f32, memory::format_tag::any);
 }
 
+// The forward's activations in oneDNN's channel-blocked layout (nChw16c with AVX-512, nChw8c without)
+// when the channels fill whole blocks: its direct kernel is as fast as the channels-last kernel "any"
+// picks, and reordering to and from the blocked layout is ~3x cheaper (60 vs 180 us at [8, 32, 32, 32],
+// 2 threads; the forward went 851 -> 736 us). Grouped or odd channel counts keep "any".
+memory::desc forward_activation_layout(const Shape& shape, int64_t groups) {
+    static const bool avx512 = (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & dnnl_cpu_isa_avx512_core) ==
+                               static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
+    const int64_t block = avx512 ? 16 : 8;
+    const memory::desc plain = activation_desc(shape);
+    if (groups != 1 || shape[1] % block != 0) return any_layout(plain);
+    return memory::desc(plain.dims(), memory::data_type::f32, avx512 ? memory::format_tag::nChw16c : memory::format_tag::nChw8c);
+}
+
 dnnl::convolution_forward::primitive_desc forward_descriptor(dnnl::prop_kind kind, const Shape& x, const Shape& weight,
                                                              bool with_bias, const Shape& out,
                                                              const Conv2dParams& params) {
     const Geometry g = geometry(params);
     const dnnl::convolution_forward::desc desc(
-        kind, dnnl::algorithm::convolution_direct, any_layout(activation_desc(x)),
+        kind, dnnl::algorithm::convolution_direct, forward_activation_layout(x, params.groups),
         any_layout(weight_desc(weight, params.groups)), with_bias ? bias_desc(weight[0]) : memory::desc(),
-        any_layout(activation_desc(out)), g.strides, g.dilates, g.padding_l, g.padding_r);
+        forward_activation_layout(out, params.groups), g.strides, g.dilates, g.padding_l, g.padding_r);
     return {desc, onednn::engine()};
 }
 
@@ -92,6 +105,16 @@ void execute(const std::string& key, const dnnl::primitive& primitive, const std
                                                                    [&] { return dnnl::reorder(from, to); });
         converter.execute(onednn::stream(), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
     };
+    // Staging buffers in the primitive's layouts, kept per thread and argument: a fresh allocation per
+    // call would page-fault its way through megabytes on every convolution.
+    thread_local std::unordered_map<std::string, memory> staging_buffers;
+    auto staging_for = [&](const char* direction, int index, const memory::desc& desc) {
+        const std::string name = key + "|" + direction + std::to_string(index);
+        auto found = staging_buffers.find(name);
+        if (found == staging_buffers.end() || found->second.get_desc() != desc)
+            found = staging_buffers.insert_or_assign(name, memory(desc, onednn::engine())).first;
+        return found->second;
+    };
     std::unordered_map<int, memory> arguments;
     for (const Argument& input : inputs) {
         const memory::desc wanted = argument_desc(primitive, input.index);
@@ -99,7 +122,7 @@ void execute(const std::string& key, const dnnl::primitive& primitive, const std
             arguments.emplace(input.index, input.user);
             continue;
         }
-        memory converted(wanted, onednn::engine());
+        const memory converted = staging_for("in", input.index, wanted);
         reorder(input.index, "in", input.user, converted);
         arguments.emplace(input.index, converted);
     }
@@ -110,7 +133,7 @@ void execute(const std::string& key, const dnnl::primitive& primitive, const std
             arguments.emplace(output.index, output.user);
             continue;
         }
-        memory staging(produced, onednn::engine());
+        const memory staging = staging_for("out", output.index, produced);
         arguments.emplace(output.index, staging);
         write_back.emplace_back(&output, staging);
     }
