@@ -1,10 +1,10 @@
 // kasmina-bench: the standalone benchmark tool. Runs the BENCHMARKS.md workloads (standard layers
 // fwd and fwd+bwd, Kasmina dormant/active, cache hit/miss, the demo train step) on cpu or cuda,
 // measures the machine's ceilings (copy bandwidth, GEMM rate) to give each workload its floor, runs
-// the PyTorch peer script side by side on the same shapes, and prints a table, a JSON report
-// (schema "kasmina-bench/1") and an SVG chart of the ratios.
+// the PyTorch peer script (and, on the CPU, the LibTorch peer when built) side by side on the same
+// shapes, and prints a table, a JSON report (schema "kasmina-bench/1") and an SVG chart of the ratios.
 //   kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]
-//                 [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]
+//                 [--repeats N] [--warmup N] [--peer-python PATH|none] [--peer-libtorch PATH|none] [--json FILE] [--svg FILE]
 //                 [--size NAME=AxBxC ...]
 #include <algorithm>
 #include <chrono>
@@ -39,6 +39,7 @@ struct Config {
     int repeats = 30;
     int warmup = 3;
     std::string peer_python = "auto";
+    std::string peer_libtorch = "auto";  // the C++ peer (CPU); auto: build/bench/kasmina-peer-libtorch when built
     std::string json_path = "bench-results/kasmina-bench.json";
     std::string svg_path = "bench-results/kasmina-bench.svg";
     std::map<std::string, Shape> sizes;  // --size linear=8192x1024: input shape overrides
@@ -247,29 +248,69 @@ std::string find_peer_python(const Config& config) {
     return "";
 }
 
-// PyTorch's medians by (workload, pass), from bench/peer_layers.py --json.
-std::map<std::pair<std::string, std::string>, double> run_peer(const Config& config, std::string& peer_version) {
-    std::map<std::pair<std::string, std::string>, double> medians;
-    const std::string python = find_peer_python(config);
-    if (python.empty()) {
-        std::fprintf(stderr, "  (no PyTorch peer: set KASMINA_BENCH_PYTHON or run tools/bench to set one up)\n");
-        return medians;
-    }
-    const std::string output = (std::filesystem::temp_directory_path() / "kasmina-bench-peer.json").string();
-    const char* threads = std::getenv("OMP_NUM_THREADS");
-    const std::string command = python + " bench/peer_layers.py --device " + (config.device.is_cpu() ? "cpu" : "cuda") +
-                                " --threads " + (threads ? threads : "2") + " --json " + output + " >&2";
+using PeerMedians = std::map<std::pair<std::string, std::string>, double>;
+
+// Runs a peer command that writes the kasmina-bench/1 schema to `output`; its medians by (workload,
+// pass) and its version, or nothing (with a note) when it fails.
+PeerMedians run_peer_command(const std::string& command, const std::string& output, const char* peer,
+                             std::string& version) {
+    PeerMedians medians;
     std::fprintf(stderr, "  peer: %s\n", command.c_str());
     if (std::system(command.c_str()) != 0) {
-        std::fprintf(stderr, "  (the PyTorch peer failed; continuing without it)\n");
+        std::fprintf(stderr, "  (the %s peer failed; continuing without it)\n", peer);
         return medians;
     }
     std::ifstream stream(output);
-    const Json peer = Json::parse(stream);
-    peer_version = peer.value("implementation_version", "");
-    for (const Json& result : peer.at("results"))
+    const Json report = Json::parse(stream);
+    version = report.value("implementation_version", "");
+    for (const Json& result : report.at("results"))
         medians[{result.at("workload"), result.at("pass")}] = result.at("median_us").get<double>();
     return medians;
+}
+
+std::string peer_threads() {
+    const char* threads = std::getenv("OMP_NUM_THREADS");
+    return threads ? threads : "2";
+}
+
+// PyTorch's medians, from bench/peer_layers.py --json (the BENCHMARKS.md sizes).
+PeerMedians run_peer(const Config& config, std::string& peer_version) {
+    const std::string python = find_peer_python(config);
+    if (python.empty()) {
+        std::fprintf(stderr, "  (no PyTorch peer: set KASMINA_BENCH_PYTHON or run tools/bench to set one up)\n");
+        return {};
+    }
+    const std::string output = (std::filesystem::temp_directory_path() / "kasmina-bench-peer.json").string();
+    const std::string command = python + " bench/peer_layers.py --device " + (config.device.is_cpu() ? "cpu" : "cuda") +
+                                " --threads " + peer_threads() + " --json " + output + " >&2";
+    return run_peer_command(command, output, "PyTorch", peer_version);
+}
+
+std::string find_peer_libtorch(const Config& config) {
+    if (config.peer_libtorch == "none" || !config.device.is_cpu()) return "";
+    if (config.peer_libtorch != "auto") return config.peer_libtorch;
+    std::error_code error;
+    const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+    if (error) return "";
+    const std::filesystem::path candidate = self.parent_path().parent_path() / "bench" / "kasmina-peer-libtorch";
+    return std::filesystem::exists(candidate) ? candidate.string() : "";
+}
+
+// LibTorch's medians on exactly the shapes measured here (size overrides included), CPU only.
+PeerMedians run_peer_libtorch(const Config& config, const std::vector<std::string>& layers, std::string& version) {
+    const std::string binary = find_peer_libtorch(config);
+    if (binary.empty()) return {};
+    std::string command = "OPENBLAS_NUM_THREADS=" + peer_threads() + " " + binary + " --threads " + peer_threads();
+    for (const std::string& name : layers) {
+        const LayerWorkload w = make_layer_workload(name, config.device, size_of(config, name));
+        std::string shape;
+        for (int64_t extent : w.input.shape()) shape += (shape.empty() ? "" : "x") + std::to_string(extent);
+        if (const auto* mha = dynamic_cast<const nn::MultiheadAttention*>(w.module.get()))
+            shape += ":" + std::to_string(mha->num_heads());
+        command += " " + name + "=" + shape;
+    }
+    const std::string output = (std::filesystem::temp_directory_path() / "kasmina-bench-libtorch.json").string();
+    return run_peer_command(command + " --json " + output + " >&2", output, "LibTorch", version);
 }
 
 // ---- reports -------------------------------------------------------------------------------------
@@ -317,7 +358,8 @@ Config parse(int argc, char** argv) {
         if (flag == "--help" || flag == "-h") {
             std::printf(
                 "usage: kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]\n"
-                "                     [--repeats N] [--warmup N] [--peer-python PATH|none] [--json FILE] [--svg FILE]\n"
+                "                     [--repeats N] [--warmup N] [--peer-python PATH|none] [--peer-libtorch PATH|none]\n"
+                "                     [--json FILE] [--svg FILE]\n"
                 "                     [--size NAME=AxBxC ...]   (input shape of a layer workload; not passed to the peer)\n"
                 "layer workloads: linear conv2d mha layernorm batchnorm2d batchnorm1d (BENCHMARKS.md sizes per device)\n"
                 "kasmina workloads: kasmina_dormant_<layer> kasmina_active_linear kasmina_active_conv2d cache_hit\n"
@@ -329,6 +371,7 @@ Config parse(int argc, char** argv) {
         else if (flag == "--repeats") config.repeats = std::max(1, std::atoi(value().c_str()));
         else if (flag == "--warmup") config.warmup = std::max(0, std::atoi(value().c_str()));
         else if (flag == "--peer-python") config.peer_python = value();
+        else if (flag == "--peer-libtorch") config.peer_libtorch = value();
         else if (flag == "--json") config.json_path = value();
         else if (flag == "--svg") config.svg_path = value();
         else if (flag == "--size") {
@@ -377,8 +420,9 @@ int main(int argc, char** argv) {
         std::vector<Measurement> results = run_layers(config, ceilings, layers);
         const std::vector<Measurement> kasmina_results = run_kasmina(config, kasmina_names);
         results.insert(results.end(), kasmina_results.begin(), kasmina_results.end());
-        std::string peer_version;
-        const auto peer = layers.empty() ? std::map<std::pair<std::string, std::string>, double>{} : run_peer(config, peer_version);
+        std::string peer_version, libtorch_version;
+        const PeerMedians peer = layers.empty() ? PeerMedians{} : run_peer(config, peer_version);
+        const PeerMedians libtorch = layers.empty() ? PeerMedians{} : run_peer_libtorch(config, layers, libtorch_version);
 
         // Table, JSON, chart.
         Json json{{"schema", "kasmina-bench/1"},
@@ -386,11 +430,13 @@ int main(int argc, char** argv) {
                   {"repeats", config.repeats},
                   {"ceilings", {{"copy_GBps", ceilings.copy_gbps}, {"gemm_GFLOPs", ceilings.gemm_gflops}}},
                   {"peer", peer.empty() ? Json(nullptr) : Json(peer_version)},
+                  {"libtorch_peer", libtorch.empty() ? Json(nullptr) : Json(libtorch_version)},
                   {"results", Json::array()}};
-        std::printf("\n%s: copy %.0f GB/s, fp32 GEMM %.0f GFLOP/s (measured); peer %s\n", config.device.str().c_str(),
-                    ceilings.copy_gbps, ceilings.gemm_gflops, peer.empty() ? "none" : peer_version.c_str());
-        std::printf("%-26s %-12s %12s %9s %12s %8s %10s %8s\n", "workload", "pass", "kasmina us", "spread", "pytorch us",
-                    "ratio", "floor us", "/floor");
+        std::printf("\n%s: copy %.0f GB/s, fp32 GEMM %.0f GFLOP/s (measured); peer %s%s%s\n", config.device.str().c_str(),
+                    ceilings.copy_gbps, ceilings.gemm_gflops, peer.empty() ? "none" : peer_version.c_str(),
+                    libtorch.empty() ? "" : ", ", libtorch_version.c_str());
+        std::printf("%-26s %-12s %12s %9s %12s %8s %10s %8s%s\n", "workload", "pass", "kasmina us", "spread", "pytorch us",
+                    "ratio", "floor us", "/floor", libtorch.empty() ? "" : "  libtorch us  ratio");
         std::vector<std::pair<std::string, double>> ratios;
         for (const Measurement& m : results) {
             const auto found = peer.find({m.workload, m.pass});
@@ -398,11 +444,15 @@ int main(int argc, char** argv) {
             const double peer_us = found == peer.end() || config.sizes.count(m.workload) ? 0.0 : found->second;
             const double ratio = peer_us > 0 ? peer_us / m.median() : m.reference_us > 0 ? m.reference_us / m.median() : 0.0;
             const double spread = m.median() > 0 ? (m.quantile(0.9) - m.quantile(0.1)) / m.median() : 0.0;
-            std::printf("%-26s %-12s %12.1f %8.1f%% %12s %8s %10s %8s\n", m.workload.c_str(), m.pass.c_str(), m.median(),
+            std::printf("%-26s %-12s %12.1f %8.1f%% %12s %8s %10s %8s", m.workload.c_str(), m.pass.c_str(), m.median(),
                         100 * spread, peer_us > 0 ? make_message(peer_us).c_str() : "-",
                         ratio > 0 ? make_message(std::round(ratio * 100) / 100).c_str() : "-",
                         m.floor_us > 0 ? make_message(std::round(m.floor_us * 10) / 10).c_str() : "-",
                         m.floor_us > 0 ? make_message(std::round(m.median() / m.floor_us * 100) / 100).c_str() : "-");
+            const auto found_libtorch = libtorch.find({m.workload, m.pass});
+            const double libtorch_us = found_libtorch == libtorch.end() ? 0.0 : found_libtorch->second;
+            if (libtorch_us > 0) std::printf("  %11.1f %6.2f", libtorch_us, libtorch_us / m.median());
+            std::printf("\n");
             if (peer_us > 0) ratios.emplace_back(m.workload + " " + m.pass, ratio);
             json["results"].push_back({{"workload", m.workload},
                                        {"pass", m.pass},
@@ -413,6 +463,7 @@ int main(int argc, char** argv) {
                                        {"samples", m.samples_us.size()},
                                        {"floor_us", m.floor_us},
                                        {"peer_median_us", peer_us > 0 ? Json(peer_us) : Json(nullptr)},
+                                       {"libtorch_median_us", libtorch_us > 0 ? Json(libtorch_us) : Json(nullptr)},
                                        {"plain_median_us", m.reference_us > 0 ? Json(m.reference_us) : Json(nullptr)}});
         }
         const std::filesystem::path json_path(config.json_path), svg_path(config.svg_path);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kasmina-bench end to end on the CPU with tiny repeat counts and sizes (no timing is asserted): it
 # runs a layer workload and three Kasmina workloads, prints the table, and writes a JSON report in the
+# (with the LibTorch peer's columns when that peer is built)
 # kasmina-bench/1 schema with every result's fields; bad flags exit 2 with a message.
 set -euo pipefail
 tool=$1
@@ -19,6 +20,13 @@ for field in '"workload"' '"pass"' '"median_us"' '"p10_us"' '"p90_us"' '"floor_u
   grep -q "$field" out/report.json || { echo "report lacks $field"; exit 1; }
 done
 [ "$(grep -c '"implementation": "kasmina"' out/report.json)" -eq 7 ] || { echo "expected 7 results"; exit 1; }
+# The LibTorch peer, when this build has it, runs on the same (overridden) shapes and gets its columns.
+if [ -x "$(dirname "$tool")/../bench/kasmina-peer-libtorch" ]; then
+  "$tool" --device cpu --workloads batchnorm1d --size batchnorm1d=16x8 --repeats 3 --warmup 1 --peer-python none \
+    --json out/libtorch.json --svg out/libtorch.svg > libtorch.txt 2> /dev/null
+  grep -q "libtorch us" libtorch.txt || { echo "no LibTorch column"; exit 1; }
+  grep -q '"libtorch_median_us": [0-9]' out/libtorch.json || { echo "report lacks libtorch_median_us"; exit 1; }
+fi
 set +e
 "$tool" --suite nonsense > /dev/null 2> err.txt; status=$?
 set -e
