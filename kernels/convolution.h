@@ -47,18 +47,7 @@ Conv2dGrads conv2d_backward(const Tensor& grad_output, const Tensor& x, const Te
 // Called by the dispatch functions above with contiguous operands of checked shapes and dtypes
 // (float32: oneDNN, float64: direct loops) and contiguous outputs to fill.
 namespace cpu {
-
-// x [N, C, H, W], weight [O, C / groups, KH, KW], bias [O] or undefined -> out [N, O, OH, OW]
-void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
-                    const Tensor& out);
-// grad_output [N, O, OH, OW], weight [O, C / groups, KH, KW] -> grad_input [N, C, H, W]
-void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
-                          const Tensor& grad_input);
-// grad_output [N, O, OH, OW], x [N, C, H, W] -> grad_weight [O, C / groups, KH, KW] and/or
-// grad_bias [O]; either output may be undefined (not wanted), not both.
-void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
-                             const Tensor& grad_weight, const Tensor& grad_bias);
-
+#include "kernels/convolution_backend.inc"
 }  // namespace cpu
 
 }  // namespace kasmina::kernels

@@ -60,30 +60,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
 // Declared here rather than in cpu/cpu_kernels.h so the op family stays in its own files. Every tensor
 // is contiguous, checked and allocated by the dispatch functions above; they only fill outputs.
 namespace cpu {
-
-// x [rows, n]; weight, bias [n] or undefined; output [rows, n]; mean, rstd [rows]
-void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
-                const Tensor& mean, const Tensor& rstd);
-// grad, x [rows, n]; mean, rstd [rows]; weight [n] or undefined; grad_input [rows, n], grad_weight,
-// grad_bias [n], each undefined when not wanted
-void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                         const Tensor& weight, const Tensor& grad_input, const Tensor& grad_weight,
-                         const Tensor& grad_bias);
-
-// x [N, C, S]; weight, bias [C] or undefined; output [N, C, S]; save_mean, save_invstd [C] from the
-// batch; running_mean, running_var [C] or undefined, updated in place with the unbiased variance.
-void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, double momentum,
-                         const Tensor& output, const Tensor& save_mean, const Tensor& save_invstd,
-                         const Tensor& running_mean, const Tensor& running_var);
-// x [N, C, S]; running_mean, running_var [C]; weight, bias [C] or undefined; output [N, C, S]
-void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-                          const Tensor& running_var, double eps, const Tensor& output);
-// grad, x [N, C, S]; mean, invstd [C] (batch statistics in training; in eval the running mean and
-// 1 / sqrt(running_var + eps)); weight [C] or undefined; outputs as layer_norm_backward's
-void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                         const Tensor& invstd, bool training, const Tensor& grad_input, const Tensor& grad_weight,
-                         const Tensor& grad_bias);
-
+#include "kernels/normalization_backend.inc"
 }  // namespace cpu
 
 }  // namespace kasmina::kernels

@@ -5,9 +5,6 @@
 
 namespace kasmina::kernels::cpu {
 
-void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
-           const Tensor& out);
-void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
-                    const std::vector<double>& coefficients, BlendBackward& result, bool need_dots);
+#include "kernels/blend_backend.inc"
 
 }  // namespace kasmina::kernels::cpu
