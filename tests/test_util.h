@@ -1,5 +1,6 @@
 // Helpers shared by the test suites: value comparison, random float64 inputs for gradient checks,
-// and an assertion that an exception of a type is thrown with a message containing given text.
+// an assertion that an exception of a type is thrown with a message containing given text, and the
+// GPU tests' device and skip.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -26,6 +27,19 @@ inline void expect_values(const Tensor& actual, const std::vector<double>& expec
         }
         EXPECT_NEAR(values[i], expected[i], tolerance * std::max(1.0, std::abs(expected[i]))) << "element " << i;
     }
+}
+
+// The device of the GPU tests; each of them starts with REQUIRE_GPU() (skips without one).
+inline const Device kGpu = Device::cuda(0);
+
+// randn of `shape` and `dtype` on the CPU.
+inline Tensor randn(const Shape& shape, DType dtype = DType::f32) { return Tensor::randn(shape, {.dtype = dtype}); }
+
+// Sets every element of `module`'s parameter `name` (e.g. "seeds.0.w0") to `value`, outside autograd.
+inline void fill_parameter(nn::Module& module, const std::string& name, double value) {
+    NoGradGuard no_grad;
+    for (auto& [parameter, tensor] : module.named_parameters())
+        if (parameter == name) tensor.fill_(value);
 }
 
 inline void expect_tensors_close(const Tensor& actual, const Tensor& expected, double tolerance = 1e-6) {
@@ -63,6 +77,9 @@ inline Tensor random_transposed_leaf(const Shape& shape) {
 }
 
 }  // namespace kasmina::testing
+
+#define REQUIRE_GPU() \
+    if (!::kasmina::cuda_is_available()) GTEST_SKIP() << "no CUDA device"
 
 // EXPECT that `statement` throws `type` whose what() contains `text`.
 #define EXPECT_THROW_WITH(statement, type, text)                                                  \

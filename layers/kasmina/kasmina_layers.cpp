@@ -196,12 +196,16 @@ Tensor KasminaAttentionLayer::transform_head_context(const Tensor& context) {
         std::vector<int64_t> heads = seed.target_heads;
         // Slices of the context, not index_select: a device index would be copied over and range-checked
         // on the host, a sync in every forward.
-        std::vector<Tensor> slices;
-        for (int64_t h : heads) slices.push_back(context.narrow(1, h, 1));
         const bool consecutive = heads.back() - heads.front() + 1 == static_cast<int64_t>(heads.size()) &&
                                  std::is_sorted(heads.begin(), heads.end());
-        const Tensor targeted = consecutive ? context.narrow(1, heads.front(), static_cast<int64_t>(heads.size()))
-                                            : cat(slices, 1);
+        Tensor targeted;
+        if (consecutive) {
+            targeted = context.narrow(1, heads.front(), static_cast<int64_t>(heads.size()));
+        } else {
+            std::vector<Tensor> slices;
+            for (int64_t h : heads) slices.push_back(context.narrow(1, h, 1));
+            targeted = cat(slices, 1);
+        }
         const Tensor output =
             bank_.run_kernel(seed, targeted.shape(), targeted, [&](KernelNetwork& kernel) { return kernel.forward(targeted); });
         if (!output.defined()) continue;

@@ -17,13 +17,10 @@ using Inputs = std::vector<Tensor>;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu = Device::cuda(0);
+using kasmina::testing::kGpu;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-Tensor randn(const Shape& shape, DType dtype = DType::f32) { return Tensor::randn(shape, {.dtype = dtype}); }
+using kasmina::testing::randn;
 
 // An additive mask with about a quarter of the entries -inf (never a whole row).
 Tensor sparse_mask(const Shape& shape, DType dtype = DType::f32) {

@@ -15,10 +15,7 @@ using Inputs = std::vector<Tensor>;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu = Device::cuda(0);
+using kasmina::testing::kGpu;
 
 // Runs `function` on CPU copies and on CUDA copies of `inputs` (leaves requiring grad when asked),
 // compares outputs and, with `backward`, the input gradients of sum(output * weights).
@@ -50,7 +47,7 @@ void expect_same_on_both_devices(const std::function<Tensor(const Inputs&)>& fun
     }
 }
 
-Tensor randn(const Shape& shape, DType dtype = DType::f32) { return Tensor::randn(shape, {.dtype = dtype}); }
+using kasmina::testing::randn;
 Tensor positive(const Shape& shape) { return abs(randn(shape)) + 0.5; }
 
 }  // namespace

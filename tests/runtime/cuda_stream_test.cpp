@@ -24,10 +24,7 @@ using cuda::StreamGuard;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu = Device::cuda(0);
+using kasmina::testing::kGpu;
 
 // Holds `stream` at a host function until release() (or destruction), so tests can look at what the
 // stream's later work is waiting for without depending on timing. Gives up after 10 s: a host call

@@ -16,10 +16,7 @@ using namespace kasmina::morph;
 
 namespace {
 
-#define REQUIRE_GPU() \
-    if (!cuda_is_available()) GTEST_SKIP() << "no CUDA device"
-
-const Device kGpu = Device::cuda(0);
+using kasmina::testing::kGpu;
 
 struct Store {
     std::filesystem::path directory;
@@ -185,11 +182,7 @@ TEST(KasminaCuda, NonFiniteKernelFallsBackOnTheDeviceWithoutReadBack) {
     original.to(kGpu);
     KasminaLayer layer(original, {.cache = store.cache});
     layer.load_kernel(0, store.add(make_linear_bottleneck(4, 3, 2)), {.alpha = 0.3});
-    for (auto& [name, tensor] : layer.named_parameters())
-        if (name == "seeds.0.w0") {
-            NoGradGuard no_grad;
-            tensor.fill_(std::numeric_limits<double>::quiet_NaN());
-        }
+    kasmina::testing::fill_parameter(layer, "seeds.0.w0", std::numeric_limits<double>::quiet_NaN());
     const Tensor x = Tensor::randn({2, 4}).to(kGpu);
     for (int step = 1; step <= 3; ++step)  // the original path's values (blended with themselves), never NaN
         kasmina::testing::expect_tensors_close(layer.forward(x).to(Device::cpu()), original.forward(x).to(Device::cpu()), 1e-6);
@@ -258,11 +251,7 @@ TEST(KasminaCuda, NonFiniteKernelIsRecordedByThePollsWithoutASettle) {
     original.to(kGpu);
     KasminaLayer layer(original, {.cache = store.cache});
     layer.load_kernel(0, store.add(make_linear_bottleneck(4, 3, 2)), {.alpha = 0.3});
-    for (auto& [name, tensor] : layer.named_parameters())
-        if (name == "seeds.0.w0") {
-            NoGradGuard no_grad;
-            tensor.fill_(std::numeric_limits<double>::quiet_NaN());
-        }
+    kasmina::testing::fill_parameter(layer, "seeds.0.w0", std::numeric_limits<double>::quiet_NaN());
     layer.train();
     const Tensor x = Tensor::randn({2, 4}).to(kGpu);
     // the first poll queues the copy of the flags, a later one records them once the copy has landed

@@ -207,11 +207,7 @@ TEST(KasminaFailures, NonFiniteKernelOutputFallsBackAndThreeFailuresRecover) {
     nn::Linear original(4, 3);
     KasminaLayer layer(original, {.cache = fixture.cache});
     layer.load_kernel(0, fixture.add(make_linear_bottleneck(4, 3, 2)), {.alpha = 0.5});
-    for (auto& [name, tensor] : layer.named_parameters())
-        if (name == "seeds.0.w0") {
-            NoGradGuard no_grad;
-            tensor.fill_(std::numeric_limits<double>::quiet_NaN());
-        }
+    kasmina::testing::fill_parameter(layer, "seeds.0.w0", std::numeric_limits<double>::quiet_NaN());
     const Tensor x = Tensor::randn({2, 4});
     for (int step = 1; step <= 3; ++step) {
         EXPECT_EQ(values(layer.forward(x)), values(original.forward(x))) << "step " << step;  // the original path
