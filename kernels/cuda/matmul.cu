@@ -1,9 +1,14 @@
 // Matrix products on the GPU through cuBLAS (float32 and float64; TF32 only when the process opts
 // in with kasmina::set_allow_tf32(true), like torch.backends.cuda.matmul.allow_tf32). Row-major
 // tensors are handed to column-major cuBLAS as their transposes: C = A B  <=>  C^T = B^T A^T.
+// linear with a bias runs as one cuBLASLt matmul with the bias epilogue (no separate bias pass).
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <map>
 #include <mutex>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -87,6 +92,114 @@ void require_floating(const Tensor& t, const char* op) {
         raise<DTypeError>(op, "the CUDA backend multiplies float32 and float64 matrices, got ", t.describe());
 }
 
+// cuBLASLt for out^T [N, M] = op(W) x^T + bias: one handle per device, algorithms cached per shape.
+cublasLtHandle_t lt_handle() {
+    static std::mutex mutex;
+    static std::vector<cublasLtHandle_t> handles;
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    std::lock_guard lock(mutex);
+    if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+    if (handles[device] == nullptr) check_cublas(cublasLtCreate(&handles[device]), "cublasLtCreate");
+    return handles[device];
+}
+
+// The largest power of two (up to 256) that divides the address: what an algorithm may assume.
+uint32_t alignment_of(const void* pointer) {
+    const auto address = reinterpret_cast<uintptr_t>(pointer);
+    uint32_t alignment = 256;
+    while (alignment > 1 && address % alignment != 0) alignment /= 2;
+    return alignment;
+}
+
+constexpr size_t kLtWorkspaceBytes = size_t{8} << 20;
+
+// Owns the descriptors of one matmul; destroys them however the call ends.
+struct LtMatmul {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    ~LtMatmul() {
+        if (d) cublasLtMatrixLayoutDestroy(d);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (desc) cublasLtMatmulDescDestroy(desc);
+    }
+};
+
+// Queues out = x W^T + bias with the bias epilogue; false (nothing queued) when cuBLASLt offers no
+// algorithm for these operands or the bias is not 16-byte aligned, so the caller takes the plain path.
+template <typename T>
+bool linear_with_bias_epilogue(const Operand& w, const T* weight, const T* x, const T* bias, T* out, int64_t m,
+                               int64_t n, int64_t k) {
+    if (alignment_of(bias) < 16) return false;
+    constexpr cudaDataType type = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_64F;
+    const cublasComputeType_t compute = std::is_same_v<T, float>
+                                            ? (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F)
+                                            : CUBLAS_COMPUTE_64F;
+    LtMatmul matmul;
+    check_cublas(cublasLtMatmulDescCreate(&matmul.desc, compute, type), "cublasLtMatmulDescCreate");
+    const cublasOperation_t op_b = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    auto set = [&](cublasLtMatmulDescAttributes_t attribute, const void* value, size_t size) {
+        check_cublas(cublasLtMatmulDescSetAttribute(matmul.desc, attribute, value, size), "cublasLtMatmulDescSetAttribute");
+    };
+    set(CUBLASLT_MATMUL_DESC_TRANSA, &w.op, sizeof(w.op));
+    set(CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b));
+    set(CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue));
+    set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias));
+    // Stored shapes (before the op), column-major: W as [K, N] (op T) or [N, K] (op N); x^T [K, M]; out^T [N, M].
+    const bool w_transposed = w.op == CUBLAS_OP_T;
+    check_cublas(cublasLtMatrixLayoutCreate(&matmul.a, type, w_transposed ? k : n, w_transposed ? n : k, w.ld),
+                 "cublasLtMatrixLayoutCreate");
+    check_cublas(cublasLtMatrixLayoutCreate(&matmul.b, type, k, m, k), "cublasLtMatrixLayoutCreate");
+    check_cublas(cublasLtMatrixLayoutCreate(&matmul.d, type, n, m, n), "cublasLtMatrixLayoutCreate");
+
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    const uint32_t align_a = alignment_of(weight), align_b = alignment_of(x), align_d = alignment_of(out);
+    using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, size_t>;
+    const Key key{device, m, n, k, w.ld, static_cast<int>(w.op), allow_tf32(), align_a, align_b, align_d, sizeof(T)};
+    static std::mutex mutex;
+    static std::map<Key, std::optional<cublasLtMatmulAlgo_t>> algorithms;
+    std::optional<cublasLtMatmulAlgo_t> algorithm;
+    {
+        std::lock_guard lock(mutex);
+        const auto found = algorithms.find(key);
+        if (found != algorithms.end()) {
+            algorithm = found->second;
+        } else {
+            cublasLtMatmulPreference_t preference = nullptr;
+            check_cublas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+            const uint64_t workspace = kLtWorkspaceBytes;
+            const uint32_t alignments[] = {align_a, align_b, align_d, align_d};
+            const cublasLtMatmulPreferenceAttributes_t which[] = {
+                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+            cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
+                preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace));
+            for (int i = 0; i < 4 && status == CUBLAS_STATUS_SUCCESS; ++i)
+                status = cublasLtMatmulPreferenceSetAttribute(preference, which[i], &alignments[i], sizeof(uint32_t));
+            cublasLtMatmulHeuristicResult_t result{};
+            int count = 0;
+            if (status == CUBLAS_STATUS_SUCCESS)
+                status = cublasLtMatmulAlgoGetHeuristic(lt_handle(), matmul.desc, matmul.a, matmul.b, matmul.d, matmul.d,
+                                                        preference, 1, &result, &count);
+            cublasLtMatmulPreferenceDestroy(preference);
+            if (status == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS)
+                algorithm = result.algo;
+            algorithms.emplace(key, algorithm);
+        }
+    }
+    if (!algorithm) return false;
+    const Tensor workspace = Tensor::empty({static_cast<int64_t>(kLtWorkspaceBytes)},
+                                           {.dtype = DType::u8, .device = Device::cuda(device)});
+    const T alpha = 1, beta = 0;
+    check_cublas(cublasLtMatmul(lt_handle(), matmul.desc, &alpha, weight, matmul.a, x, matmul.b, &beta, out, matmul.d, out,
+                                matmul.d, &*algorithm, workspace.raw_data(), kLtWorkspaceBytes, launch_stream()),
+                 "cublasLtMatmul");
+    return true;
+}
+
 }  // namespace
 
 void batched_matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& out) {
@@ -115,6 +228,12 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
     if (out.numel() == 0) return;
     dispatch_floating(x.dtype(), "linear", [&]<typename T>() {
         T* out_data = static_cast<T*>(out.raw_data());
+        // W^T [K, N] as a row-major view: W [N, K] row-major is W^T column-major (op T).
+        const Operand w = transposed_view(k, n, weight.stride(1), weight.stride(0));
+        if (bias.defined() && k > 0 && bias.stride(0) == 1 &&
+            linear_with_bias_epilogue<T>(w, static_cast<const T*>(weight.raw_data()), static_cast<const T*>(x.raw_data()),
+                                         static_cast<const T*>(bias.raw_data()), out_data, m, n, k))
+            return;
         if (bias.defined())
             fill_rows_kernel<T><<<grid_for(m * n), kThreads, 0, launch_stream()>>>(
                 out_data, static_cast<const T*>(bias.raw_data()), bias.stride(0), m, n);
@@ -122,8 +241,7 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
             KASMINA_CUDA_CHECK(cudaMemsetAsync(out_data, 0, out.numel() * sizeof(T), launch_stream()));
         check_launch("linear");
         if (k == 0) return;
-        // out^T [N, M] = W [N, K] @ x^T [K, M]; W [N, K] row-major is W^T column-major: op T.
-        const Operand w = transposed_view(k, n, weight.stride(1), weight.stride(0));  // W^T [K, N] as a row-major view
+        // out^T [N, M] = W [N, K] @ x^T [K, M]
         gemm_strided_batched<T>(w.op, CUBLAS_OP_N, n, m, k, static_cast<const T*>(weight.raw_data()), w.ld, 0,
                                 static_cast<const T*>(x.raw_data()), k, 0, bias.defined() ? T(1) : T(0), out_data, n,
                                 m * n, 1);

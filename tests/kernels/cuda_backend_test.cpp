@@ -3,6 +3,7 @@
 // reuse and statistics, and the dropout mask drawn from the same counter-based numbers on both
 // devices. Each test skips itself on a machine without a GPU.
 #include <functional>
+#include <tuple>
 
 #include "kasmina.h"
 #include "kernels/kernels.h"
@@ -118,6 +119,23 @@ TEST(CudaBackend, MatmulAndLinearMatchTheCpu) {
                                 {randn({9, 5}), randn({4, 5}), randn({4})}, 1e-5);
     expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1]); },
                                 {randn({2, 3, 5}, DType::f64), randn({4, 5}, DType::f64)}, 1e-12);
+}
+
+// linear with a bias runs as one cuBLASLt matmul with the bias epilogue; column-major weights take
+// the other operand layout, and a bias cuBLASLt may not read (not 16-byte aligned) the plain path.
+TEST(CudaBackend, LinearWithBiasEpilogueMatchesTheCpu) {
+    REQUIRE_GPU();
+    for (DType dtype : {DType::f32, DType::f64}) {
+        const double tolerance = dtype == DType::f32 ? 1e-4 : 1e-12;
+        for (const auto& [rows, in, out] : {std::tuple{9, 5, 4}, std::tuple{33, 17, 13}, std::tuple{512, 256, 128}}) {
+            expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
+                                        {randn({rows, in}, dtype), randn({out, in}, dtype), randn({out}, dtype)}, tolerance);
+            expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1].transpose(0, 1), v[2]); },
+                                        {randn({rows, in}, dtype), randn({in, out}, dtype), randn({out}, dtype)}, tolerance);
+            expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2].narrow(0, 1, v[1].size(0))); },
+                                        {randn({rows, in}, dtype), randn({out, in}, dtype), randn({out + 1}, dtype)}, tolerance);
+        }
+    }
 }
 
 TEST(CudaBackend, MatmulTakesExpandedAndStridedOperands) {
