@@ -1,5 +1,7 @@
 #include "runtime/safetensors.h"
 
+#include "runtime/untrusted_json.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string_view>
 
 namespace kasmina {
 namespace {
@@ -78,17 +81,10 @@ SafetensorsContent parse_safetensors(const uint8_t* bytes, size_t size, const st
                            " bytes after the length field");
     const char* header_begin = reinterpret_cast<const char*>(bytes + 8);
     if (header_begin[0] != '{') refuse(source, "header does not start with '{'");
-    constexpr int kMaxDepth = 8;
-    bool too_deep = false;
-    Json header = Json::parse(
-        header_begin, header_begin + header_length,
-        [&](int depth, Json::parse_event_t, Json&) {
-            if (depth > kMaxDepth) too_deep = true;
-            return !too_deep;
-        },
-        /*allow_exceptions=*/false);
-    if (too_deep) refuse(source, "header JSON nests deeper than " + std::to_string(kMaxDepth) + " levels");
-    if (header.is_discarded() || !header.is_object()) refuse(source, "header is not a valid JSON object");
+    const std::string op = "safetensors '" + source + "'";
+    const Json header = parse_untrusted_json(std::string_view(header_begin, header_length), op.c_str(), "header",
+                                             {.max_bytes = limits.max_header_bytes, .max_depth = 8});
+    if (!header.is_object()) refuse(source, "header is not a JSON object");
 
     const uint64_t data_size = size - 8 - header_length;
     const uint8_t* data = bytes + 8 + header_length;
@@ -161,17 +157,23 @@ SafetensorsContent parse_safetensors(const uint8_t* bytes, size_t size, const st
     return content;
 }
 
-SafetensorsContent load_safetensors(const std::string& path, const SafetensorsLimits& limits) {
+std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t max_bytes, const std::string& what) {
     std::error_code code;
     const auto file_size = std::filesystem::file_size(path, code);
-    if (code) throw ArtifactError("safetensors '" + path + "': cannot open (" + code.message() + ")");
-    if (file_size > limits.max_file_bytes)
-        refuse(path, "file is " + std::to_string(file_size) + " bytes, above the limit of " + std::to_string(limits.max_file_bytes));
+    if (code) throw ArtifactError(what + " '" + path + "': cannot open (" + code.message() + ")");
+    if (file_size > max_bytes)
+        throw ArtifactError(what + " '" + path + "': file is " + std::to_string(file_size) +
+                            " bytes, above the limit of " + std::to_string(max_bytes));
     std::ifstream stream(path, std::ios::binary);
-    if (!stream) throw ArtifactError("safetensors '" + path + "': cannot open for reading");
+    if (!stream) throw ArtifactError(what + " '" + path + "': cannot open for reading");
     std::vector<uint8_t> bytes(file_size);
     if (file_size > 0 && !stream.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(file_size)))
-        refuse(path, "short read");
+        throw ArtifactError(what + " '" + path + "': short read (the file changed while it was read?)");
+    return bytes;
+}
+
+SafetensorsContent load_safetensors(const std::string& path, const SafetensorsLimits& limits) {
+    const std::vector<uint8_t> bytes = read_file_bytes(path, limits.max_file_bytes, "safetensors");
     return parse_safetensors(bytes.data(), bytes.size(), path, limits);
 }
 
@@ -207,18 +209,21 @@ std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const Metad
     return out;
 }
 
-void save_safetensors(const std::string& path, const TensorMap& tensors, const MetadataMap& metadata) {
-    const std::vector<uint8_t> bytes = serialize_safetensors(tensors, metadata);
+void write_file_atomically(const std::string& path, const std::vector<uint8_t>& bytes) {
     const std::string temporary = path + ".tmp";
     {
         std::ofstream stream(temporary, std::ios::binary | std::ios::trunc);
-        if (!stream) throw ArtifactError("safetensors '" + path + "': cannot open for writing");
+        if (!stream) throw ArtifactError("'" + temporary + "': cannot open for writing");
         stream.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-        if (!stream) throw ArtifactError("safetensors '" + path + "': write failed");
+        if (!stream) throw ArtifactError("'" + temporary + "': write failed");
     }
     std::error_code code;
     std::filesystem::rename(temporary, path, code);
-    if (code) throw ArtifactError("safetensors '" + path + "': rename failed (" + code.message() + ")");
+    if (code) throw ArtifactError("'" + temporary + "': rename to '" + path + "' failed (" + code.message() + ")");
+}
+
+void save_safetensors(const std::string& path, const TensorMap& tensors, const MetadataMap& metadata) {
+    write_file_atomically(path, serialize_safetensors(tensors, metadata));
 }
 
 }  // namespace kasmina

@@ -32,10 +32,16 @@ struct SafetensorsLimits {
 SafetensorsContent parse_safetensors(const uint8_t* bytes, size_t size, const std::string& source,
                                      const SafetensorsLimits& limits = {});
 SafetensorsContent load_safetensors(const std::string& path, const SafetensorsLimits& limits = {});
+// A whole file's bytes, its size checked against `max_bytes` before anything is allocated. Raises
+// ArtifactError "<what> '<path>': ..." when it is missing, too large or cannot be read.
+std::vector<uint8_t> read_file_bytes(const std::string& path, uint64_t max_bytes, const std::string& what);
 
 // Serializes tensors (any device; copied to the host) in name order with an optional metadata map.
 std::vector<uint8_t> serialize_safetensors(const TensorMap& tensors, const MetadataMap& metadata = {});
-// Writes atomically: to "<path>.tmp", then renamed over `path`.
+// Writes `bytes` to "<path>.tmp", then renames it over `path`: readers see the old file or the new
+// one, never a partial one. Raises ArtifactError naming the file.
+void write_file_atomically(const std::string& path, const std::vector<uint8_t>& bytes);
+// Writes atomically (write_file_atomically).
 void save_safetensors(const std::string& path, const TensorMap& tensors, const MetadataMap& metadata = {});
 
 // The safetensors dtype code for a dtype ("F32", "F64", "I64", "I32", "U8", "BOOL") and back.

@@ -1,5 +1,7 @@
 #include "layers/kasmina/artifact.h"
 
+#include "runtime/untrusted_json.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -397,19 +399,20 @@ std::vector<uint8_t> serialize_artifact(const KernelArtifact& artifact) {
     return serialize_safetensors(checked.tensors, {{kArtifactMetadataKey, description.dump()}});
 }
 
-KernelArtifact parse_artifact(const uint8_t* bytes, size_t size, const std::string& source) {
+KernelArtifact parse_artifact(const uint8_t* bytes, size_t size, const std::string& source, const ArtifactLimits& limits) {
     try {
-        SafetensorsContent content = parse_safetensors(bytes, size, source);
+        SafetensorsLimits file_limits;
+        file_limits.max_file_bytes = limits.max_file_bytes;
+        file_limits.max_header_bytes = limits.max_description_bytes + (64u << 10);  // the description plus tensor entries
+        file_limits.max_tensors = 2 * kMaxOps;  // at most a weight and a bias per op
+        SafetensorsContent content = parse_safetensors(bytes, size, source, file_limits);
         const auto found = content.metadata.find(kArtifactMetadataKey);
         if (found == content.metadata.end())
             refuse(make_message("'", source, "' has no \"", kArtifactMetadataKey,
                                 "\" entry in its __metadata__ (not a kernel artifact)"));
-        Json description;
-        try {
-            description = Json::parse(found->second);
-        } catch (const Json::exception& error) {
-            refuse(make_message("'", source, "': the description is not valid JSON (", error.what(), ")"));
-        }
+        const std::string op = "kernel artifact '" + source + "'";
+        const Json description = parse_untrusted_json(found->second, op.c_str(), "the description",
+                                                      {.max_bytes = limits.max_description_bytes, .max_depth = 8});
         if (!description.is_object()) refuse("'" + source + "': the description must be a JSON object");
         KernelArtifact artifact;
         try {
@@ -440,11 +443,9 @@ KernelArtifact parse_artifact(const uint8_t* bytes, size_t size, const std::stri
     }
 }
 
-KernelArtifact load_artifact(const std::string& path) {
-    std::ifstream stream(path, std::ios::binary);
-    if (!stream) raise<ArtifactError>("load_artifact", "cannot open '", path, "'");
-    const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-    return parse_artifact(bytes.data(), bytes.size(), path);
+KernelArtifact load_artifact(const std::string& path, const ArtifactLimits& limits) {
+    const std::vector<uint8_t> bytes = read_file_bytes(path, limits.max_file_bytes, "load_artifact: kernel artifact");
+    return parse_artifact(bytes.data(), bytes.size(), path, limits);
 }
 
 void check_compatible(const KernelArtifact& artifact, const KernelSignature& layer) {

@@ -75,9 +75,16 @@ void validate_artifact(KernelArtifact& artifact);
 
 // Validates, then writes the safetensors bytes (deterministic: same artifact, same bytes, same id).
 std::vector<uint8_t> serialize_artifact(const KernelArtifact& artifact);
+// Bounds an artifact must keep, checked before anything of the declared size is allocated.
+struct ArtifactLimits {
+    uint64_t max_file_bytes = 64ull << 20;        // the whole file
+    uint64_t max_description_bytes = 1ull << 20;  // the JSON description in __metadata__
+};
+
 // Parses and validates a file's bytes; `source` names it in error messages.
-KernelArtifact parse_artifact(const uint8_t* bytes, size_t size, const std::string& source);
-KernelArtifact load_artifact(const std::string& path);
+KernelArtifact parse_artifact(const uint8_t* bytes, size_t size, const std::string& source,
+                              const ArtifactLimits& limits = {});
+KernelArtifact load_artifact(const std::string& path, const ArtifactLimits& limits = {});
 
 // Raises ArtifactError unless `artifact` fits a layer offering `layer` ("kind mismatch: ..." for the
 // wrong family; otherwise names the field that differs).

@@ -4,6 +4,7 @@
 
 #include "layers/kasmina/artifact.h"
 #include "layers/kasmina/blueprints.h"
+#include "layers/kasmina/checkpoint.h"
 #include "layers/kasmina/kasmina_layers.h"
 #include "layers/kasmina/kernel_cache.h"
 #include "layers/kasmina/kernel_network.h"

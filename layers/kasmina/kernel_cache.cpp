@@ -26,7 +26,8 @@ std::shared_ptr<const CachedKernel> KernelCache::get(uint64_t id, Device device)
     auto kernel = std::make_shared<CachedKernel>();
     kernel->id = id;
     kernel->device = device;
-    kernel->artifact = parse_artifact(bytes.data(), bytes.size(), store_->describe() + " kernel " + format_kernel_id(id));
+    kernel->artifact = parse_artifact(bytes.data(), bytes.size(), store_->describe() + " kernel " + format_kernel_id(id),
+                                      options_.artifact_limits);
     for (auto& [name, tensor] : kernel->artifact.tensors) {
         if (!device.is_cpu()) tensor = tensor.to(device);
         kernel->bytes += static_cast<uint64_t>(tensor.numel()) * dtype_size(tensor.dtype());

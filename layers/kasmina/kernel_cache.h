@@ -19,6 +19,7 @@ namespace kasmina::morph {
 struct CacheOptions {
     size_t max_entries = 64;
     uint64_t max_bytes = 256ull << 20;
+    ArtifactLimits artifact_limits;  // what a kernel file may declare before it is refused
 };
 
 struct CacheStats {

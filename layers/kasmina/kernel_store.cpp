@@ -14,7 +14,8 @@ namespace kasmina::morph {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-DirectoryStore::DirectoryStore(std::string directory) : directory_(std::move(directory)) {
+DirectoryStore::DirectoryStore(std::string directory, uint64_t max_artifact_bytes)
+    : directory_(std::move(directory)), max_artifact_bytes_(max_artifact_bytes) {
     std::error_code error;
     fs::create_directories(directory_, error);
     if (error || !fs::is_directory(directory_))
@@ -35,10 +36,10 @@ bool DirectoryStore::contains(uint64_t id) const {
 
 std::vector<uint8_t> DirectoryStore::read(uint64_t id) const {
     const std::string path = path_of(id);
-    std::ifstream stream(path, std::ios::binary);
-    if (!stream) raise<ArtifactError>("DirectoryStore::read", "kernel ", format_kernel_id(id), " is not in ", describe());
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-    if (stream.bad()) raise<ArtifactError>("DirectoryStore::read", "reading '", path, "' failed");
+    std::error_code error;
+    if (!fs::is_regular_file(path, error))
+        raise<ArtifactError>("DirectoryStore::read", "kernel ", format_kernel_id(id), " is not in ", describe());
+    const std::vector<uint8_t> bytes = read_file_bytes(path, max_artifact_bytes_, "DirectoryStore::read: kernel artifact");
     const uint64_t actual = content_hash(bytes.data(), bytes.size());
     if (actual != id)
         raise<ArtifactError>("DirectoryStore::read", "'", path, "' hashes to ", format_kernel_id(actual),
@@ -51,15 +52,11 @@ uint64_t DirectoryStore::write(const std::vector<uint8_t>& bytes) {
     std::lock_guard lock(mutex_);
     const std::string path = path_of(id);
     if (!contains(id)) {
-        const std::string temporary = path + ".tmp";
-        {
-            std::ofstream stream(temporary, std::ios::binary | std::ios::trunc);
-            stream.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-            if (!stream) raise<Error>("DirectoryStore::write", "cannot write '", temporary, "'");
+        try {
+            write_file_atomically(path, bytes);
+        } catch (const ArtifactError& error) {
+            raise<Error>("DirectoryStore::write", error.what());
         }
-        std::error_code error;
-        fs::rename(temporary, path, error);
-        if (error) raise<Error>("DirectoryStore::write", "cannot rename '", temporary, "' to '", path, "': ", error.message());
     }
     update_index(id, bytes);
     return id;

@@ -25,8 +25,9 @@ public:
 
 class DirectoryStore final : public KernelStore {
 public:
-    // Creates the directory if needed; raises Error if it cannot.
-    explicit DirectoryStore(std::string directory);
+    // Creates the directory if needed; raises Error if it cannot. Files above `max_artifact_bytes`
+    // are refused before they are read.
+    explicit DirectoryStore(std::string directory, uint64_t max_artifact_bytes = 64ull << 20);
     bool contains(uint64_t id) const override;
     std::vector<uint8_t> read(uint64_t id) const override;
     uint64_t write(const std::vector<uint8_t>& bytes) override;  // atomic: temp file, then rename
@@ -40,6 +41,7 @@ private:
     void update_index(uint64_t id, const std::vector<uint8_t>& bytes);  // under mutex_
 
     std::string directory_;
+    uint64_t max_artifact_bytes_;
     mutable std::mutex mutex_;
 };
 

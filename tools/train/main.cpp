@@ -225,27 +225,19 @@ int main(int argc, char** argv) {
         double accuracy_before_germination = -1;
         const std::string checkpoint_path = config.out + "/checkpoint.safetensors";
         if (config.resume) {
-            const SafetensorsContent checkpoint = load_safetensors(checkpoint_path);
-            TensorMap seed_state, weights, optimizer_state;
-            for (const auto& [name, tensor] : checkpoint.tensors) {
-                if (name.rfind("seed_state/", 0) == 0) seed_state.emplace(name.substr(11), tensor);
-                else if (name.rfind("optimizer/", 0) == 0) optimizer_state.emplace(name.substr(10), tensor);
-                else if (name.rfind("model/", 0) == 0) weights.emplace(name.substr(6), tensor);
+            const morph::TrainingCheckpoint checkpoint = morph::load_checkpoint(checkpoint_path);
+            // Seeds (kernels reloaded from the store), weights, optimizer: all restored or none.
+            named = morph::restore_checkpoint(checkpoint, *network, *optimizer, &model);
+            try {
+                controller.load_state(checkpoint.metadata.at("controller"));
+                history = Json::parse(checkpoint.metadata.at("history"));
+                first_epoch = std::stoi(checkpoint.metadata.at("epoch")) + 1;
+                accuracy_before_germination = std::stod(checkpoint.metadata.at("accuracy_before_germination"));
+            } catch (const std::exception& error) {  // a missing key, malformed JSON or number
+                raise<ArtifactError>("--resume", "checkpoint '", checkpoint_path,
+                                     "' lacks valid epoch/controller/history/accuracy_before_germination metadata (",
+                                     error.what(), ")");
             }
-            if (!seed_state.empty()) model.restore_seed_state(seed_state);  // reloads kernels from the store
-            network->load_state_dict(weights, /*strict=*/true);
-            // Rebuild the optimizer's parameter list in the saved order, then its state.
-            const std::vector<std::string> order = Json::parse(checkpoint.metadata.at("parameter_order")).get<std::vector<std::string>>();
-            std::map<std::string, Tensor> by_name;
-            for (auto& [name, tensor] : network->named_parameters()) by_name[name] = tensor;
-            named.clear();
-            for (const std::string& name : order) named.emplace_back(name, by_name.at(name));
-            optimizer->set_parameters(tensors_of(named));
-            optimizer->load_state_dict(optimizer_state);
-            controller.load_state(checkpoint.metadata.at("controller"));
-            history = Json::parse(checkpoint.metadata.at("history"));
-            first_epoch = std::stoi(checkpoint.metadata.at("epoch")) + 1;
-            accuracy_before_germination = std::stod(checkpoint.metadata.at("accuracy_before_germination"));
             schedule.set_epoch(first_epoch - 1);
             std::printf("resumed from %s after epoch %d\n", checkpoint_path.c_str(), first_epoch - 1);
         }
@@ -300,18 +292,12 @@ int main(int argc, char** argv) {
             schedule.step();
 
             // Checkpoint: weights and buffers, optimizer state, seed state (kernel ids), controller, history.
-            TensorMap checkpoint;
-            for (auto& [name, tensor] : network->state_dict()) checkpoint.emplace("model/" + name, tensor);
-            for (auto& [name, tensor] : optimizer->state_dict()) checkpoint.emplace("optimizer/" + name, tensor);
-            for (auto& [name, tensor] : model.seed_state()) checkpoint.emplace("seed_state/" + name, tensor);
-            Json parameter_order = Json::array();
-            for (const auto& entry : named) parameter_order.push_back(entry.first);
-            save_safetensors(checkpoint_path, checkpoint,
-                             {{"epoch", std::to_string(epoch)},
-                              {"parameter_order", parameter_order.dump()},
-                              {"controller", controller.save_state()},
-                              {"history", history.dump()},
-                              {"accuracy_before_germination", make_message(accuracy_before_germination)}});
+            morph::save_checkpoint(checkpoint_path,
+                                   morph::capture_checkpoint(*network, *optimizer, named, &model,
+                                                             {{"epoch", std::to_string(epoch)},
+                                                              {"controller", controller.save_state()},
+                                                              {"history", history.dump()},
+                                                              {"accuracy_before_germination", make_message(accuracy_before_germination)}}));
             if (epoch == config.stop_after) {
                 std::printf("stopping after epoch %d as asked (--stop-after); continue with --resume\n", epoch);
                 break;
