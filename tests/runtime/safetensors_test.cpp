@@ -71,7 +71,7 @@ TEST(Safetensors, RefusesHugeHeaderLengthBeforeAllocating) {
     expect_refused(bytes, "outside [2,");
 }
 
-TEST(Safetensors, RefusesInvalidJson) { expect_refused(file_with_header("{\"a\": [1,", 0), "not a valid JSON object"); }
+TEST(Safetensors, RefusesInvalidJson) { expect_refused(file_with_header("{\"a\": [1,", 0), "header is not valid JSON"); }
 
 TEST(Safetensors, RefusesDeeplyNestedJson) {
     expect_refused(file_with_header("{\"a\":" + std::string(50, '[') + std::string(50, ']') + "}", 0), "nests deeper");
