@@ -37,7 +37,23 @@ constexpr size_t kCpuAlignment = 64;
 // so a kernel that leaves part of its output unwritten shows up in the tests. Read once per process.
 bool poison_allocations();
 
-// The allocator that serves `device` (a process-wide instance per device type).
+// The allocator that serves `device` (a process-wide instance per device type, unless this thread
+// has an override in place).
 Allocator& allocator_for(Device device);
+
+// While it lives, this thread's allocations on `type` go to `allocator` (fault injection: an
+// allocator that fails on chosen calls). Each block goes back to the allocator that made it, so
+// `allocator` must outlive the tensors allocated through it. Overrides nest.
+class ScopedAllocatorOverride {
+public:
+    ScopedAllocatorOverride(DeviceType type, Allocator& allocator);
+    ~ScopedAllocatorOverride();
+    ScopedAllocatorOverride(const ScopedAllocatorOverride&) = delete;
+    ScopedAllocatorOverride& operator=(const ScopedAllocatorOverride&) = delete;
+
+private:
+    DeviceType type_;
+    Allocator* previous_;
+};
 
 }  // namespace kasmina

@@ -54,7 +54,19 @@ bool poison_allocations() {
     return poison;
 }
 
+namespace {
+thread_local Allocator* allocator_overrides[2] = {nullptr, nullptr};  // by DeviceType
+}  // namespace
+
+ScopedAllocatorOverride::ScopedAllocatorOverride(DeviceType type, Allocator& allocator)
+    : type_(type), previous_(allocator_overrides[static_cast<int>(type)]) {
+    allocator_overrides[static_cast<int>(type)] = &allocator;
+}
+
+ScopedAllocatorOverride::~ScopedAllocatorOverride() { allocator_overrides[static_cast<int>(type_)] = previous_; }
+
 Allocator& allocator_for(Device device) {
+    if (Allocator* replacement = allocator_overrides[static_cast<int>(device.type)]) return *replacement;
     static CpuAlignedAllocator cpu_allocator;
     if (device.is_cpu()) return cpu_allocator;
 #ifdef KASMINA_WITH_CUDA
@@ -65,12 +77,12 @@ Allocator& allocator_for(Device device) {
 #endif
 }
 
-Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-    data_ = allocator_for(device).allocate(bytes);
+Storage::Storage(size_t bytes, Device device) : bytes_(bytes), allocator_(&allocator_for(device)), device_(device) {
+    data_ = allocator_->allocate(bytes);
 }
 
 Storage::~Storage() {
-    if (data_ != nullptr) allocator_for(device_).deallocate(data_, bytes_);
+    if (data_ != nullptr) allocator_->deallocate(data_, bytes_);
 }
 
 }  // namespace kasmina

@@ -29,6 +29,7 @@ public:
 private:
     void* data_ = nullptr;
     size_t bytes_ = 0;
+    Allocator* allocator_ = nullptr;  // the one that made data_, which takes it back
     Device device_;
     std::atomic<uint64_t> version_{0};
 };

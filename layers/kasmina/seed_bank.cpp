@@ -42,13 +42,13 @@ void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
     if (!cache_) raise<Error>("load_kernel", "this layer has no kernel cache (wrap() with a cache)");
     Device device;
     DType dtype;
-    int64_t step;
+    std::optional<SeedState> before;  // the seed as it was, for a refusal to put back
     {
         std::lock_guard lock(mutex_);
+        before = state_;
         state_.transition(seed, SeedLifecycle::loading, step_);  // raises for illegal sources
         device = device_;
         dtype = dtype_;
-        step = step_;
     }
     // Read, validate and build outside the lock; the seed is LOADING, so forward ignores it.
     std::shared_ptr<const CachedKernel> cached;
@@ -61,7 +61,7 @@ void SeedBank::load_kernel(int seed, uint64_t id, const LoadOptions& options) {
         network->to(dtype);
     } catch (const std::exception& error) {
         std::lock_guard lock(mutex_);
-        state_.reset(seed, step);
+        state_.copy_seed_from(*before, seed);
         refresh_counters();
         throw ArtifactError(make_message("load_kernel: seed ", seed, " refused kernel ", format_kernel_id(id), ": ", error.what()));
     }

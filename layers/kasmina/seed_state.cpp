@@ -102,6 +102,20 @@ void SeedState::reset(int seed, int64_t step) {
     fallback_[seed] = 0;
 }
 
+void SeedState::copy_seed_from(const SeedState& other, int seed) {
+    if (other.size() != size()) raise<Error>("SeedState", "copying a seed from a state of ", other.size(), " seeds into one of ", size());
+    check(seed);
+    lifecycle_[seed] = other.lifecycle_[seed];
+    kernel_id_[seed] = other.kernel_id_[seed];
+    alpha_[seed] = other.alpha_[seed];
+    health_[seed] = other.health_[seed];
+    health_seen_[seed] = other.health_seen_[seed];
+    last_update_step_[seed] = other.last_update_step_[seed];
+    latency_us_[seed] = other.latency_us_[seed];
+    consecutive_errors_[seed] = other.consecutive_errors_[seed];
+    fallback_[seed] = other.fallback_[seed];
+}
+
 std::vector<int> SeedState::blending_seeds() const {
     std::vector<int> seeds;
     for (int seed = 0; seed < size(); ++seed) {

@@ -46,6 +46,8 @@ public:
     void record_success(int seed);
     // Returns a seed to DORMANT with alpha 0, no kernel, cleared errors (unload).
     void reset(int seed, int64_t step);
+    // Sets every field of `seed` to its value in `other` (a refused load puts the seed back as it was).
+    void copy_seed_from(const SeedState& other, int seed);
 
     // Seeds whose kernels take part in the blend (ACTIVE or FOSSILIZED, alpha > 0 not required).
     std::vector<int> blending_seeds() const;
