@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/operators.h>
 
+#include <functional>
 #include <sstream>
 #include <string_view>
 
@@ -64,6 +65,9 @@ py::object numpy_view(const py::object& tensor) { return py::module_::import("nu
 // A tensor viewing a buffer's memory; the buffer (and its owner) stays alive as long as the storage.
 Tensor from_buffer(const py::buffer& buffer) {
     auto info = std::make_shared<py::buffer_info>(buffer.request());
+    if (info->readonly)
+        raise<Error>("from_numpy", "the buffer is read-only and kasmina tensors are writable; pass a writable array "
+                                   "(np.array(a)) or copy with kasmina.tensor(a)");
     const DType dtype = dtype_of_buffer(*info);
     Shape shape(info->shape.begin(), info->shape.end()), strides;
     int64_t extent = 1;  // elements from the first to one past the last
@@ -176,27 +180,18 @@ void bind_tensor(py::module_& m) {
         return TensorOptions{.dtype = dtype, .device = parse_device(device)};
     };
     auto with_grad = [](Tensor t, bool requires_grad) { return requires_grad ? t.set_requires_grad(true) : t; };
-    const auto kw = [](const char* first) {
-        return std::make_tuple(py::arg(first), py::kw_only(), py::arg("dtype") = DType::f32, py::arg("device") = "cpu",
-                               py::arg("requires_grad") = false);
-    };
-    using Factory = Tensor (*)(const Shape&, TensorOptions);
-    for (const auto& [name, factory] : {std::pair<const char*, Factory>{"empty", &Tensor::empty},
-                                        {"zeros", &Tensor::zeros}, {"ones", &Tensor::ones}}) {
-        std::apply([&](auto... args) {
-            m.def(name, [=](const Shape& shape, DType dtype, const std::string& device, bool requires_grad) {
-                return with_grad(factory(shape, options(dtype, device)), requires_grad);
-            }, args...);
-        }, kw("shape"));
-    }
-    for (const auto& [name, factory] : {std::pair<const char*, decltype(&Tensor::rand)>{"rand", &Tensor::rand},
-                                        {"randn", &Tensor::randn}}) {
-        std::apply([&](auto... args) {
-            m.def(name, [=](const Shape& shape, DType dtype, const std::string& device, bool requires_grad) {
-                return with_grad(factory(shape, options(dtype, device), nullptr), requires_grad);
-            }, args...);
-        }, kw("shape"));
-    }
+    using Factory = std::function<Tensor(const Shape&, TensorOptions)>;
+    const std::pair<const char*, Factory> factories[] = {
+        {"empty", [](const Shape& shape, TensorOptions o) { return Tensor::empty(shape, o); }},
+        {"zeros", [](const Shape& shape, TensorOptions o) { return Tensor::zeros(shape, o); }},
+        {"ones", [](const Shape& shape, TensorOptions o) { return Tensor::ones(shape, o); }},
+        {"rand", [](const Shape& shape, TensorOptions o) { return Tensor::rand(shape, o); }},
+        {"randn", [](const Shape& shape, TensorOptions o) { return Tensor::randn(shape, o); }}};
+    for (const auto& [name, factory] : factories)
+        m.def(name, [=](const Shape& shape, DType dtype, const std::string& device, bool requires_grad) {
+            return with_grad(factory(shape, options(dtype, device)), requires_grad);
+        }, py::arg("shape"), py::kw_only(), py::arg("dtype") = DType::f32, py::arg("device") = "cpu",
+           py::arg("requires_grad") = false);
     m.def("full", [=](const Shape& shape, double value, DType dtype, const std::string& device, bool requires_grad) {
         return with_grad(Tensor::full(shape, value, options(dtype, device)), requires_grad);
     }, py::arg("shape"), py::arg("value"), py::kw_only(), py::arg("dtype") = DType::f32, py::arg("device") = "cpu",

@@ -58,6 +58,10 @@ def test_unsupported_numpy_input_raises_a_clear_error():
         kasmina.from_numpy(np.zeros(3, dtype=np.complex64))
     with pytest.raises(kasmina.ShapeError, match="from_numpy.*negative"):
         kasmina.from_numpy(np.arange(4.0)[::-1])
+    read_only = np.zeros(3, dtype=np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(kasmina.Error, match="from_numpy.*read-only"):
+        kasmina.from_numpy(read_only)
 
 
 def test_cpp_errors_arrive_as_python_exceptions_with_the_cpp_message():
