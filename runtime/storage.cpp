@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <utility>
 
 #include "runtime/error.h"
 #ifdef KASMINA_WITH_CUDA
@@ -81,8 +82,15 @@ Storage::Storage(size_t bytes, Device device) : bytes_(bytes), allocator_(&alloc
     data_ = allocator_->allocate(bytes);
 }
 
+Storage::Storage(void* data, size_t bytes, Device device, std::function<void()> release)
+    : data_(data), bytes_(bytes), device_(device), release_(std::move(release)) {}
+
 Storage::~Storage() {
-    if (data_ != nullptr) allocator_->deallocate(data_, bytes_);
+    if (release_) {
+        release_();
+    } else if (data_ != nullptr) {
+        allocator_->deallocate(data_, bytes_);
+    }
 }
 
 }  // namespace kasmina

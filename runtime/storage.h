@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "runtime/allocator.h"
@@ -15,6 +16,9 @@ namespace kasmina {
 class Storage {
 public:
     Storage(size_t bytes, Device device);
+    // Adopts memory owned elsewhere (a NumPy array, a DLPack tensor): `release` runs instead of the
+    // allocator's deallocate when the last tensor using the block goes away.
+    Storage(void* data, size_t bytes, Device device, std::function<void()> release);
     ~Storage();
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
@@ -31,6 +35,7 @@ private:
     size_t bytes_ = 0;
     Allocator* allocator_ = nullptr;  // the one that made data_, which takes it back
     Device device_;
+    std::function<void()> release_;  // set for adopted memory
     std::atomic<uint64_t> version_{0};
 };
 
