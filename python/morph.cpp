@@ -39,7 +39,7 @@ void bind_morph(py::module_& m) {
         const std::vector<uint8_t> data = from_bytes(bytes);
         return morph::parse_artifact(data.data(), data.size(), source);
     }, py::arg("data"), py::arg("source") = "<bytes>");
-    morph.def("load_artifact", &morph::load_artifact, py::arg("path"));
+    morph.def("load_artifact", [](const std::string& path) { return morph::load_artifact(path); }, py::arg("path"));
     morph.def("inspect_artifact", [](const std::string& path) { return morph::describe_artifact(morph::load_artifact(path)); },
               py::arg("path"), "What kasmina-kernel inspect prints for a file.");
     morph.def("format_kernel_id", &morph::format_kernel_id, py::arg("id"));

@@ -248,9 +248,13 @@ void channel_sums(ChannelGeometry g, First first, double* first_sums, Second sec
     }
 }
 
-// out[i] = a[c] * first[i] + b[c] * second[i] + k[c] for every element i of channel c (second may be null).
+// out[i] = a[c] * (first[i] - center[c]) + b[c] * second[i] + k[c] for every element i of channel c
+// (center and second may be null). Centering before scaling keeps x == center exact (a constant
+// channel normalizes to exactly the bias, as in float64), where a[c] * x + (k[c] - a[c] * center[c])
+// would leave the rounding of two large products.
 template <typename T>
-void channel_affine(ChannelGeometry g, const T* first, const T* a, const T* second, const T* b, const T* k, T* out) {
+void channel_affine(ChannelGeometry g, const T* first, const T* center, const T* a, const T* second, const T* b,
+                    const T* k, T* out) {
     const bool parallel = g.numel() > kParallelWork;
     if (g.spatial == 1) {
 #pragma omp parallel for schedule(static) if (parallel)
@@ -259,10 +263,11 @@ void channel_affine(ChannelGeometry g, const T* first, const T* a, const T* seco
             if (second != nullptr) {
 #pragma omp simd
                 for (int64_t c = 0; c < g.channels; ++c)
-                    out[row + c] = a[c] * first[row + c] + b[c] * second[row + c] + k[c];
+                    out[row + c] = a[c] * (first[row + c] - (center ? center[c] : T(0))) + b[c] * second[row + c] + k[c];
             } else {
 #pragma omp simd
-                for (int64_t c = 0; c < g.channels; ++c) out[row + c] = a[c] * first[row + c] + k[c];
+                for (int64_t c = 0; c < g.channels; ++c)
+                    out[row + c] = a[c] * (first[row + c] - (center ? center[c] : T(0))) + k[c];
             }
         }
         return;
@@ -271,34 +276,32 @@ void channel_affine(ChannelGeometry g, const T* first, const T* a, const T* seco
     for (int64_t n = 0; n < g.batch; ++n) {
         for (int64_t c = 0; c < g.channels; ++c) {
             const int64_t start = (n * g.channels + c) * g.spatial;
-            const T ac = a[c], bc = second != nullptr ? b[c] : T(0), kc = k[c];
+            const T ac = a[c], bc = second != nullptr ? b[c] : T(0), kc = k[c], cc = center ? center[c] : T(0);
             if (second != nullptr) {
 #pragma omp simd
                 for (int64_t s = 0; s < g.spatial; ++s)
-                    out[start + s] = ac * first[start + s] + bc * second[start + s] + kc;
+                    out[start + s] = ac * (first[start + s] - cc) + bc * second[start + s] + kc;
             } else {
 #pragma omp simd
-                for (int64_t s = 0; s < g.spatial; ++s) out[start + s] = ac * first[start + s] + kc;
+                for (int64_t s = 0; s < g.spatial; ++s) out[start + s] = ac * (first[start + s] - cc) + kc;
             }
         }
     }
 }
 
-// out = x * scale[c] + shift[c] with scale = invstd * weight, shift = bias - mean * scale (as PyTorch).
+// out = (x - mean[c]) * scale[c] + bias[c] with scale = invstd * weight.
 template <typename T>
 void batch_norm_normalize(ChannelGeometry g, const T* x, const double* mean, const double* invstd, const T* weight,
                           const T* bias, T* out) {
-    std::vector<T> scale(g.channels), shift(g.channels);
+    std::vector<T> center(g.channels), scale(g.channels), shift(g.channels);
     for (int64_t c = 0; c < g.channels; ++c) {
-        const double s = invstd[c] * (weight != nullptr ? static_cast<double>(weight[c]) : 1.0);
-        scale[c] = static_cast<T>(s);
-        shift[c] = static_cast<T>((bias != nullptr ? static_cast<double>(bias[c]) : 0.0) - mean[c] * s);
+        center[c] = static_cast<T>(mean[c]);
+        scale[c] = static_cast<T>(invstd[c] * (weight != nullptr ? static_cast<double>(weight[c]) : 1.0));
+        shift[c] = bias != nullptr ? bias[c] : T(0);
     }
-    channel_affine<T>(g, x, scale.data(), nullptr, nullptr, shift.data(), out);
+    channel_affine<T>(g, x, center.data(), scale.data(), nullptr, nullptr, shift.data(), out);
 }
 
-// Batch mean and biased variance per channel: with S > 1 each channel's runs feed Moments; with S == 1
-// two passes over the [N, C] matrix (means, then centered squares), vectorized across channels.
 template <typename T>
 void batch_statistics(ChannelGeometry g, const T* x, double* mean, double* variance) {
     const double count = static_cast<double>(g.batch * g.spatial);
@@ -386,7 +389,7 @@ void batch_norm_backward_loop(ChannelGeometry g, const T* grad, const T* x, cons
             k[c] = T(0);
         }
     }
-    channel_affine<T>(g, grad, a.data(), training ? x : nullptr, b.data(), k.data(), grad_x);
+    channel_affine<T>(g, grad, nullptr, a.data(), training ? x : nullptr, b.data(), k.data(), grad_x);
 }
 
 // ---- oneDNN (float32) ---------------------------------------------------------------------------------
