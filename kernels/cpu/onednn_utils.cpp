@@ -1,6 +1,5 @@
 #include "kernels/cpu/onednn_utils.h"
 
-#include <mutex>
 #include <sstream>
 #include <unordered_map>
 
@@ -58,18 +57,17 @@ std::string geometry_key(const char* op, std::initializer_list<const Tensor*> te
     return key.str();
 }
 
+// One cache per thread: with oneDNN's default build (DNNL_ENABLE_CONCURRENT_EXEC=OFF) a primitive's
+// library-managed scratchpad is shared, so a primitive must run on the thread that created it, and no
+// primitive may run on two threads at once. A process-wide cache handed one primitive to two training
+// threads and corrupted their results (found by the two-trainer concurrency test under poisoned
+// allocations). oneDNN's own primitive cache keeps re-creation per thread cheap.
 dnnl::primitive cached_primitive(const std::string& key, const std::function<dnnl::primitive()>& make) {
-    static std::mutex mutex;
-    static std::unordered_map<std::string, dnnl::primitive> cache;
-    {
-        std::lock_guard lock(mutex);
-        auto found = cache.find(key);
-        if (found != cache.end()) return found->second;
-    }
-    dnnl::primitive primitive = make();
-    std::lock_guard lock(mutex);
+    thread_local std::unordered_map<std::string, dnnl::primitive> cache;
+    auto found = cache.find(key);
+    if (found != cache.end()) return found->second;
     if (cache.size() > 4096) cache.clear();  // bound memory for workloads with ever-changing shapes
-    return cache.emplace(key, primitive).first->second;
+    return cache.emplace(key, make()).first->second;
 }
 
 void eltwise_forward(dnnl::algorithm algorithm, float alpha, float beta, const Tensor& x, const Tensor& out) {
