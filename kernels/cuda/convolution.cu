@@ -21,18 +21,17 @@ void check_cudnn(cudnnStatus_t status, const char* call) {
         raise<DeviceError>(call, "cuDNN failed: ", cudnnGetErrorString(status), " (", static_cast<int>(status), ")");
 }
 
-// One handle per device, created on first use and kept for the process; bound to the current stream
-// on every call.
+// This thread's handle on the current device, bound to the current stream on every call.
 cudnnHandle_t handle() {
-    static std::mutex mutex;
-    static std::vector<cudnnHandle_t> handles;
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    std::lock_guard lock(mutex);
-    if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
-    if (handles[device] == nullptr) check_cudnn(cudnnCreate(&handles[device]), "cudnnCreate");
-    check_cudnn(cudnnSetStream(handles[device], launch_stream()), "cudnnSetStream");
-    return handles[device];
+    const cudnnHandle_t h = thread_device_handle<cudnnHandle_t>(
+        [] {
+            cudnnHandle_t created = nullptr;
+            check_cudnn(cudnnCreate(&created), "cudnnCreate");
+            return created;
+        },
+        [](cudnnHandle_t old) { cudnnDestroy(old); });
+    check_cudnn(cudnnSetStream(h, launch_stream()), "cudnnSetStream");
+    return h;
 }
 
 cudnnDataType_t data_type(DType dtype, const char* op) {

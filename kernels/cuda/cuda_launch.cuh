@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/stream.h"
@@ -22,6 +23,28 @@ constexpr int kThreads = 256;
 // Where every launch, memset and cuBLAS/cuDNN call of the backend is queued: the calling thread's
 // current stream on the current device (the dispatch layer made the operands' device current).
 inline cudaStream_t launch_stream() { return ::kasmina::cuda::current_stream().raw(); }
+
+// A library handle (cuBLAS, cuDNN) for the calling thread on the current device, made by `create` on
+// first use. Such handles carry the stream their calls run on, so two host threads must never share
+// one (one thread's GEMM could land on the other's stream); each thread keeps its own per device,
+// released by `destroy` when the thread ends.
+template <typename Handle, typename Create, typename Destroy>
+Handle thread_device_handle(Create create, Destroy destroy) {
+    struct PerThread {
+        std::vector<Handle> by_device;
+        Destroy destroy;
+        ~PerThread() {
+            for (Handle handle : by_device)
+                if (handle != nullptr) destroy(handle);  // errors at thread exit have nowhere to go
+        }
+    };
+    thread_local PerThread handles{{}, destroy};
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    if (static_cast<int>(handles.by_device.size()) <= device) handles.by_device.resize(device + 1, nullptr);
+    if (handles.by_device[device] == nullptr) handles.by_device[device] = create();
+    return handles.by_device[device];
+}
 
 // Element offsets of N operands for a linear index over the (merged) iteration shape.
 template <int N>

@@ -24,20 +24,18 @@ void check_cublas(cublasStatus_t status, const char* call) {
                            cublasGetStatusString(status));
 }
 
-// One handle per device, created on first use and kept for the process; bound to the current stream
-// on every call.
+// This thread's handle on the current device, bound to the current stream and math mode on every call.
 cublasHandle_t handle() {
-    static std::mutex mutex;
-    static std::vector<cublasHandle_t> handles;
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    std::lock_guard lock(mutex);
-    if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
-    if (handles[device] == nullptr) check_cublas(cublasCreate(&handles[device]), "cublasCreate");
-    check_cublas(cublasSetMathMode(handles[device], allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
-                 "cublasSetMathMode");
-    check_cublas(cublasSetStream(handles[device], launch_stream()), "cublasSetStream");
-    return handles[device];
+    const cublasHandle_t h = thread_device_handle<cublasHandle_t>(
+        [] {
+            cublasHandle_t created = nullptr;
+            check_cublas(cublasCreate(&created), "cublasCreate");
+            return created;
+        },
+        [](cublasHandle_t old) { cublasDestroy(old); });
+    check_cublas(cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+    check_cublas(cublasSetStream(h, launch_stream()), "cublasSetStream");
+    return h;
 }
 
 // How cuBLAS sees one row-major operand X [rows, cols] (strides row_stride, col_stride): as the
@@ -92,16 +90,15 @@ void require_floating(const Tensor& t, const char* op) {
         raise<DTypeError>(op, "the CUDA backend multiplies float32 and float64 matrices, got ", t.describe());
 }
 
-// cuBLASLt for out^T [N, M] = op(W) x^T + bias: one handle per device, algorithms cached per shape.
+// cuBLASLt for out^T [N, M] = op(W) x^T + bias: a handle per thread and device, algorithms cached per shape.
 cublasLtHandle_t lt_handle() {
-    static std::mutex mutex;
-    static std::vector<cublasLtHandle_t> handles;
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    std::lock_guard lock(mutex);
-    if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
-    if (handles[device] == nullptr) check_cublas(cublasLtCreate(&handles[device]), "cublasLtCreate");
-    return handles[device];
+    return thread_device_handle<cublasLtHandle_t>(
+        [] {
+            cublasLtHandle_t created = nullptr;
+            check_cublas(cublasLtCreate(&created), "cublasLtCreate");
+            return created;
+        },
+        [](cublasLtHandle_t old) { cublasLtDestroy(old); });
 }
 
 // The largest power of two (up to 256) that divides the address: what an algorithm may assume.

@@ -118,6 +118,33 @@ TEST(CudaStream, CurrentStreamIsPerThread) {
     EXPECT_EQ(seen_by_other_thread, Stream::default_stream(0));
 }
 
+TEST(CudaStream, HostThreadsOnTheirOwnStreamsGetTheirOwnResults) {
+    // cuBLAS and cuDNN handles carry a stream, so each host thread has its own: two threads running
+    // convolutions and GEMMs at once on their own streams must each get the default stream's results.
+    REQUIRE_GPU();
+    manual_seed(9);
+    const Tensor image = Tensor::randn({8, 3, 16, 16}).to(kGpu), filter = Tensor::randn({4, 3, 3, 3}).to(kGpu);
+    const Tensor weight = Tensor::randn({4 * 16 * 16, 10}).to(kGpu);
+    const std::vector<Tensor> expected = forward_and_backward(image, filter, weight);
+    Event inputs_ready;
+    inputs_ready.record(Stream::default_stream(0));
+    std::atomic<int> mismatches{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t)
+        threads.emplace_back([&] {
+            const Stream own = Stream::create(0);
+            inputs_ready.wait(own);
+            StreamGuard guard(own);
+            for (int round = 0; round < 20; ++round) {
+                const std::vector<Tensor> got = forward_and_backward(image, filter, weight);
+                for (size_t i = 0; i < got.size(); ++i)
+                    if (max(abs(got[i] - expected[i])).item() > 1e-5) ++mismatches;
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(mismatches.load(), 0);
+}
+
 TEST(CudaStream, WorkOnASideStreamMatchesTheDefaultStream) {
     REQUIRE_GPU();
     manual_seed(7);
