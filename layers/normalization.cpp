@@ -1,6 +1,7 @@
 #include "layers/normalization.h"
 
 #include "autograd/normalization.h"
+#include "autograd/ops.h"
 #include "kernels/kernels.h"
 #include "runtime/grad_mode.h"
 
@@ -68,8 +69,42 @@ Tensor BatchNorm::forward(const Tensor& input) {
     // The batch is counted only once batch_norm has succeeded, so a raising forward changes no buffer
     // (batch_norm validates everything before it updates the running statistics).
     const bool use_batch_stats = is_training() || !options_.track_running_stats;
+    if (use_batch_stats && replica_sum_) {
+        Tensor output = synchronized_batch_norm(input);
+        if (counts_batches()) count_batch();
+        return output;
+    }
     Tensor output = batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, average_factor(), options_.eps);
     if (counts_batches()) count_batch();
+    return output;
+}
+
+// The global batch's statistics from per-replica sums (two passes: the mean first, then the centred
+// squares, so the variance does not suffer from cancellation). The counts travel with the sums, so
+// replicas may hold batches of different sizes.
+Tensor BatchNorm::synchronized_batch_norm(const Tensor& input) {
+    std::vector<int64_t> dims;
+    Shape stat_shape(static_cast<size_t>(input.dim()), 1);
+    stat_shape[1] = num_features_;
+    for (int64_t d = 0; d < input.dim(); ++d)
+        if (d != 1) dims.push_back(d);
+    const double local_count = static_cast<double>(input.numel() / num_features_);
+    const Tensor totals = replica_sum_(cat({sum(input, dims), Tensor::full({1}, local_count, {.dtype = input.dtype(), .device = input.device()})}));
+    const Tensor count = totals.narrow(0, num_features_, 1);
+    const Tensor batch_mean = totals.narrow(0, 0, num_features_) / count;
+    const Tensor centered = input - batch_mean.reshape(stat_shape);
+    const Tensor batch_var = replica_sum_(sum(centered * centered, dims)) / count;  // biased, as normalization uses
+    Tensor output = centered * rsqrt(batch_var + options_.eps).reshape(stat_shape);
+    if (weight.defined()) output = output * weight.reshape(stat_shape) + bias.reshape(stat_shape);
+    if (is_training() && options_.track_running_stats) {
+        NoGradGuard no_grad;
+        const double factor = average_factor();
+        const Tensor unbiased = batch_var.detach() * count.detach() / (count.detach() - 1.0);
+        copy_into(running_mean, running_mean * (1.0 - factor) + batch_mean.detach() * factor);
+        copy_into(running_var, running_var * (1.0 - factor) + unbiased * factor);
+        running_mean.impl()->storage->bump_version();
+        running_var.impl()->storage->bump_version();
+    }
     return output;
 }
 

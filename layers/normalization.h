@@ -2,6 +2,7 @@
 // train/eval behaviour (running statistics updated with the unbiased variance).
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "layers/module.h"
@@ -47,6 +48,13 @@ public:
 
     int64_t num_features() const { return num_features_; }
     const BatchNormOptions& options() const { return options_; }
+    // Synchronized batch statistics (data parallelism's SyncBatchNorm): `sum` adds a per-replica tensor
+    // over all replicas, differentiably. While set, training forwards normalize with the mean and variance
+    // of every replica's samples. An empty function returns to per-replica statistics.
+    using ReplicaSum = std::function<Tensor(const Tensor&)>;
+    void set_replica_sum(ReplicaSum sum) { replica_sum_ = std::move(sum); }
+    bool synchronized() const { return static_cast<bool>(replica_sum_); }
+
     Tensor weight, bias;                                          // affine parameters [C]
     Tensor running_mean, running_var, num_batches_tracked;        // buffers (undefined without tracking)
 
@@ -60,8 +68,11 @@ protected:
     void count_batch();
 
 private:
+    Tensor synchronized_batch_norm(const Tensor& input);
+
     int64_t num_features_;
     BatchNormOptions options_;
+    ReplicaSum replica_sum_;
 };
 
 class BatchNorm1d : public BatchNorm {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -40,6 +41,9 @@ struct TensorImpl {
     std::shared_ptr<autograd::Node> grad_fn;  // null for leaves
     uint32_t output_nr = 0;                   // which output of grad_fn this tensor is
     std::weak_ptr<autograd::Node> grad_accumulator;
+    // Called, in registration order, each time a backward pass has accumulated into this leaf's grad
+    // (autograd/hooks.h registers them).
+    std::vector<std::pair<uint64_t, std::function<void(const std::shared_ptr<TensorImpl>&)>>> post_accumulate_hooks;
 };
 
 class Tensor {

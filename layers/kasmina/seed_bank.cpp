@@ -88,6 +88,19 @@ void SeedBank::unload_kernel(int seed) {
     refresh_counters();
 }
 
+void SeedBank::revert_load(int seed, const SeedState& before) {
+    settle_checks();
+    std::lock_guard lock(mutex_);
+    if (before.lifecycle(seed) != SeedLifecycle::dormant)
+        raise<Error>("revert_load", "seed ", seed, " was ", lifecycle_name(before.lifecycle(seed)), " before the load; only a load into "
+                     "a DORMANT seed can be reverted");
+    state_.copy_seed_from(before, seed);
+    networks_[seed].reset();
+    cached_[seed].reset();
+    ramps_[seed].reset();
+    refresh_counters();
+}
+
 void SeedBank::set_seed_alpha(int seed, double alpha) {
     std::lock_guard lock(mutex_);
     if (state_.lifecycle(seed) == SeedLifecycle::fossilized)

@@ -62,6 +62,9 @@ public:
     // with the reason; nothing else changes.
     void load_kernel(int seed, uint64_t id, const LoadOptions& options = {});
     void unload_kernel(int seed);                          // -> DORMANT, alpha 0
+    // Undoes a successful load_kernel into a seed that was DORMANT: every field of `seed` as in `before`
+    // (a state_copy() taken just before the load). For a load another rank refused.
+    void revert_load(int seed, const SeedState& before);
     void set_seed_alpha(int seed, double alpha);           // clamped to [0, 1]
     void ramp_alpha(int seed, double target, int64_t steps);  // advanced by one each training step
     void fossilize(int seed);                              // ACTIVE -> FOSSILIZED: frozen weights, fixed alpha
