@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "layers/kasmina/kernel_store.h"
+#include "layers/kasmina/seed_commands.h"
 #include "layers/kasmina/wrap.h"
 
 namespace kasmina::train {
@@ -44,6 +45,10 @@ public:
     bool after_epoch(int epoch, double validation_accuracy, morph::MorphableModel& model,
                      const std::function<double()>& evaluate);
 
+    // Where load/ramp/keep/unload go (e.g. dist::DistributedSeedCommands, to reach every rank); by default
+    // straight to the model. Ablation probes stay local and are undone before the decision.
+    void set_commands(morph::SeedCommands* commands) { commands_ = commands; }
+
     Phase phase() const { return phase_; }
     int germination_epoch() const { return germination_epoch_; }
     const std::vector<Decision>& decisions() const { return decisions_; }
@@ -56,7 +61,11 @@ private:
     void germinate(int epoch, morph::MorphableModel& model);
     void judge(int epoch, morph::MorphableModel& model, const std::function<double()>& evaluate);
 
+    morph::SeedCommands& commands(morph::MorphableModel& model);
+
     ControllerOptions options_;
+    morph::SeedCommands* commands_ = nullptr;
+    std::unique_ptr<morph::LocalSeedCommands> local_commands_;
     std::shared_ptr<morph::KernelStore> store_;
     Phase phase_ = Phase::watching;
     int germination_epoch_ = 0;

@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "distributed/data_parallel.h"
+#include "distributed/launcher.h"
+#include "distributed/seed_control.h"
 #include "kasmina.h"
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/wrap.h"
@@ -40,6 +43,8 @@ struct Config {
     int64_t train_limit = 0;  // training images used (0: all but the validation hold-out)
     int64_t test_limit = 0;   // test images evaluated (0: all)
     int stop_after = 0;       // stop (checkpoint written) after this epoch, as if interrupted (0: never)
+    int nproc = 1;            // data-parallel ranks (one GPU each, NCCL); the batch size is the global batch
+    bool sync_batch_norm = false;
     train::ControllerOptions controller;
 };
 
@@ -49,8 +54,12 @@ void usage(FILE* stream) {
                  "                     [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
                  "                     [--plateau-delta POINTS] [--min-epoch N] [--latest-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
                  "                     [--train-limit N] [--validation N] [--test-limit N] [--stop-after EPOCH]\n"
+                 "                     [--nproc N] [--sync-bn]\n"
                  "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README). --quick: 3 short\n"
-                 "epochs on a subset with seeds germinated after the first (later flags override it).\n");
+                 "epochs on a subset with seeds germinated after the first (later flags override it).\n"
+                 "--nproc N: data-parallel over N GPUs (NCCL, one process each, the batch split between them); the\n"
+                 "controller runs on rank 0 and its seed commands reach every rank at the same step. --sync-bn:\n"
+                 "batch-norm statistics over the global batch (default: per rank, like PyTorch DDP).\n");
 }
 
 Config parse(int argc, char** argv) {
@@ -103,6 +112,8 @@ Config parse(int argc, char** argv) {
         else if (flag == "--alpha") config.controller.target_alpha = number(0, 1);
         else if (flag == "--ramp-steps") config.controller.ramp_steps = static_cast<int64_t>(number(0, 1e9));
         else if (flag == "--resume") config.resume = true;
+        else if (flag == "--nproc") config.nproc = static_cast<int>(number(1, 64));
+        else if (flag == "--sync-bn") config.sync_batch_norm = true;
         else throw Error("unknown option '" + flag + "'");
     }
     if (config.optimizer != "adamw" && config.optimizer != "sgd") throw Error("--optimizer must be adamw or sgd");
@@ -177,6 +188,25 @@ int main(int argc, char** argv) {
         return 2;
     }
     try {
+        // --nproc N: relaunch this program as N ranks (the launcher's children see WORLD_SIZE).
+        if (config.nproc > 1 && !dist::LaunchEnvironment::present()) {
+            std::vector<std::string> arguments{dist::current_executable()};
+            for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
+            return dist::launch_local(config.nproc, arguments);
+        }
+        std::shared_ptr<dist::ProcessGroup> group;
+        if (dist::LaunchEnvironment::present()) {
+            const dist::LaunchEnvironment environment = dist::LaunchEnvironment::from_environment();
+            if (config.device != "cuda" && !config.device.starts_with("cuda:"))
+                throw Error("data-parallel training (--nproc) runs on GPUs: use --device cuda");
+            config.device = "cuda:" + std::to_string(environment.local_rank);
+            group = dist::init_process_group(environment);
+            if (config.batch_size % group->world_size() != 0)
+                throw Error(make_message("--batch-size ", config.batch_size, " does not split over ", group->world_size(), " ranks"));
+            if (group->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) throw Error("cannot silence rank output");
+        }
+        const int rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
+        const bool leader = rank == 0;
         const auto start = Clock::now();
         const Device device = Device::parse(config.device);
         std::filesystem::create_directories(config.out);
@@ -206,11 +236,18 @@ int main(int argc, char** argv) {
         network->to(device);
         auto store = std::make_shared<morph::DirectoryStore>(config.store);
         auto cache = std::make_shared<morph::KernelCache>(store);
-        auto telemetry = config.seeds ? std::make_shared<morph::JsonLinesTelemetry>(config.out + "/telemetry.jsonl", config.resume) : nullptr;
+        auto telemetry = config.seeds && leader ? std::make_shared<morph::JsonLinesTelemetry>(config.out + "/telemetry.jsonl", config.resume) : nullptr;
         morph::WrapOptions wrap_options{.cache = cache, .telemetry = telemetry, .telemetry_interval = 100};
         if (!config.seeds) wrap_options.targets.clear();
         morph::MorphableModel model = morph::wrap(network, wrap_options);
         train::Controller controller(config.controller, store);
+        std::unique_ptr<dist::DataParallel> parallel;
+        std::unique_ptr<dist::DistributedSeedCommands> distributed_commands;
+        if (group) {
+            parallel = std::make_unique<dist::DataParallel>(network, group, dist::DataParallelOptions{.sync_batch_norm = config.sync_batch_norm});
+            distributed_commands = std::make_unique<dist::DistributedSeedCommands>(group, model, store);
+            controller.set_commands(distributed_commands.get());
+        }
 
         std::vector<std::pair<std::string, Tensor>> named = trainable(*network);
         std::unique_ptr<optim::Optimizer> optimizer;
@@ -249,27 +286,30 @@ int main(int argc, char** argv) {
             const std::vector<int64_t> order = shuffled(train_count, config.seed * 1000003 + static_cast<uint64_t>(epoch));
             double loss_sum = 0;
             int64_t correct = 0, seen = 0;
+            const int64_t local_batch = config.batch_size / world;
             for (int64_t step = 0; step < steps; ++step) {
-                const Tensor index = index_tensor(order, step * config.batch_size, config.batch_size);
+                const Tensor index = index_tensor(order, step * config.batch_size + rank * local_batch, local_batch);
                 const Tensor images = index_select(train_images, 0, index).to(device);
                 const Tensor labels = index_select(train_labels, 0, index);
                 optimizer->zero_grad();
-                const Tensor logits = network->forward(images);
+                const Tensor logits = parallel ? parallel->forward(images) : network->forward(images);
                 const Tensor loss = cross_entropy(logits, labels.to(device));
                 loss.backward();
+                if (parallel) parallel->synchronize_gradients();
                 optimizer->step();
                 loss_sum += loss.item();
                 const std::vector<int64_t> predicted = argmax(logits.detach(), 1).to(Device::cpu()).to_vector<int64_t>();
                 const std::vector<int64_t> truth = labels.to_vector<int64_t>();
                 for (size_t i = 0; i < truth.size(); ++i) correct += predicted[i] == truth[i];
                 seen += static_cast<int64_t>(truth.size());
-                if (step % 10 == 9 || step + 1 == steps)
+                if (leader && (step % 10 == 9 || step + 1 == steps))
                     progress(epoch, config.epochs, step + 1, steps, std::chrono::duration<double>(Clock::now() - epoch_start).count(),
                              loss_sum / (step + 1), 100.0 * correct / seen);
             }
             const double train_seconds = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-            const double validation = accuracy(*network, validation_images, validation_labels, device);
-            const double test = accuracy(*network, test_images, data.test.labels, device);
+            // Rank 0 evaluates and decides; the other ranks wait for its seed commands.
+            const double validation = leader ? accuracy(*network, validation_images, validation_labels, device) : 0.0;
+            const double test = leader ? accuracy(*network, test_images, data.test.labels, device) : 0.0;
             std::printf("epoch %d: loss %.4f  train %.2f%%  validation %.2f%%  test %.2f%%  lr %.5f  (%.1f s)\n", epoch,
                         loss_sum / steps, 100.0 * correct / seen, validation, test, optimizer->learning_rate(), train_seconds);
             history.push_back({{"epoch", epoch},
@@ -280,9 +320,15 @@ int main(int argc, char** argv) {
                                {"seconds", train_seconds}});
             if (config.seeds) {
                 const train::Controller::Phase before = controller.phase();
-                const bool changed = controller.after_epoch(epoch, validation, model, [&] {
-                    return accuracy(*network, validation_images, validation_labels, device);
-                });
+                bool changed = false;
+                if (leader) {
+                    changed = controller.after_epoch(epoch, validation, model, [&] {
+                        return accuracy(*network, validation_images, validation_labels, device);
+                    });
+                    if (distributed_commands) distributed_commands->finish();
+                } else {
+                    changed = distributed_commands->serve() > 0;
+                }
                 if (before == train::Controller::Phase::watching && controller.phase() != before) accuracy_before_germination = test;
                 if (changed) {
                     named = trainable(*network);
@@ -292,6 +338,7 @@ int main(int argc, char** argv) {
             schedule.step();
 
             // Checkpoint: weights and buffers, optimizer state, seed state (kernel ids), controller, history.
+            if (leader)
             morph::save_checkpoint(checkpoint_path,
                                    morph::capture_checkpoint(*network, *optimizer, named, &model,
                                                              {{"epoch", std::to_string(epoch)},
@@ -304,7 +351,9 @@ int main(int argc, char** argv) {
             }
         }
 
-        // ---- summary -----------------------------------------------------------------------------
+        // ---- summary (rank 0 reports for the job) ------------------------------------------------------
+        if (group) group->barrier();
+        if (!leader) return 0;
         const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
         const double final_test = history.empty() ? 0.0 : history.back()["test_accuracy"].get<double>();
         const morph::ModelStats stats = model.model_stats();
@@ -334,7 +383,8 @@ int main(int argc, char** argv) {
                                  {"reason", d.reason}});
         const Json report = {{"config",
                               {{"device", device.str()}, {"epochs", config.epochs}, {"batch_size", config.batch_size}, {"seed", config.seed},
-                               {"seeds", config.seeds}, {"optimizer", config.optimizer}, {"lr", config.lr},
+                               {"seeds", config.seeds}, {"nproc", world}, {"sync_batch_norm", config.sync_batch_norm},
+                               {"optimizer", config.optimizer}, {"lr", config.lr},
                                {"train_images", train_count}, {"validation_images", config.validation},
                                {"test_images", data.test.size()}}},
                              {"history", history},
