@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "distributed/data_parallel.h"
@@ -21,6 +23,7 @@
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/seed_commands.h"
 #include "layers/kasmina/wrap.h"
+#include "tools/train/fashion_mnist.h"
 #include "tools/train/model.h"
 
 using namespace kasmina;
@@ -34,7 +37,13 @@ struct Config {
     int64_t global_batch = 64;
     int germinate_at = 50;
     std::string out = "runs/dp-check";
-    double tolerance = 1e-3;  // relative to each tensor's largest magnitude (float32 drift over the run)
+    double lr = 0.01;
+    // float64 by default: float32 rounding differences (a different summation order, as any batch split
+    // or thread count gives) grow over many steps of this network, so in float32 two exact runs drift apart
+    // to ~1e-1 in 100 steps; in float64 the same drift stays far below float32's tolerance.
+    DType dtype = DType::f64;
+    bool cpu_threads = false;  // ranks as threads on the CPU (ThreadProcessGroup): the same check without GPUs
+    double tolerance = 1e-5;  // relative to each tensor's largest magnitude (max(1, |x|)): float32's tolerance
 };
 
 struct RunResult {
@@ -71,21 +80,30 @@ bool seed_plan(morph::SeedCommands& commands, morph::KernelStore& store, int ste
     return false;
 }
 
+// Fashion-MNIST's training images, read once per process (ranks as threads share them).
+const train::Dataset& dataset() {
+    static const train::Dataset train_set = train::load_fashion_mnist(train::fashion_mnist_directory()).train;
+    return train_set;
+}
+
 // Trains `config.steps` steps on cuda:`device`: alone (group null) on whole batches, or as one rank.
-RunResult train_run(const Config& config, const std::shared_ptr<dist::ProcessGroup>& group, int device) {
+RunResult train_run(const Config& config, const std::shared_ptr<dist::ProcessGroup>& group, Device gpu) {
     const int rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
     if (config.global_batch % world != 0)
         raise<Error>("kasmina-dp-check", "the global batch ", config.global_batch, " does not split over ", world, " ranks");
     const int64_t local_batch = config.global_batch / world;
-    const Device gpu = Device::cuda(device);
+    static std::mutex construction;  // ranks as threads (--cpu-threads) share the default generator
+    std::unique_lock lock(construction);
     manual_seed(1);
     auto network = std::make_shared<train::FashionNet>();
     network->to(gpu);
+    network->to(config.dtype);
+    lock.unlock();
     const std::string store_directory = config.out + (group ? "/store-rank" + std::to_string(rank) : std::string("/store-single"));
     std::filesystem::remove_all(store_directory);
     auto store = std::make_shared<morph::DirectoryStore>(store_directory);
     morph::MorphableModel model = morph::wrap(network, {.cache = std::make_shared<morph::KernelCache>(store)});
-    optim::SGD optimizer(trainable(*network), {.lr = 0.05, .momentum = 0.9});
+    optim::SGD optimizer(trainable(*network), {.lr = config.lr, .momentum = 0.9});
     std::unique_ptr<dist::DataParallel> parallel;
     std::unique_ptr<morph::SeedCommands> commands;
     if (group) {
@@ -95,11 +113,12 @@ RunResult train_run(const Config& config, const std::shared_ptr<dist::ProcessGro
         commands = std::make_unique<morph::LocalSeedCommands>(model);
     }
     RunResult result;
-    Generator data(123);
+    const train::Dataset& data = dataset();
     for (int step = 0; step < config.steps; ++step) {
-        // The same global batch on every rank; each takes its slice.
-        const Tensor images = Tensor::randn({config.global_batch, 1, 28, 28}, {}, &data);
-        const Tensor labels = (Tensor::rand({config.global_batch}, {}, &data) * 10.0).to(DType::i64);
+        // The same global batch on every rank (Fashion-MNIST in file order); each takes its slice.
+        const int64_t first = (static_cast<int64_t>(step) * config.global_batch) % (data.labels.size(0) - config.global_batch);
+        const Tensor images = data.images.narrow(0, first, config.global_batch);
+        const Tensor labels = data.labels.narrow(0, first, config.global_batch);
         bool changed = false;
         if (!group || rank == 0) {
             changed = seed_plan(*commands, *store, step, config);
@@ -110,7 +129,7 @@ RunResult train_run(const Config& config, const std::shared_ptr<dist::ProcessGro
         if (changed) optimizer.set_parameters(trainable(*network));
         const auto start = std::chrono::steady_clock::now();
         optimizer.zero_grad();
-        const Tensor local_images = images.narrow(0, rank * local_batch, local_batch).to(gpu);
+        const Tensor local_images = images.narrow(0, rank * local_batch, local_batch).to(config.dtype).to(gpu);
         const Tensor local_labels = labels.narrow(0, rank * local_batch, local_batch).to(gpu);
         const Tensor logits = parallel ? parallel->forward(local_images) : network->forward(local_images);
         const Tensor loss = cross_entropy(logits, local_labels);
@@ -136,6 +155,12 @@ double median_step(const std::vector<double>& seconds, const Config& config) {
     return steady[steady.size() / 2];
 }
 
+DType parse_dtype(const std::string& text) {
+    if (text == "f64" || text == "float64") return DType::f64;
+    if (text == "f32" || text == "float32") return DType::f32;
+    throw Error("--dtype expects f32 or f64, got '" + text + "'");
+}
+
 Config parse(int argc, char** argv) {
     Config config;
     for (int i = 1; i < argc; ++i) {
@@ -150,6 +175,9 @@ Config parse(int argc, char** argv) {
         else if (flag == "--germinate-at") config.germinate_at = std::stoi(value());
         else if (flag == "--out") config.out = value();
         else if (flag == "--tolerance") config.tolerance = std::stod(value());
+        else if (flag == "--cpu-threads") config.cpu_threads = true;
+        else if (flag == "--lr") config.lr = std::stod(value());
+        else if (flag == "--dtype") config.dtype = parse_dtype(value());
         else throw Error("unknown option '" + flag + "' (kasmina-dp-check [--nproc N] [--steps N] [--global-batch N] "
                          "[--germinate-at STEP] [--out DIR] [--tolerance X])");
     }
@@ -166,7 +194,7 @@ int main(int argc, char** argv) {
         if (dist::LaunchEnvironment::present()) {  // one rank of the job
             const dist::LaunchEnvironment environment = dist::LaunchEnvironment::from_environment();
             const auto group = dist::init_process_group(environment);
-            const RunResult result = train_run(config, group, environment.local_rank);
+            const RunResult result = train_run(config, group, Device::cuda(environment.local_rank));
             if (group->rank() == 0) {
                 save_safetensors(config.out + "/weights-parallel.safetensors", result.state);
                 std::ofstream(config.out + "/steps-parallel.json") << Json(result.step_seconds).dump() << '\n';
@@ -174,19 +202,40 @@ int main(int argc, char** argv) {
             group->barrier();
             return 0;
         }
-        if (!dist::nccl_available() || cuda_device_count() < config.nproc) {
+        if (config.cpu_threads) {
+            auto groups = dist::ThreadProcessGroup::create(config.nproc);
+            std::vector<std::string> errors(groups.size());
+            std::vector<std::thread> threads;
+            for (int r = 0; r < config.nproc; ++r)
+                threads.emplace_back([&, r] {
+                    try {
+                        const RunResult result = train_run(config, groups[static_cast<size_t>(r)], Device::cpu());
+                        if (r == 0) {
+                            save_safetensors(config.out + "/weights-parallel.safetensors", result.state);
+                            std::ofstream(config.out + "/steps-parallel.json") << Json(result.step_seconds).dump() << '\n';
+                        }
+                    } catch (const std::exception& error) {
+                        errors[static_cast<size_t>(r)] = error.what();
+                    }
+                });
+            for (auto& thread : threads) thread.join();
+            for (int r = 0; r < config.nproc; ++r)
+                if (!errors[static_cast<size_t>(r)].empty()) throw Error(make_message("rank ", r, ": ", errors[static_cast<size_t>(r)]));
+        } else if (!dist::nccl_available() || cuda_device_count() < config.nproc) {
             std::printf("SKIP: kasmina-dp-check needs NCCL and %d GPU(s); this machine has %d GPU(s), NCCL %s\n", config.nproc,
                         cuda_device_count(), dist::nccl_available() ? "built" : "not built");
             return 77;
+        } else {
+            std::vector<std::string> arguments{dist::current_executable()};
+            for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
+            const int status = dist::launch_local(config.nproc, arguments);
+            if (status != 0) {
+                std::fprintf(stderr, "kasmina-dp-check: the %d-rank run failed (status %d)\n", config.nproc, status);
+                return status;
+            }
         }
-        std::vector<std::string> arguments{dist::current_executable()};
-        for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
-        const int status = dist::launch_local(config.nproc, arguments);
-        if (status != 0) {
-            std::fprintf(stderr, "kasmina-dp-check: the %d-rank run failed (status %d)\n", config.nproc, status);
-            return status;
-        }
-        const RunResult single = train_run(config, nullptr, 0);
+        const RunResult single = train_run(config, nullptr, config.cpu_threads ? Device::cpu() : Device::cuda(0));
+        save_safetensors(config.out + "/weights-single.safetensors", single.state);
         const SafetensorsContent parallel = load_safetensors(config.out + "/weights-parallel.safetensors");
         const std::vector<double> parallel_steps = Json::parse(std::ifstream(config.out + "/steps-parallel.json")).get<std::vector<double>>();
 
@@ -200,14 +249,14 @@ int main(int argc, char** argv) {
         }
         const double t1 = median_step(single.step_seconds, config), tn = median_step(parallel_steps, config);
         const bool agree = worst <= config.tolerance;
-        std::printf("kasmina-dp-check: %d steps, global batch %lld, seeds germinated at step %d\n", config.steps,
-                    (long long)config.global_batch, config.germinate_at);
+        std::printf("kasmina-dp-check: %d steps, global batch %lld, %s, seeds germinated at step %d\n", config.steps,
+                    (long long)config.global_batch, dtype_name(config.dtype), config.germinate_at);
         std::printf("  weights and buffers: largest difference %.3g (relative, in %s) -> %s (tolerance %.1g)\n", worst, worst_name.c_str(),
                     agree ? "agree" : "DIFFER", config.tolerance);
-        std::printf("  train step (median): 1 GPU %.3f ms, %d GPUs %.3f ms; speedup %.2f, scaling efficiency %.0f%%\n", t1 * 1e3,
+        std::printf("  train step (median): one process %.3f ms, %d ranks %.3f ms; speedup %.2f, scaling efficiency %.0f%%\n", t1 * 1e3,
                     config.nproc, tn * 1e3, t1 / tn, 100.0 * t1 / tn / config.nproc);
         std::ofstream(config.out + "/dp-check.json")
-            << Json{{"nproc", config.nproc}, {"steps", config.steps}, {"global_batch", config.global_batch},
+            << Json{{"nproc", config.nproc}, {"steps", config.steps}, {"global_batch", config.global_batch}, {"dtype", dtype_name(config.dtype)},
                     {"largest_relative_difference", worst}, {"in", worst_name}, {"agree", agree},
                     {"step_ms_one_gpu", t1 * 1e3}, {"step_ms_parallel", tn * 1e3}, {"speedup", t1 / tn},
                     {"scaling_efficiency", t1 / tn / config.nproc}}

@@ -173,6 +173,7 @@ KasminaAttentionLayer::KasminaAttentionLayer(const nn::MultiheadAttention& origi
     : nn::MultiheadAttention(original.embed_dim(), original.num_heads(), original.options()),
       KasminaLayerBase(options, signature_of(original)) {
     to(device_of(original));
+    to(dtype_of(original));
     bank_.set_device(device_of(original));
     bank_.set_dtype(dtype_of(original));
     load_state_dict(original.state_dict(), /*strict=*/true);

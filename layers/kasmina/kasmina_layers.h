@@ -97,6 +97,7 @@ protected:
     // Copies the original's weights, buffers, mode and device.
     void adopt(const Host& original) {
         this->to(device_of(original));
+        this->to(dtype_of(original));  // a float64 original stays float64
         bank_.set_device(device_of(original));
         bank_.set_dtype(dtype_of(original));
         this->load_state_dict(original.state_dict(), /*strict=*/true);

@@ -396,3 +396,17 @@ TEST(KasminaLearning, ALoadedKernelLowersTheLoss) {
     const double plain = run(false), seeded = run(true);
     EXPECT_LT(seeded, 0.7 * plain) << "plain " << plain << " seeded " << seeded;
 }
+
+TEST(KasminaWrap, AFloat64ModelStaysFloat64) {
+    manual_seed(3);
+    auto network = std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+        std::make_shared<nn::Conv2d>(1, 4, 3), std::make_shared<nn::BatchNorm2d>(4), std::make_shared<nn::ReLU>()});
+    network->to(DType::f64);
+    const Tensor input = Tensor::randn({2, 1, 6, 6}, {.dtype = DType::f64});
+    const Tensor before = network->forward(input);
+    morph::MorphableModel model = morph::wrap(network);
+    for (const auto& [name, tensor] : network->named_parameters()) EXPECT_EQ(tensor.dtype(), DType::f64) << name;
+    const Tensor after = network->forward(input);
+    EXPECT_EQ(after.dtype(), DType::f64);
+    EXPECT_EQ(max(abs(after - before)).item(), 0.0);  // the same values, not rounded through float32
+}
