@@ -30,9 +30,10 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
     } else {
         kernels::add_into(Tensor(leaf_->grad), incoming);
     }
-    // A copy: a hook may register or remove hooks.
-    const auto hooks = leaf_->post_accumulate_hooks;
-    for (const auto& entry : hooks) entry.second(leaf_);
+    if (!leaf_->post_accumulate_hooks.empty()) {
+        const auto hooks = leaf_->post_accumulate_hooks;  // a copy: a hook may register or remove hooks
+        for (const auto& entry : hooks) entry.second(leaf_);
+    }
     return {};
 }
 

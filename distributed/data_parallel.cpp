@@ -58,11 +58,11 @@ int64_t fingerprint(const std::vector<std::pair<std::string, Tensor>>& parameter
 void check_same_on_every_rank(ProcessGroup& group, const char* what, int64_t value) {
     if (group.world_size() == 1) return;
     NoGradGuard no_grad;
-    Tensor low = Tensor::from_vector<int64_t>({value}, {1}, group.device());
-    Tensor high = low.clone();
-    group.all_reduce(low, ReduceOp::min)->wait();
-    group.all_reduce(high, ReduceOp::max)->wait();
-    if (low.item<int64_t>() != high.item<int64_t>())
+    // One max over (v, -v) gives the largest and (negated) the smallest value.
+    Tensor extremes = Tensor::from_vector<int64_t>({value, -value}, {2}, group.device());
+    group.all_reduce(extremes, ReduceOp::max)->wait();
+    const std::vector<int64_t> both = extremes.to_vector<int64_t>();
+    if (both[0] != -both[1])
         raise<DistributedError>("DataParallel", "rank ", group.rank(), ": the ranks' ", what,
                                 " differ (their replicas have diverged: a seed loaded on some ranks only?)");
 }
@@ -144,7 +144,8 @@ void DataParallel::refresh_if_parameters_changed() {
 Tensor DataParallel::forward(const Tensor& local_batch) {
     group_->check_health();
     refresh_if_parameters_changed();
-    if (module_->is_training() && options_.broadcast_buffers && group_->world_size() > 1) {
+    // Under SyncBatchNorm every rank updates its buffers from the same global statistics: nothing to send.
+    if (module_->is_training() && options_.broadcast_buffers && !options_.sync_batch_norm && group_->world_size() > 1) {
         std::vector<Tensor> buffers;
         for (const auto& [name, tensor] : module_->named_buffers()) buffers.push_back(tensor);
         if (!buffers.empty()) {

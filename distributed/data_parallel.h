@@ -18,6 +18,7 @@ namespace kasmina::dist {
 struct DataParallelOptions {
     size_t bucket_bytes = size_t{25} << 20;  // gradients per all-reduce (a bucket holds at least one parameter)
     bool broadcast_buffers = true;           // rank 0's buffers to every rank before each training forward
+                                             // (not needed, so not done, under sync_batch_norm)
     bool sync_batch_norm = false;            // batch-norm statistics over all ranks' samples (SyncBatchNorm)
 };
 

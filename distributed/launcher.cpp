@@ -18,6 +18,12 @@ namespace kasmina::dist {
 
 std::string current_executable() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
+int relaunch_self(int nproc, int argc, char** argv) {
+    std::vector<std::string> arguments{current_executable()};
+    for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
+    return launch_local(nproc, arguments);
+}
+
 int free_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) raise<DistributedError>("free_port", "socket failed");

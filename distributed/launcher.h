@@ -14,6 +14,10 @@ namespace kasmina::dist {
 // rank's exit status (128 + signal for a rank killed by a signal).
 int launch_local(int nproc, const std::vector<std::string>& arguments);
 
+// Runs this very program, with the same arguments, as `nproc` ranks (launch_local of
+// current_executable()); the ranks see WORLD_SIZE and take the rank's path.
+int relaunch_self(int nproc, int argc, char** argv);
+
 // The path of the running executable (/proc/self/exe), to relaunch oneself.
 std::string current_executable();
 

@@ -23,6 +23,7 @@
 
 #include "bench/kasmina_workloads.h"
 #include "kasmina.h"
+#include "tools/command_line.h"
 #include "tools/train/model.h"
 
 using namespace kasmina;
@@ -349,12 +350,9 @@ std::vector<std::string> split_list(const std::string& text) {
 
 Config parse(int argc, char** argv) {
     Config config;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw Error("missing value after " + flag);
-            return argv[++i];
-        };
+    for (tools::CommandLine line(argc, argv); line.next();) {
+        const std::string& flag = line.flag();
+        auto value = [&] { return line.value(); };
         if (flag == "--help" || flag == "-h") {
             std::printf(
                 "usage: kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]\n"

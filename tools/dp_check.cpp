@@ -23,6 +23,7 @@
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/seed_commands.h"
 #include "layers/kasmina/wrap.h"
+#include "tools/command_line.h"
 #include "tools/train/fashion_mnist.h"
 #include "tools/train/model.h"
 
@@ -163,25 +164,22 @@ DType parse_dtype(const std::string& text) {
 
 Config parse(int argc, char** argv) {
     Config config;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw Error("missing value after " + flag);
-            return argv[++i];
-        };
-        if (flag == "--nproc") config.nproc = std::stoi(value());
-        else if (flag == "--steps") config.steps = std::stoi(value());
-        else if (flag == "--global-batch") config.global_batch = std::stoll(value());
-        else if (flag == "--germinate-at") config.germinate_at = std::stoi(value());
+    for (tools::CommandLine line(argc, argv); line.next();) {
+        const std::string& flag = line.flag();
+        auto value = [&] { return line.value(); };
+        auto number = [&](double low, double high) { return line.number(low, high); };
+        if (flag == "--nproc") config.nproc = static_cast<int>(number(1, 64));
+        else if (flag == "--steps") config.steps = static_cast<int>(number(1, 1e7));
+        else if (flag == "--global-batch") config.global_batch = static_cast<int64_t>(number(2, 1 << 20));
+        else if (flag == "--germinate-at") config.germinate_at = static_cast<int>(number(0, 1e7));
         else if (flag == "--out") config.out = value();
-        else if (flag == "--tolerance") config.tolerance = std::stod(value());
+        else if (flag == "--tolerance") config.tolerance = number(0, 1e9);
         else if (flag == "--cpu-threads") config.cpu_threads = true;
-        else if (flag == "--lr") config.lr = std::stod(value());
+        else if (flag == "--lr") config.lr = number(0, 10);
         else if (flag == "--dtype") config.dtype = parse_dtype(value());
         else throw Error("unknown option '" + flag + "' (kasmina-dp-check [--nproc N] [--steps N] [--global-batch N] "
                          "[--germinate-at STEP] [--out DIR] [--tolerance X])");
     }
-    if (config.nproc < 1 || config.steps < 1 || config.global_batch < 2) throw Error("--nproc, --steps and --global-batch must be positive");
     return config;
 }
 
@@ -226,9 +224,7 @@ int main(int argc, char** argv) {
                         cuda_device_count(), dist::nccl_available() ? "built" : "not built");
             return 77;
         } else {
-            std::vector<std::string> arguments{dist::current_executable()};
-            for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
-            const int status = dist::launch_local(config.nproc, arguments);
+            const int status = dist::relaunch_self(config.nproc, argc, argv);
             if (status != 0) {
                 std::fprintf(stderr, "kasmina-dp-check: the %d-rank run failed (status %d)\n", config.nproc, status);
                 return status;

@@ -50,12 +50,6 @@ morph::KernelArtifact blueprint_for(morph::KasminaLayerBase& layer, const Contro
 Controller::Controller(ControllerOptions options, std::shared_ptr<morph::KernelStore> store)
     : options_(options), store_(std::move(store)) {}
 
-morph::SeedCommands& Controller::commands(morph::MorphableModel& model) {
-    if (commands_) return *commands_;
-    local_commands_ = std::make_unique<morph::LocalSeedCommands>(model);
-    return *local_commands_;
-}
-
 void Controller::log(Decision decision) {
     std::printf("  [controller] epoch %d: %s%s%s%s%s — %s\n", decision.epoch, decision.action.c_str(),
                 decision.layer.empty() ? "" : " ", decision.layer.c_str(),
@@ -91,6 +85,8 @@ bool Controller::after_epoch(int epoch, double accuracy, morph::MorphableModel& 
 }
 
 void Controller::germinate(int epoch, morph::MorphableModel& model) {
+    morph::LocalSeedCommands local(model);
+    morph::SeedCommands& commands = commands_ ? *commands_ : local;
     Generator generator(options_.seed * 7919 + static_cast<uint64_t>(epoch));
     for (const std::string& name : model.kasmina_layers()) {
         morph::KasminaLayerBase& layer = model.layer(name);
@@ -101,8 +97,8 @@ void Controller::germinate(int epoch, morph::MorphableModel& model) {
         if (!known) store_->write(bytes);
         const int seed = 0;
         try {
-            commands(model).load_kernel(name, seed, id, {.alpha = 0.0});
-            commands(model).ramp_alpha(name, seed, options_.target_alpha, options_.ramp_steps);
+            commands.load_kernel(name, seed, id, {.alpha = 0.0});
+            commands.ramp_alpha(name, seed, options_.target_alpha, options_.ramp_steps);
             germinated_.emplace_back(name, seed);
             log({epoch, "germinate", name, seed, morph::format_kernel_id(id),
                  make_message(known ? "picked from the store" : "generated", ", ", artifact.name, ", ", artifact.parameter_count,
@@ -116,6 +112,8 @@ void Controller::germinate(int epoch, morph::MorphableModel& model) {
 }
 
 void Controller::judge(int epoch, morph::MorphableModel& model, const std::function<double()>& evaluate) {
+    morph::LocalSeedCommands local(model);
+    morph::SeedCommands& commands = commands_ ? *commands_ : local;
     const double with_all = evaluate();
     for (const auto& [name, seed] : germinated_) {
         morph::KasminaLayerBase& layer = model.layer(name);
@@ -123,7 +121,7 @@ void Controller::judge(int epoch, morph::MorphableModel& model, const std::funct
         if (report.lifecycle != morph::SeedLifecycle::active) {
             log({epoch, "unload", name, seed, morph::format_kernel_id(report.kernel_id),
                  make_message("seed is ", morph::lifecycle_name(report.lifecycle))});
-            if (report.lifecycle == morph::SeedLifecycle::error_recovery) commands(model).unload_kernel(name, seed);
+            if (report.lifecycle == morph::SeedLifecycle::error_recovery) commands.unload_kernel(name, seed);
             continue;
         }
         // Ablation: validation accuracy with this seed's alpha at 0, everything else as is.
@@ -132,12 +130,12 @@ void Controller::judge(int epoch, morph::MorphableModel& model, const std::funct
         const double contribution = with_all - without;
         if (contribution > options_.keep_margin) {
             layer.set_seed_alpha(seed, report.alpha);  // the probe undone
-            commands(model).fossilize(name, seed);
+            commands.fossilize(name, seed);
             log({epoch, "keep", name, seed, morph::format_kernel_id(report.kernel_id),
                  make_message("fossilized at alpha ", report.alpha, ": removing it costs ", contribution, " points")});
         } else {
             layer.set_seed_alpha(seed, report.alpha);  // the probe undone, then the decision for every rank
-            commands(model).unload_kernel(name, seed);
+            commands.unload_kernel(name, seed);
             log({epoch, "unload", name, seed, morph::format_kernel_id(report.kernel_id),
                  make_message("removing it changes validation by ", -contribution, " points (no help)")});
         }

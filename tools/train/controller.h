@@ -61,11 +61,8 @@ private:
     void germinate(int epoch, morph::MorphableModel& model);
     void judge(int epoch, morph::MorphableModel& model, const std::function<double()>& evaluate);
 
-    morph::SeedCommands& commands(morph::MorphableModel& model);
-
     ControllerOptions options_;
-    morph::SeedCommands* commands_ = nullptr;
-    std::unique_ptr<morph::LocalSeedCommands> local_commands_;
+    morph::SeedCommands* commands_ = nullptr;  // null: LocalSeedCommands on the model passed in
     std::shared_ptr<morph::KernelStore> store_;
     Phase phase_ = Phase::watching;
     int germination_epoch_ = 0;

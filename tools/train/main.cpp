@@ -17,6 +17,7 @@
 #include "kasmina.h"
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/wrap.h"
+#include "tools/command_line.h"
 #include "tools/train/controller.h"
 #include "tools/train/fashion_mnist.h"
 #include "tools/train/model.h"
@@ -64,20 +65,10 @@ void usage(FILE* stream) {
 
 Config parse(int argc, char** argv) {
     Config config;
-    for (int i = 1; i < argc; ++i) {
-        const std::string flag = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw Error("missing value after " + flag);
-            return argv[++i];
-        };
-        auto number = [&](double low, double high) {
-            const std::string text = value();
-            char* end = nullptr;
-            const double parsed = std::strtod(text.c_str(), &end);
-            if (end == text.c_str() || *end != '\0' || !(parsed >= low && parsed <= high))
-                throw Error(make_message(flag, " expects a number in [", low, ", ", high, "], got '", text, "'"));
-            return parsed;
-        };
+    for (tools::CommandLine line(argc, argv); line.next();) {
+        const std::string& flag = line.flag();
+        auto value = [&] { return line.value(); };
+        auto number = [&](double low, double high) { return line.number(low, high); };
         if (flag == "--help" || flag == "-h") {
             usage(stdout);
             std::exit(0);
@@ -189,11 +180,7 @@ int main(int argc, char** argv) {
     }
     try {
         // --nproc N: relaunch this program as N ranks (the launcher's children see WORLD_SIZE).
-        if (config.nproc > 1 && !dist::LaunchEnvironment::present()) {
-            std::vector<std::string> arguments{dist::current_executable()};
-            for (int i = 1; i < argc; ++i) arguments.emplace_back(argv[i]);
-            return dist::launch_local(config.nproc, arguments);
-        }
+        if (config.nproc > 1 && !dist::LaunchEnvironment::present()) return dist::relaunch_self(config.nproc, argc, argv);
         std::shared_ptr<dist::ProcessGroup> group;
         if (dist::LaunchEnvironment::present()) {
             const dist::LaunchEnvironment environment = dist::LaunchEnvironment::from_environment();
@@ -338,13 +325,14 @@ int main(int argc, char** argv) {
             schedule.step();
 
             // Checkpoint: weights and buffers, optimizer state, seed state (kernel ids), controller, history.
-            if (leader)
-            morph::save_checkpoint(checkpoint_path,
-                                   morph::capture_checkpoint(*network, *optimizer, named, &model,
-                                                             {{"epoch", std::to_string(epoch)},
-                                                              {"controller", controller.save_state()},
-                                                              {"history", history.dump()},
-                                                              {"accuracy_before_germination", make_message(accuracy_before_germination)}}));
+            if (leader) {
+                morph::save_checkpoint(checkpoint_path,
+                                       morph::capture_checkpoint(*network, *optimizer, named, &model,
+                                                                 {{"epoch", std::to_string(epoch)},
+                                                                  {"controller", controller.save_state()},
+                                                                  {"history", history.dump()},
+                                                                  {"accuracy_before_germination", make_message(accuracy_before_germination)}}));
+            }
             if (epoch == config.stop_after) {
                 std::printf("stopping after epoch %d as asked (--stop-after); continue with --resume\n", epoch);
                 break;
