@@ -25,10 +25,21 @@ uint64_t Generator::reserve(uint64_t count) {
     return first;
 }
 
+namespace {
+thread_local Generator* thread_default_generator = nullptr;  // set by ScopedDefaultGenerator
+}  // namespace
+
 Generator& default_generator() {
+    if (thread_default_generator != nullptr) return *thread_default_generator;
     static Generator generator;
     return generator;
 }
+
+ScopedDefaultGenerator::ScopedDefaultGenerator(Generator& generator) : previous_(thread_default_generator) {
+    thread_default_generator = &generator;
+}
+
+ScopedDefaultGenerator::~ScopedDefaultGenerator() { thread_default_generator = previous_; }
 
 void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 

@@ -74,8 +74,23 @@ private:
     uint64_t offset_ = 0;
 };
 
-// The process-wide generator used when none is passed (init, dropout, rand/randn).
+// The process-wide generator used when none is passed (init, dropout, rand/randn), unless this thread
+// has a ScopedDefaultGenerator in force.
 Generator& default_generator();
 void manual_seed(uint64_t seed);
+
+// Makes default_generator() return `generator` on this thread while it lives, so code that must draw
+// throw-away values (wrap() builds variants whose weights it then overwrites) neither consumes nor
+// rewinds the stream that other threads are drawing from.
+class ScopedDefaultGenerator {
+public:
+    explicit ScopedDefaultGenerator(Generator& generator);
+    ~ScopedDefaultGenerator();
+    ScopedDefaultGenerator(const ScopedDefaultGenerator&) = delete;
+    ScopedDefaultGenerator& operator=(const ScopedDefaultGenerator&) = delete;
+
+private:
+    Generator* previous_;
+};
 
 }  // namespace kasmina

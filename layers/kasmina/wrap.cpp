@@ -137,8 +137,10 @@ std::shared_ptr<nn::Module> MorphableModel::unwrap() {
 
 MorphableModel wrap(std::shared_ptr<nn::Module> model, const WrapOptions& options) {
     if (!model) raise<Error>("wrap", "model is null");
-    // Building variants draws initial weights that are then overwritten: keep the caller's random stream as it was.
-    const uint64_t offset = default_generator().offset();
+    // Building variants draws initial weights that are then overwritten: draw them from a scratch generator,
+    // so the shared stream is neither consumed nor rewound (another thread may be drawing from it).
+    Generator scratch;
+    const ScopedDefaultGenerator scratch_stream(scratch);
     const KasminaOptions layer_options{options.num_seeds, options.cache};
     std::map<std::string, KasminaLayerBase*> layers;
     std::vector<std::string> order, unsupported;
@@ -152,7 +154,6 @@ MorphableModel wrap(std::shared_ptr<nn::Module> model, const WrapOptions& option
         layers[""] = existing;
     }
     if (layers.empty()) wrap_children(*root, "", options, layer_options, layers, order, unsupported);
-    default_generator().set_offset(offset);
     MorphableModel morphable(root, std::move(layers), std::move(unsupported), options.cache);
     if (options.telemetry)
         for (const std::string& name : morphable.kasmina_layers())

@@ -1,4 +1,6 @@
 // The counter-based generator: Philox 4x32-10 known-answer vectors (Random123) and stream behaviour.
+#include <thread>
+
 #include "test_util.h"
 
 using namespace kasmina;
@@ -40,4 +42,26 @@ TEST(Generator, ManualSeedResetsTheDefaultGenerator) {
     const auto first = Tensor::randn({8}).to_vector<float>();
     manual_seed(123);
     EXPECT_EQ(Tensor::randn({8}).to_vector<float>(), first);
+}
+
+TEST(Generator, ScopedDefaultGeneratorRedirectsOnlyThisThreadWhileItLives) {
+    manual_seed(5);
+    const uint64_t before = default_generator().offset();
+    Generator scratch(99);
+    std::vector<float> redirected, elsewhere;
+    {
+        const ScopedDefaultGenerator use(scratch);
+        redirected = Tensor::rand({8}).to_vector<float>();
+        // Another thread still draws from the process-wide stream.
+        std::thread other([&] { elsewhere = Tensor::rand({8}).to_vector<float>(); });
+        other.join();
+    }
+    Generator reference(99);
+    EXPECT_EQ(redirected, Tensor::rand({8}, {}, &reference).to_vector<float>());
+    EXPECT_EQ(scratch.offset(), 8u);
+    EXPECT_EQ(default_generator().offset(), before + 8);  // only the other thread's draw
+    Generator process_stream(5);
+    process_stream.set_offset(before);
+    EXPECT_EQ(elsewhere, Tensor::rand({8}, {}, &process_stream).to_vector<float>());
+    EXPECT_EQ(&default_generator(), &default_generator());  // back to the process-wide one
 }

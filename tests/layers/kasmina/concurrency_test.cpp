@@ -121,3 +121,26 @@ TEST(KasminaConcurrency, TwoTrainersShareACacheWhileAControllerMorphsBoth) {
                 static_cast<unsigned long>(stats.evictions));
     std::filesystem::remove_all(directory);
 }
+
+// wrap() builds its variants from scratch draws: a thread drawing from the process-wide stream at the same
+// time gets exactly the numbers it would get alone (wrap() used to borrow that stream and rewind it, so two
+// ranks as threads started from different initial weights).
+TEST(KasminaConcurrency, WrapLeavesTheRandomStreamOfOtherThreadsAlone) {
+    manual_seed(21);
+    std::vector<std::shared_ptr<nn::Sequential>> networks;
+    for (int i = 0; i < 20; ++i) networks.push_back(small_network());
+    const uint64_t start = default_generator().offset();
+    std::vector<std::vector<float>> draws;
+    std::thread drawer([&] {
+        for (int i = 0; i < 200; ++i) draws.push_back(Tensor::rand({16}).to_vector<float>());
+    });
+    std::thread wrapper([&] {
+        for (auto& network : networks) (void)wrap(network);
+    });
+    drawer.join();
+    wrapper.join();
+    Generator alone(21);
+    alone.set_offset(start);
+    for (size_t i = 0; i < draws.size(); ++i) ASSERT_EQ(draws[i], Tensor::rand({16}, {}, &alone).to_vector<float>()) << "draw " << i;
+    EXPECT_EQ(default_generator().offset(), start + 200 * 16);
+}
