@@ -33,6 +33,13 @@ public:
 
 constexpr size_t kCpuAlignment = 64;
 
+// The most bytes of freed host blocks (256 KiB and up) the CPU allocator keeps for reuse; default 1 GiB,
+// or KASMINA_CPU_CACHE_MB (0 under AddressSanitizer/ThreadSanitizer builds, so they still see every free).
+// Lowering it below what is cached frees the cache; 0 turns caching off.
+// allocator_for(Device::cpu()).empty_cache() frees the cached blocks now; stats().reserved_bytes counts them.
+void set_cpu_cache_limit(size_t bytes);
+size_t cpu_cache_limit();
+
 // True when KASMINA_POISON_ALLOCATIONS=1: every new block is filled with 0xFF bytes (NaN for floats)
 // so a kernel that leaves part of its output unwritten shows up in the tests. Read once per process.
 bool poison_allocations();

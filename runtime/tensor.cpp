@@ -1,5 +1,6 @@
 #include "runtime/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
@@ -301,6 +302,10 @@ void cpu_strided_copy(const Tensor& destination, const Tensor& source, const Sha
                                 const In* s = in + offsets[1];
                                 if (all_unit(inner)) {
                                     for (int64_t i = 0; i < count; ++i) o[i] = static_cast<Out>(s[i]);
+                                } else if (inner[0] == 1 && inner[1] == 0) {
+                                    // One value spread over a contiguous row (an expanded scalar, such as the
+                                    // gradient of sum()): a fill, which vectorizes.
+                                    std::fill_n(o, count, static_cast<Out>(*s));
                                 } else {
                                     for (int64_t i = 0; i < count; ++i)
                                         o[i * inner[0]] = static_cast<Out>(s[i * inner[1]]);
