@@ -29,8 +29,6 @@ public:
     static constexpr size_t kCachedBlockBytes = size_t{1} << 18;  // 256 KiB
     static constexpr size_t kPage = 4096;
 
-    ~CpuAlignedAllocator() override { empty_cache(); }
-
     void* allocate(size_t bytes) override {
         if (bytes == 0) return nullptr;
         const size_t rounded = rounded_size(bytes);
@@ -119,9 +117,10 @@ private:
     }
 };
 
+// Never destroyed: tensors in static storage may still free their blocks during exit.
 CpuAlignedAllocator& cpu_allocator() {
-    static CpuAlignedAllocator allocator;
-    return allocator;
+    static CpuAlignedAllocator* const allocator = new CpuAlignedAllocator;
+    return *allocator;
 }
 
 }  // namespace
