@@ -219,6 +219,13 @@ ReductionLayout reduction_layout(const Tensor& x, const std::vector<int64_t>& di
 
 }  // namespace
 
+bool all_finite(const Tensor& x) {
+    if (!x.defined()) raise<Error>("all_finite", "got an undefined tensor");
+    if (!x.device().is_cpu())
+        raise<DeviceError>("all_finite", "reads a CPU tensor, got ", x.describe(), " (on the GPU keep the flag on the device)");
+    return cpu::all_finite(x);
+}
+
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
     const char* name = op == ReduceOp::sum ? "sum" : op == ReduceOp::mean ? "mean" : op == ReduceOp::max ? "max" : "min";
     select_backend(common_device(name, {&x}), name);

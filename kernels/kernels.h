@@ -42,6 +42,9 @@ Tensor variance(const Tensor& x, const std::vector<int64_t>& dims, int64_t corre
 // Max along one dim: (values, int64 indices). NaN counts as the maximum, like PyTorch.
 std::pair<Tensor, Tensor> max_along(const Tensor& x, int64_t dim, bool keepdim);
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
+// True when every element of x is finite: one read pass, no allocation (a seed kernel's output check).
+// CPU tensors only; on the GPU such a flag stays on the device (SeedBank::run_kernel).
+bool all_finite(const Tensor& x);
 // Sums `grad` over broadcast dimensions so the result has `shape` (the backward of broadcasting).
 Tensor sum_to(const Tensor& grad, const Shape& shape);
 // Normalizes a dims list for rank: wraps negatives, sorts, rejects duplicates (naming op).
