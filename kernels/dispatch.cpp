@@ -226,6 +226,17 @@ bool all_finite(const Tensor& x) {
     return cpu::all_finite(x);
 }
 
+Tensor finite_flag(const Tensor& x) {
+    if (!x.defined()) raise<Error>("finite_flag", "got an undefined tensor");
+    Tensor out = Tensor::empty({}, {.dtype = DType::boolean, .device = x.device()});
+    if (!is_floating(x.dtype())) {
+        out.fill_(1.0);  // integers and bools are always finite
+        return out;
+    }
+    KASMINA_BACKEND(x.device(), finite_flag, x.contiguous(), out);
+    return out;
+}
+
 Tensor reduce(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
     const char* name = op == ReduceOp::sum ? "sum" : op == ReduceOp::mean ? "mean" : op == ReduceOp::max ? "max" : "min";
     select_backend(common_device(name, {&x}), name);

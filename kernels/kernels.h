@@ -45,6 +45,9 @@ Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim
 // True when every element of x is finite: one read pass, no allocation (a seed kernel's output check).
 // CPU tensors only; on the GPU such a flag stays on the device (SeedBank::run_kernel).
 bool all_finite(const Tensor& x);
+// The same answer as a bool scalar on x's device, nothing read back: a GPU caller keeps it there (the seed
+// kernels' check selects the layer's own output with it). One read pass over x.
+Tensor finite_flag(const Tensor& x);
 // Sums `grad` over broadcast dimensions so the result has `shape` (the backward of broadcasting).
 Tensor sum_to(const Tensor& grad, const Shape& shape);
 // Normalizes a dims list for rank: wraps negatives, sorts, rejects duplicates (naming op).

@@ -156,4 +156,6 @@ bool all_finite(const Tensor& x) {
     });
 }
 
+void finite_flag(const Tensor& x, const Tensor& out) { *static_cast<bool*>(out.raw_data()) = all_finite(x); }
+
 }  // namespace kasmina::kernels::cpu

@@ -201,6 +201,27 @@ void dispatch_reduce(ReduceOp op, Fn&& fn) {
 
 }  // namespace
 
+// Clears *flag when x holds a non-finite element. Every writer writes false, so no ordering is needed.
+template <typename T>
+__global__ void clear_flag_on_non_finite_kernel(const T* x, int64_t count, bool* flag) {
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        if (!isfinite(x[i])) *flag = false;
+}
+
+void finite_flag(const Tensor& x, const Tensor& out) {
+    KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 1, 1, launch_stream()));
+    const int64_t count = x.numel();
+    if (count > 0) {
+        const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((count + kThreads - 1) / kThreads, 2048));
+        dispatch_floating(x.dtype(), "finite_flag", [&]<typename T>() {
+            clear_flag_on_non_finite_kernel<T><<<blocks, kThreads, 0, launch_stream()>>>(
+                static_cast<const T*>(x.raw_data()), count, static_cast<bool*>(out.raw_data()));
+        });
+    }
+    check_launch("finite_flag");
+}
+
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
     const int64_t rows = x.size(0), inner = x.size(1);
     // Few long rows (e.g. a whole-tensor sum): split each row over many blocks, then reduce the parts.

@@ -3,6 +3,7 @@
 // reuse and statistics, and the dropout mask drawn from the same counter-based numbers on both
 // devices. Each test skips itself on a machine without a GPU.
 #include <functional>
+#include <limits>
 #include <tuple>
 
 #include "kasmina.h"
@@ -249,4 +250,23 @@ TEST(CudaAllocator, ReusesFreedBlocksWithoutNewDeviceAllocations) {
     EXPECT_GE(after.reserved_bytes, after.bytes_in_use);
     allocator.empty_cache();
     EXPECT_LE(allocator.stats().reserved_bytes, after.reserved_bytes);
+}
+
+TEST(CudaBackend, FiniteFlagMatchesTheCpuWithoutReadingBack) {
+    REQUIRE_GPU();
+    for (DType dtype : {DType::f32, DType::f64}) {
+        const Tensor x = Tensor::randn({700, 900}).to(dtype);  // more elements than the grid's threads
+        EXPECT_TRUE(kernels::finite_flag(x.to(kGpu)).to(Device::cpu()).item<bool>());
+        for (double bad : {std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity()})
+            for (int64_t at : {int64_t{0}, int64_t{700 * 900 - 1}, int64_t{345678}}) {
+                Tensor y = x.clone();
+                y.view({-1}).narrow(0, at, 1).fill_(bad);
+                const Tensor flag = kernels::finite_flag(y.to(kGpu));
+                EXPECT_EQ(flag.device(), kGpu);
+                EXPECT_EQ(flag.dtype(), DType::boolean);
+                EXPECT_FALSE(flag.to(Device::cpu()).item<bool>()) << dtype_name(dtype) << " at " << at;
+                EXPECT_EQ(flag.to(Device::cpu()).item<bool>(), kernels::finite_flag(y).item<bool>());
+            }
+    }
+    EXPECT_TRUE(kernels::finite_flag(Tensor::zeros({0}).to(kGpu)).to(Device::cpu()).item<bool>());
 }

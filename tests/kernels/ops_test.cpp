@@ -453,3 +453,15 @@ TEST(AllFinite, FindsANonFiniteElementAnywhereInAnyLayout) {
     EXPECT_TRUE(kernels::all_finite(Tensor::zeros({4}, {.dtype = DType::i64})));
     EXPECT_THROW_WITH(kernels::all_finite(Tensor()), Error, "all_finite");
 }
+
+TEST(FiniteFlag, IsABoolScalarOnTheTensorsDevice) {
+    const Tensor x = Tensor::randn({50, 40});
+    const Tensor flag = kernels::finite_flag(x);
+    EXPECT_EQ(flag.dtype(), DType::boolean);
+    EXPECT_EQ(flag.dim(), 0);
+    EXPECT_TRUE(flag.item<bool>());
+    Tensor y = x.clone();
+    y.view({-1}).narrow(0, 1999, 1).fill_(std::numeric_limits<double>::infinity());
+    EXPECT_FALSE(kernels::finite_flag(y).item<bool>());
+    EXPECT_TRUE(kernels::finite_flag(Tensor::zeros({3}, {.dtype = DType::i64})).item<bool>());
+}
