@@ -219,13 +219,6 @@ ReductionLayout reduction_layout(const Tensor& x, const std::vector<int64_t>& di
 
 }  // namespace
 
-bool all_finite(const Tensor& x) {
-    if (!x.defined()) raise<Error>("all_finite", "got an undefined tensor");
-    if (!x.device().is_cpu())
-        raise<DeviceError>("all_finite", "reads a CPU tensor, got ", x.describe(), " (on the GPU keep the flag on the device)");
-    return cpu::all_finite(x);
-}
-
 Tensor finite_flag(const Tensor& x) {
     if (!x.defined()) raise<Error>("finite_flag", "got an undefined tensor");
     Tensor out = Tensor::empty({}, {.dtype = DType::boolean, .device = x.device()});

@@ -42,11 +42,9 @@ Tensor variance(const Tensor& x, const std::vector<int64_t>& dims, int64_t corre
 // Max along one dim: (values, int64 indices). NaN counts as the maximum, like PyTorch.
 std::pair<Tensor, Tensor> max_along(const Tensor& x, int64_t dim, bool keepdim);
 Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim);
-// True when every element of x is finite: one read pass, no allocation (a seed kernel's output check).
-// CPU tensors only; on the GPU such a flag stays on the device (SeedBank::run_kernel).
-bool all_finite(const Tensor& x);
-// The same answer as a bool scalar on x's device, nothing read back: a GPU caller keeps it there (the seed
-// kernels' check selects the layer's own output with it). One read pass over x.
+// A bool scalar on x's device: true when every element of x is finite. One read pass over x and nothing
+// read back, so a GPU caller keeps it on the device (the seed kernels' check selects the layer's own
+// output with it); a CPU caller reads it with item<bool>().
 Tensor finite_flag(const Tensor& x);
 // Sums `grad` over broadcast dimensions so the result has `shape` (the backward of broadcasting).
 Tensor sum_to(const Tensor& grad, const Shape& shape);

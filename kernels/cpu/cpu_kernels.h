@@ -12,8 +12,4 @@ namespace kasmina::kernels::cpu {
 
 #include "kernels/backend_ops.inc"
 
-// True when every element of the CPU tensor x is finite (integer and bool tensors always are): one
-// read pass, nothing allocated for a contiguous x. Behind kernels::all_finite.
-bool all_finite(const Tensor& x);
-
 }  // namespace kasmina::kernels::cpu

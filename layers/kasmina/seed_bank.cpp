@@ -189,7 +189,7 @@ Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shap
         if (output.shape() == expected_shape) {
             NoGradGuard no_grad;
             if (output.device().is_cpu()) {
-                ok = kernels::all_finite(output.detach());  // one read pass (sum(k * 0) was a fifth of the forward)
+                ok = kernels::finite_flag(output.detach()).item<bool>();  // one read pass (sum(k * 0) was a fifth of the forward)
             } else {
                 finite_flag = kernels::finite_flag(output.detach());  // stays on the device
                 ok = true;

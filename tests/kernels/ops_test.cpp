@@ -434,24 +434,24 @@ TEST(Devices, OperandsOnDifferentDevicesRaise) {
     EXPECT_THROW_WITH(add(x, Tensor::zeros({2})), DeviceError, "different devices");
 }
 
-TEST(AllFinite, FindsANonFiniteElementAnywhereInAnyLayout) {
+TEST(FiniteFlag, FindsANonFiniteElementAnywhereInAnyLayout) {
     for (DType dtype : {DType::f32, DType::f64}) {
         const Tensor x = Tensor::randn({300, 400}).to(dtype);  // large enough for the threaded loop
-        EXPECT_TRUE(kernels::all_finite(x));
+        EXPECT_TRUE(kernels::finite_flag(x).item<bool>());
         for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
                            -std::numeric_limits<double>::infinity()}) {
             for (int64_t at : {int64_t{0}, int64_t{123 * 400 + 7}, int64_t{300 * 400 - 1}}) {
                 Tensor y = x.clone();
                 y.view({-1}).narrow(0, at, 1).fill_(bad);
-                EXPECT_FALSE(kernels::all_finite(y)) << dtype_name(dtype) << " " << bad << " at " << at;
-                EXPECT_FALSE(kernels::all_finite(y.transpose(0, 1))) << "a non-contiguous view";
+                EXPECT_FALSE(kernels::finite_flag(y).item<bool>()) << dtype_name(dtype) << " " << bad << " at " << at;
+                EXPECT_FALSE(kernels::finite_flag(y.transpose(0, 1)).item<bool>()) << "a non-contiguous view";
             }
         }
-        EXPECT_TRUE(kernels::all_finite(Tensor::full({3}, 3e38).to(dtype))) << "large but finite";
+        EXPECT_TRUE(kernels::finite_flag(Tensor::full({3}, 3e38).to(dtype)).item<bool>()) << "large but finite";
     }
-    EXPECT_TRUE(kernels::all_finite(Tensor::zeros({0})));
-    EXPECT_TRUE(kernels::all_finite(Tensor::zeros({4}, {.dtype = DType::i64})));
-    EXPECT_THROW_WITH(kernels::all_finite(Tensor()), Error, "all_finite");
+    EXPECT_TRUE(kernels::finite_flag(Tensor::zeros({0})).item<bool>());
+    EXPECT_TRUE(kernels::finite_flag(Tensor::zeros({4}, {.dtype = DType::i64})).item<bool>());
+    EXPECT_THROW_WITH(kernels::finite_flag(Tensor()), Error, "finite_flag");
 }
 
 TEST(FiniteFlag, IsABoolScalarOnTheTensorsDevice) {
