@@ -83,7 +83,7 @@ public:
         }
         bank_.begin_forward(this->is_training());
         const Tensor& kernel_input = Reads == KernelInput::layer_input ? input : d;
-        Tensor out = bank_.blend(d, [&](KernelNetwork& kernel) { return kernel.forward(kernel_input); });
+        Tensor out = bank_.blend(d, kernel_input);
         report_telemetry(d);
         return out;
     }

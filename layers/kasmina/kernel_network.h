@@ -26,9 +26,11 @@ public:
     // Weights by their artifact names ("w0", "b0", ...), in name order.
     std::vector<std::pair<std::string, Tensor>> named_parameters() const;
     const KernelSignature& signature() const { return signature_; }
+    const std::vector<KernelOp>& ops() const { return ops_; }
+    // The weight an op names ("" gives an undefined tensor; an unknown name raises ArtifactError).
+    Tensor weight(const std::string& name) const;
 
 private:
-    Tensor weight(const std::string& name) const;
     void move_weight(Tensor& weight, Device device, DType dtype) const;
 
     KernelSignature signature_;

@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 
 #include "autograd/blend.h"
 #include "autograd/ops.h"
+#include "layers/kasmina/fused_bottlenecks.h"
 #include "kernels/kernels.h"
 #include "runtime/grad_mode.h"
 
@@ -12,6 +14,8 @@ namespace kasmina::morph {
 
 SeedBank::SeedBank(int num_seeds, KernelSignature signature, std::shared_ptr<KernelCache> cache)
     : num_seeds_(num_seeds), signature_(std::move(signature)), cache_(std::move(cache)), state_(num_seeds) {
+    const char* fuse = std::getenv("KASMINA_FUSE_SEEDS");
+    fusion_.store(fuse == nullptr || std::string(fuse) != "0", std::memory_order_relaxed);
     networks_.resize(num_seeds);
     cached_.resize(num_seeds);
     ramps_.resize(num_seeds);
@@ -181,11 +185,16 @@ std::vector<BlendingSeed> SeedBank::snapshot() const {
 // path), and the finiteness flag is queued and settled into the seed state later (settle_checks()).
 Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const Tensor& fallback,
                             const std::function<Tensor(KernelNetwork&)>& run) {
+    return run_checked({seed}, expected_shape, fallback, [&] { return run(*seed.network); });
+}
+
+Tensor SeedBank::run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape, const Tensor& fallback,
+                             const std::function<Tensor()>& compute) {
     const auto start = std::chrono::steady_clock::now();
     Tensor output, finite_flag;
     bool ok = false;
     try {
-        output = run(*seed.network);
+        output = compute();
         if (output.shape() == expected_shape) {
             NoGradGuard no_grad;
             if (output.device().is_cpu()) {
@@ -198,28 +207,46 @@ Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shap
     } catch (const std::exception&) {
         ok = false;
     }
+    const bool group = seeds.size() > 1;
+    if (!ok && group) return Tensor();  // the members run one by one: that finds and records the failing seed
     if (ok && finite_flag.defined()) output = where(finite_flag, output, fallback);
     const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    PendingCheck check;
     std::lock_guard lock(mutex_);
-    if (networks_[seed.seed] != seed.network) return ok ? output : Tensor();  // unloaded meanwhile: no bookkeeping
-    state_.record_latency(seed.seed, static_cast<uint64_t>(elapsed.count()));
+    for (const BlendingSeed& seed : seeds)
+        if (networks_[seed.seed] != seed.network) return ok ? output : Tensor();  // unloaded meanwhile: no bookkeeping
+    for (const BlendingSeed& seed : seeds) {
+        state_.record_latency(seed.seed, static_cast<uint64_t>(elapsed.count()));
+        check.seeds.push_back(seed.seed);
+        check.networks.push_back(seed.network);
+    }
     if (ok && finite_flag.defined()) {
-        pending_checks_.push_back({seed.seed, seed.network, finite_flag});
+        check.finite = finite_flag;
+        pending_checks_.push_back(std::move(check));
         return output;
     }
     if (ok) {
-        state_.record_success(seed.seed);
+        for (const BlendingSeed& seed : seeds) state_.record_success(seed.seed);
         return output;
     }
-    if (state_.record_failure(seed.seed, step_)) refresh_counters();
+    if (state_.record_failure(seeds[0].seed, step_)) refresh_counters();
     return Tensor();
 }
 
 void SeedBank::record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite) {
     for (size_t i = 0; i < checks.size(); ++i) {
-        if (networks_[checks[i].seed] != checks[i].network) continue;  // unloaded or replaced since
-        if (finite[i] != 0.0) state_.record_success(checks[i].seed);
-        else if (state_.record_failure(checks[i].seed, step_)) refresh_counters();
+        const PendingCheck& check = checks[i];
+        bool current = true;  // not unloaded or replaced since
+        for (size_t j = 0; j < check.seeds.size(); ++j) current = current && networks_[check.seeds[j]] == check.networks[j];
+        if (!current) continue;
+        if (finite[i] != 0.0) {
+            for (int seed : check.seeds) state_.record_success(seed);
+        } else if (check.seeds.size() == 1) {
+            if (state_.record_failure(check.seeds[0], step_)) refresh_counters();
+        } else {
+            suspended_group_ = check.networks;  // its members run one by one and find the failing seed
+            suspended_at_step_ = step_;
+        }
     }
 }
 
@@ -269,14 +296,65 @@ void SeedBank::settle_checks() {
     record_checks(checks, finite);
 }
 
-Tensor SeedBank::blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run) {
+std::vector<std::vector<size_t>> SeedBank::fusion_groups(const std::vector<BlendingSeed>& seeds) const {
+    std::vector<std::vector<size_t>> groups;
+    if (!fusion() || (signature_.kind != KernelKind::linear && signature_.kind != KernelKind::conv2d)) return groups;
+    std::vector<std::optional<BottleneckForm>> forms;
+    for (const BlendingSeed& seed : seeds) forms.push_back(bottleneck_form(*seed.network));
+    std::vector<bool> grouped(seeds.size(), false);
+    for (size_t i = 0; i < seeds.size(); ++i) {
+        if (!forms[i] || grouped[i]) continue;
+        std::vector<size_t> group{i};
+        for (size_t j = i + 1; j < seeds.size(); ++j)
+            if (!grouped[j] && forms[j] == forms[i]) group.push_back(j);
+        double total = 0.0;
+        std::vector<std::shared_ptr<KernelNetwork>> networks;
+        for (size_t member : group) {
+            total += seeds[member].alpha;
+            networks.push_back(seeds[member].network);
+        }
+        if (group.size() < 2 || !(total > 0.0)) continue;
+        {
+            std::lock_guard lock(mutex_);
+            if (networks == suspended_group_ && step_ - suspended_at_step_ < kFusionRetrySteps) continue;
+        }
+        for (size_t member : group) grouped[member] = true;
+        groups.push_back(std::move(group));
+    }
+    return groups;
+}
+
+// A fused group enters the blend as one output, sum_i (a_i / a_G) k_i, with alpha a_G = sum_i a_i:
+// its coefficient A a_G / S times that output is sum_i (A a_i / S) k_i, the per-seed blend's terms.
+Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
+    const std::vector<BlendingSeed> seeds = snapshot();
     std::vector<Tensor> outputs;
     std::vector<double> alphas;
-    for (const BlendingSeed& seed : snapshot()) {
-        Tensor k = run_kernel(seed, d.shape(), d, run);
+    std::vector<bool> done(seeds.size(), false);
+    for (const std::vector<size_t>& group : fusion_groups(seeds)) {
+        std::vector<BlendingSeed> members;
+        std::vector<const KernelNetwork*> networks;
+        double total = 0.0;
+        for (size_t member : group) {
+            members.push_back(seeds[member]);
+            networks.push_back(seeds[member].network.get());
+            total += seeds[member].alpha;
+        }
+        std::vector<double> shares;
+        for (const BlendingSeed& member : members) shares.push_back(member.alpha / total);
+        Tensor k = run_checked(members, d.shape(), d, [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
+        if (!k.defined()) continue;
+        fused_group_runs_.fetch_add(1, std::memory_order_relaxed);
+        outputs.push_back(k);
+        alphas.push_back(total);
+        for (size_t member : group) done[member] = true;
+    }
+    for (size_t i = 0; i < seeds.size(); ++i) {
+        if (done[i]) continue;
+        Tensor k = run_kernel(seeds[i], d.shape(), d, [&](KernelNetwork& kernel) { return kernel.forward(kernel_input); });
         if (!k.defined()) continue;  // this step falls back to the layer's own path for that seed
         outputs.push_back(k);
-        alphas.push_back(seed.alpha);
+        alphas.push_back(seeds[i].alpha);
     }
     if (outputs.empty()) return d;
     return blend_seeds(d, outputs, Tensor::from_vector<double>(alphas, {static_cast<int64_t>(alphas.size())}));

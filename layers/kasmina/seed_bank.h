@@ -92,7 +92,16 @@ public:
     void poll_checks();
     static constexpr int64_t kSettleInterval = 32;
     // The dense variants' whole step: run every blending seed on `kernel_input` and blend into d.
-    Tensor blend(const Tensor& d, const std::function<Tensor(KernelNetwork&)>& run);
+    // Seeds whose kernels are bottlenecks of one form run as one fused group (fused_bottlenecks.h)
+    // when fusion is on; a group whose output is not finite hands its seeds back to the per-seed path,
+    // which finds and records the failing one (on a GPU: from the next forward, until the group changes
+    // or kFusionRetrySteps training steps have passed).
+    Tensor blend(const Tensor& d, const Tensor& kernel_input);
+    static constexpr int64_t kFusionRetrySteps = 1024;
+    // On by default; KASMINA_FUSE_SEEDS=0 in the environment turns it off for new layers.
+    void set_fusion(bool on) { fusion_.store(on, std::memory_order_relaxed); }
+    bool fusion() const { return fusion_.load(std::memory_order_relaxed); }
+    int64_t fused_group_runs() const { return fused_group_runs_.load(std::memory_order_relaxed); }  // fused outputs blended
 
     std::vector<SeedReport> reports() const;
     std::vector<std::pair<std::string, Tensor>> kernel_parameters() const;  // "seeds.<i>.<name>"
@@ -119,10 +128,16 @@ private:
     std::vector<std::shared_ptr<const CachedKernel>> cached_;  // keeps cache entries alive while in use
     std::vector<std::optional<Ramp>> ramps_;
     struct PendingCheck {
-        int seed;
-        std::shared_ptr<KernelNetwork> network;  // the kernel that produced the output
-        Tensor finite;                           // 0-d bool on the device
+        std::vector<int> seeds;                               // one seed, or the members of a fused group
+        std::vector<std::shared_ptr<KernelNetwork>> networks;  // the kernels that produced the output
+        Tensor finite;                                        // 0-d bool on the device
     };
+    // Runs `compute` for `seeds` and checks its output as run_kernel does. A failure of one seed is
+    // recorded; a fused group's is not (undefined is returned and its members run one by one).
+    Tensor run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape, const Tensor& fallback,
+                       const std::function<Tensor()>& compute);
+    // The fusable groups among `seeds` (indices into it, two or more each), by bottleneck form.
+    std::vector<std::vector<size_t>> fusion_groups(const std::vector<BlendingSeed>& seeds) const;
     void record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite);  // under mutex_
     static Tensor stacked_flags(const std::vector<PendingCheck>& checks);  // one tensor: a single copy to the host
     std::vector<PendingCheck> pending_checks_;
@@ -132,6 +147,11 @@ private:
     std::atomic<int> blending_count_{0};
     std::atomic<bool> ramps_pending_{false};
     std::atomic<int64_t> step_{0};  // training forwards seen
+    std::atomic<bool> fusion_;
+    std::atomic<int64_t> fused_group_runs_{0};
+    // A fused group whose output was not finite, and when: it runs unfused while it is unchanged.
+    std::vector<std::shared_ptr<KernelNetwork>> suspended_group_;  // under mutex_
+    int64_t suspended_at_step_ = 0;                                 // under mutex_
 };
 
 }  // namespace kasmina::morph

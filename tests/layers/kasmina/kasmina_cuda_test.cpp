@@ -111,6 +111,94 @@ TEST(KasminaCuda, LoadedKernelsBlendOnTheDeviceLikeOnTheCpu) {
                                                1e-5);
 }
 
+namespace {
+// Output and gradients (input, every parameter) of sum(out^2), on the host.
+std::vector<Tensor> output_and_gradients(KasminaLayerBase& layer, const Tensor& x, bool fusion) {
+    layer.seeds().set_fusion(fusion);
+    layer.module().zero_grad();
+    const Tensor input = x.detach().set_requires_grad(true);
+    const Tensor output = layer.module().forward(input);
+    sum(output * output).backward();
+    std::vector<Tensor> result{output.detach().to(Device::cpu()), input.grad().to(Device::cpu())};
+    for (const auto& [name, tensor] : layer.module().named_parameters()) result.push_back(tensor.grad().to(Device::cpu()));
+    return result;
+}
+
+void expect_fused_matches_per_seed_and_cpu(KasminaLayerBase& cpu_layer, KasminaLayerBase& gpu_layer, const Tensor& x) {
+    const int64_t fused_before = gpu_layer.seeds().fused_group_runs();
+    const std::vector<Tensor> fused = output_and_gradients(gpu_layer, x.to(kGpu), true);
+    EXPECT_EQ(gpu_layer.seeds().fused_group_runs(), fused_before + 1);
+    const std::vector<Tensor> separate = output_and_gradients(gpu_layer, x.to(kGpu), false);
+    const std::vector<Tensor> cpu = output_and_gradients(cpu_layer, x, true);
+    ASSERT_EQ(fused.size(), separate.size());
+    ASSERT_EQ(fused.size(), cpu.size());
+    for (size_t i = 0; i < fused.size(); ++i) {
+        SCOPED_TRACE(i);
+        kasmina::testing::expect_tensors_close(fused[i], separate[i], 1e-4);
+        kasmina::testing::expect_tensors_close(fused[i], cpu[i], 1e-4);
+    }
+}
+}  // namespace
+
+TEST(KasminaCuda, FusedBottleneckSeedsMatchThePerSeedPathAndTheCpu) {
+    REQUIRE_GPU();
+    Store store("fused");
+    Generator generator(9);
+    nn::Linear linear(24, 20);
+    KasminaLayer cpu_linear(linear, {.cache = store.cache});
+    linear.to(kGpu);
+    KasminaLayer gpu_linear(linear, {.cache = store.cache});
+    nn::Conv2d conv(3, 5, 3, {.padding = {1, 1}});
+    KasminaConv2dLayer cpu_conv(conv, {.cache = store.cache});
+    conv.to(kGpu);
+    KasminaConv2dLayer gpu_conv(conv, {.cache = store.cache});
+    for (int seed = 0; seed < 3; ++seed) {
+        const uint64_t linear_kernel = store.add(make_linear_bottleneck(24, 20, 4 + seed, 0.3, "l" + std::to_string(seed), &generator));
+        const uint64_t conv_kernel = store.add(make_conv_bottleneck(3, 5, 2 + seed, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 0.3,
+                                                                    "c" + std::to_string(seed), &generator));
+        for (KasminaLayerBase* layer : {static_cast<KasminaLayerBase*>(&cpu_linear), static_cast<KasminaLayerBase*>(&gpu_linear)})
+            layer->load_kernel(seed, linear_kernel, {.alpha = 0.2 + 0.1 * seed});
+        for (KasminaLayerBase* layer : {static_cast<KasminaLayerBase*>(&cpu_conv), static_cast<KasminaLayerBase*>(&gpu_conv)})
+            layer->load_kernel(seed, conv_kernel, {.alpha = 0.5 - 0.1 * seed});
+    }
+    {
+        SCOPED_TRACE("linear");
+        expect_fused_matches_per_seed_and_cpu(cpu_linear, gpu_linear, Tensor::randn({33, 24}));
+    }
+    {
+        SCOPED_TRACE("conv2d");
+        expect_fused_matches_per_seed_and_cpu(cpu_conv, gpu_conv, Tensor::randn({2, 3, 7, 6}));
+    }
+}
+
+TEST(KasminaCuda, AFusedGroupWithANonFiniteMemberFallsBackThenTheMemberIsFound) {
+    REQUIRE_GPU();
+    Store store("fused_nan");
+    Generator generator(10);
+    nn::Linear original(4, 3);
+    original.to(kGpu);
+    KasminaLayer layer(original, {.cache = store.cache});
+    const uint64_t healthy = store.add(make_linear_bottleneck(4, 3, 2, 0.3, "a", &generator));
+    layer.load_kernel(0, healthy, {.alpha = 0.4});
+    layer.load_kernel(1, store.add(make_linear_bottleneck(4, 3, 2, 0.3, "b", &generator)), {.alpha = 0.3});
+    kasmina::testing::fill_parameter(layer, "seeds.1.w2", std::numeric_limits<double>::infinity());
+    const Tensor x = Tensor::randn({5, 4}).to(kGpu);
+    const Tensor d = original.forward(x).to(Device::cpu());
+    // The group's output is replaced by d on the device: out = 0.3 d + 0.7 d.
+    kasmina::testing::expect_tensors_close(layer.forward(x).to(Device::cpu()), d, 1e-6);
+    EXPECT_EQ(layer.seeds().fused_group_runs(), 1);
+    layer.seeds().settle_checks();
+    EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u);
+    EXPECT_EQ(layer.layer_stats()[1].consecutive_errors, 0u);  // not known yet which member failed
+    // Next forward: the members run one by one; seed 1's output is replaced by d: 0.3 d + 0.4 k0 + 0.3 d.
+    const Tensor k0 = KernelNetwork(store.cache->get(healthy, Device::cpu())->artifact, false).forward(x.to(Device::cpu()));
+    kasmina::testing::expect_tensors_close(layer.forward(x).to(Device::cpu()), d * 0.6 + k0 * 0.4, 1e-5);
+    EXPECT_EQ(layer.seeds().fused_group_runs(), 1);
+    layer.seeds().settle_checks();
+    EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u);
+    EXPECT_EQ(layer.layer_stats()[1].consecutive_errors, 1u);
+}
+
 TEST(KasminaCuda, ConvAttentionAndNormSeedsRunOnTheDevice) {
     REQUIRE_GPU();
     Store store("kinds");
