@@ -23,10 +23,21 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grad_output
         raise<ShapeError>("AccumulateGrad", "gradient ", shape_str(incoming.shape()), " does not match leaf ",
                           shape_str(leaf_->shape));
     if (!leaf_->grad) {
-        // Own a dense copy: the incoming tensor may alias other gradients or be a broadcast view.
-        Tensor owned = Tensor::empty(leaf_->shape, {.dtype = leaf_->dtype, .device = leaf_->storage->device()});
-        copy_into(owned, incoming);
-        leaf_->grad = owned.impl_ptr();
+        // Adopt the incoming gradient when nothing else can see it (the only handle onto a dense block
+        // of its own, as a backward kernel's fresh output is); otherwise own a dense copy, since it may
+        // alias other gradients or be a broadcast view.
+        const std::shared_ptr<TensorImpl>& impl = incoming.impl_ptr();
+        const bool adoptable = impl.use_count() == 1 && impl->storage.use_count() == 1 && !impl->requires_grad &&
+                               !impl->grad_fn && impl->offset == 0 && incoming.is_contiguous() &&
+                               impl->dtype == leaf_->dtype && impl->storage->device() == leaf_->storage->device() &&
+                               impl->storage->bytes() == static_cast<size_t>(incoming.numel()) * dtype_size(impl->dtype);
+        if (adoptable) {
+            leaf_->grad = impl;
+        } else {
+            Tensor owned = Tensor::empty(leaf_->shape, {.dtype = leaf_->dtype, .device = leaf_->storage->device()});
+            copy_into(owned, incoming);
+            leaf_->grad = owned.impl_ptr();
+        }
     } else {
         kernels::add_into(Tensor(leaf_->grad), incoming);
     }

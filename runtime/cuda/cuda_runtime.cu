@@ -299,17 +299,31 @@ struct StridedGeometry {
     int64_t source_strides[kMaxRank];
 };
 
+// Offsets of element `linear` (row-major over geometry.shape); rank 1 (dims collapsed) needs no division.
+__device__ inline void strided_offsets(const StridedGeometry& geometry, int64_t linear, int64_t& out_offset,
+                                       int64_t& in_offset) {
+    if (geometry.rank == 1) {
+        out_offset = linear * geometry.destination_strides[0];
+        in_offset = linear * geometry.source_strides[0];
+        return;
+    }
+    int64_t rest = linear;
+    out_offset = 0;
+    in_offset = 0;
+    for (int d = geometry.rank - 1; d >= 0; --d) {
+        const int64_t index = rest % geometry.shape[d];
+        rest /= geometry.shape[d];
+        out_offset += index * geometry.destination_strides[d];
+        in_offset += index * geometry.source_strides[d];
+    }
+}
+
 template <typename Out, typename In>
 __global__ void strided_copy_kernel(Out* destination, const In* source, StridedGeometry geometry, int64_t count) {
     for (int64_t linear = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; linear < count;
          linear += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        int64_t rest = linear, out_offset = 0, in_offset = 0;
-        for (int d = geometry.rank - 1; d >= 0; --d) {
-            const int64_t index = rest % geometry.shape[d];
-            rest /= geometry.shape[d];
-            out_offset += index * geometry.destination_strides[d];
-            in_offset += index * geometry.source_strides[d];
-        }
+        int64_t out_offset, in_offset;
+        strided_offsets(geometry, linear, out_offset, in_offset);
         destination[out_offset] = static_cast<Out>(source[in_offset]);
     }
 }
@@ -318,13 +332,54 @@ template <typename T>
 __global__ void fill_kernel(T* destination, StridedGeometry geometry, int64_t count, T value) {
     for (int64_t linear = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; linear < count;
          linear += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        int64_t rest = linear, out_offset = 0;
-        for (int d = geometry.rank - 1; d >= 0; --d) {
-            out_offset += (rest % geometry.shape[d]) * geometry.destination_strides[d];
-            rest /= geometry.shape[d];
-        }
+        int64_t out_offset, unused;
+        strided_offsets(geometry, linear, out_offset, unused);
         destination[out_offset] = value;
     }
+}
+
+// A dense destination filled with one device-resident value (an expanded scalar, such as the
+// gradient of sum()): each thread reads the value once and writes 4 elements per step.
+template <typename Out, typename In>
+__global__ void broadcast_value_kernel(Out* destination, const In* value, int64_t count) {
+    const Out v = static_cast<Out>(*value);
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 4; i < count; i += stride * 4) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            if (i + k < count) destination[i + k] = v;
+    }
+}
+
+// Merges dimensions that are contiguous with each other in both layouts and drops size-1 ones, so a
+// dense copy becomes rank 1 (no per-element division) and the fast paths below can see it.
+StridedGeometry collapse(const StridedGeometry& geometry) {
+    StridedGeometry collapsed{};
+    collapsed.rank = 0;
+    for (int d = geometry.rank - 1; d >= 0; --d) {
+        if (geometry.shape[d] == 1) continue;
+        const int last = collapsed.rank - 1;
+        if (last >= 0 && geometry.destination_strides[d] == collapsed.destination_strides[last] * collapsed.shape[last] &&
+            geometry.source_strides[d] == collapsed.source_strides[last] * collapsed.shape[last]) {
+            collapsed.shape[last] *= geometry.shape[d];
+            continue;
+        }
+        collapsed.shape[collapsed.rank] = geometry.shape[d];
+        collapsed.destination_strides[collapsed.rank] = geometry.destination_strides[d];
+        collapsed.source_strides[collapsed.rank] = geometry.source_strides[d];
+        ++collapsed.rank;
+    }
+    if (collapsed.rank == 0) {  // a single element
+        collapsed.rank = 1;
+        collapsed.shape[0] = 1;
+        collapsed.destination_strides[0] = 1;
+        collapsed.source_strides[0] = 1;
+    }
+    // Collected innermost first; the kernels walk row-major (innermost last).
+    std::reverse(collapsed.shape, collapsed.shape + collapsed.rank);
+    std::reverse(collapsed.destination_strides, collapsed.destination_strides + collapsed.rank);
+    std::reverse(collapsed.source_strides, collapsed.source_strides + collapsed.rank);
+    return collapsed;
 }
 
 StridedGeometry make_geometry(const Shape& shape, const Shape& destination_strides, const Shape& source_strides,
@@ -494,10 +549,23 @@ void strided_copy(const Tensor& destination, const Tensor& source) {
     const int64_t count = destination.numel();
     if (count == 0) return;
     DeviceGuard guard(destination.device().index);
-    const StridedGeometry geometry = make_geometry(destination.shape(), destination.strides(), source.strides(), "copy");
+    const StridedGeometry geometry =
+        collapse(make_geometry(destination.shape(), destination.strides(), source.strides(), "copy"));
     const cudaStream_t stream = current_stream(destination.device().index).raw();
+    const bool dense_destination = geometry.rank == 1 && geometry.destination_strides[0] == 1;
+    if (dense_destination && geometry.source_strides[0] == 1 && destination.dtype() == source.dtype()) {
+        KASMINA_CUDA_CHECK(cudaMemcpyAsync(destination.raw_data(), source.raw_data(),
+                                           static_cast<size_t>(count) * dtype_size(destination.dtype()),
+                                           cudaMemcpyDeviceToDevice, stream));
+        return;
+    }
     dispatch_all(destination.dtype(), "copy", [&]<typename Out>() {
         dispatch_all(source.dtype(), "copy", [&]<typename In>() {
+            if (dense_destination && geometry.source_strides[0] == 0) {
+                broadcast_value_kernel<Out, In><<<grid_for((count + 3) / 4), 256, 0, stream>>>(
+                    static_cast<Out*>(destination.raw_data()), static_cast<const In*>(source.raw_data()), count);
+                return;
+            }
             strided_copy_kernel<Out, In><<<grid_for(count), 256, 0, stream>>>(static_cast<Out*>(destination.raw_data()),
                                                                              static_cast<const In*>(source.raw_data()),
                                                                              geometry, count);
@@ -510,7 +578,7 @@ void fill(const Tensor& destination, double value) {
     const int64_t count = destination.numel();
     if (count == 0) return;
     DeviceGuard guard(destination.device().index);
-    const StridedGeometry geometry = make_geometry(destination.shape(), destination.strides(), {}, "fill_");
+    const StridedGeometry geometry = collapse(make_geometry(destination.shape(), destination.strides(), {}, "fill_"));
     const cudaStream_t stream = current_stream(destination.device().index).raw();
     dispatch_all(destination.dtype(), "fill_", [&]<typename T>() {
         fill_kernel<T><<<grid_for(count), 256, 0, stream>>>(static_cast<T*>(destination.raw_data()), geometry, count,

@@ -133,3 +133,26 @@ TEST(Backward, DtypeConversionReturnsGradientInTheSourceDtype) {
     EXPECT_EQ(x.grad().dtype(), DType::f64);
     expect_values(x.grad(), {3, 3});
 }
+
+// A leaf adopts a fresh dense gradient instead of copying it, but never one another handle can see:
+// the same gradient reaching two leaves (add's backward passes it on unchanged) is copied for the
+// first, and a later backward accumulates into each leaf's own buffer.
+TEST(Engine, LeavesAdoptOnlyGradientsNothingElseHolds) {
+    const Tensor x = Tensor::randn({4, 3}).set_requires_grad(true);
+    const Tensor y = Tensor::randn({4, 3}).set_requires_grad(true);
+    const Tensor w = Tensor::randn({3, 3}).set_requires_grad(true);
+    const Tensor upstream = Tensor::randn({4, 3});
+    (x + y).backward(upstream);
+    EXPECT_FALSE(x.grad().same_storage(y.grad()));
+    EXPECT_FALSE(x.grad().same_storage(upstream));
+    EXPECT_FALSE(y.grad().same_storage(upstream));
+    (x + y).backward(upstream);
+    kasmina::testing::expect_tensors_close(x.grad(), upstream * 2.0, 1e-6);
+    kasmina::testing::expect_tensors_close(y.grad(), upstream * 2.0, 1e-6);
+    // matmul's backward makes fresh gradients: adopted, and still right after accumulating.
+    matmul(x.detach(), w).backward(upstream);
+    const Tensor expected = matmul(x.detach().t(), upstream);
+    kasmina::testing::expect_tensors_close(w.grad(), expected, 1e-5);
+    matmul(x.detach(), w).backward(upstream);
+    kasmina::testing::expect_tensors_close(w.grad(), expected * 2.0, 1e-5);
+}

@@ -415,4 +415,68 @@ TEST(CudaStagedCopy, PinnedHostMemoryCopiesDirectly) {
     cudaFreeHost(pinned);
 }
 
+// Device copies in every layout the runtime meets — dense (one memcpy), converting, an expanded scalar
+// (the gradient of sum()), a broadcast row, transposed, narrowed, stepped and permuted views, and a
+// strided destination — give the CPU copy's values exactly; so do fills of dense and strided views.
+TEST(CudaCopy, EveryLayoutGivesTheCpuValues) {
+    REQUIRE_GPU();
+    const Tensor base = Tensor::randn({6, 5, 4, 3});
+    const Tensor big = Tensor::randn({1000003});
+    const Tensor scalar = Tensor::scalar(2.5);
+    const std::vector<std::pair<std::string, std::function<Tensor(const Tensor&)>>> views = {
+        {"dense", [](const Tensor& t) { return t; }},
+        {"transposed", [](const Tensor& t) { return t.transpose(1, 3); }},
+        {"narrowed", [](const Tensor& t) { return t.narrow(1, 1, 3); }},
+        {"stepped", [](const Tensor& t) { return t.slice(0, 0, 6, 2); }},
+        {"permuted", [](const Tensor& t) { return t.permute({2, 0, 3, 1}); }},
+        {"broadcast row", [](const Tensor& t) { return t.narrow(0, 2, 1).expand({6, 5, 4, 3}); }},
+    };
+    for (const auto& [name, view] : views) {
+        SCOPED_TRACE(name);
+        const Tensor expected = view(base).contiguous();
+        for (const DType dtype : {DType::f32, DType::f64}) {
+            Tensor out = Tensor::empty(expected.shape(), {.dtype = dtype, .device = kGpu});
+            copy_into(out, view(base.to(kGpu)));
+            EXPECT_EQ(out.to(Device::cpu()).to(DType::f32).to_vector<float>(), expected.to_vector<float>());
+        }
+    }
+    {
+        SCOPED_TRACE("large dense and converting");
+        Tensor same = Tensor::empty({1000003}, {.device = kGpu}), wider = Tensor::empty({1000003}, {.dtype = DType::f64, .device = kGpu});
+        copy_into(same, big.to(kGpu));
+        copy_into(wider, big.to(kGpu));
+        EXPECT_EQ(same.to(Device::cpu()).to_vector<float>(), big.to_vector<float>());
+        EXPECT_EQ(wider.to(Device::cpu()).to(DType::f32).to_vector<float>(), big.to_vector<float>());
+    }
+    {
+        SCOPED_TRACE("expanded scalar");
+        for (const int64_t count : {int64_t{1}, int64_t{7}, int64_t{1000003}}) {
+            Tensor out = Tensor::empty({count}, {.dtype = DType::f64, .device = kGpu});
+            copy_into(out, scalar.to(kGpu).expand({count}));
+            const std::vector<double> values = out.to(Device::cpu()).to_vector<double>();
+            EXPECT_TRUE(std::all_of(values.begin(), values.end(), [](double v) { return v == 2.5; })) << count;
+        }
+    }
+    {
+        SCOPED_TRACE("strided destination and fills");
+        Tensor out = Tensor::zeros({5, 6}, {.device = kGpu});
+        copy_into(out.t(), base.narrow(2, 0, 1).narrow(3, 0, 1).reshape({6, 5}).to(kGpu));
+        EXPECT_EQ(out.to(Device::cpu()).to_vector<float>(),
+                  base.narrow(2, 0, 1).narrow(3, 0, 1).reshape({6, 5}).t().contiguous().to_vector<float>());
+        Tensor filled = Tensor::zeros({4, 6}, {.device = kGpu});
+        {
+            NoGradGuard no_grad;
+            filled.narrow(1, 2, 3).fill_(1.5);
+        }
+        std::vector<float> expected(24, 0.0f);
+        for (int r = 0; r < 4; ++r)
+            for (int c = 2; c < 5; ++c) expected[r * 6 + c] = 1.5f;
+        EXPECT_EQ(filled.to(Device::cpu()).to_vector<float>(), expected);
+        Tensor dense = Tensor::empty({1000003}, {.device = kGpu});
+        dense.fill_(-3.0);
+        const std::vector<float> values = dense.to(Device::cpu()).to_vector<float>();
+        EXPECT_TRUE(std::all_of(values.begin(), values.end(), [](float v) { return v == -3.0f; }));
+    }
+}
+
 #endif  // KASMINA_WITH_CUDA
