@@ -4,6 +4,8 @@
 //                tiled column sum.
 //   batch norm   per-channel statistics as column sums over [N, C*S] (tiled, two passes, deterministic)
 //                folded per channel, then an elementwise pass; backward likewise.
+#include <algorithm>
+
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/normalization.h"
@@ -90,6 +92,89 @@ __global__ void layer_norm_registers_kernel(const T* x, const T* weight, const T
             rstd_out[row] = rstd;
         }
     }
+}
+
+// float32 rows of n % 4 == 0 elements (n <= 128 * kVec), 16-byte aligned: one warp per row, each lane
+// holding kVec float4 of it in registers; the reductions are warp shuffles with no block-wide barrier,
+// so many rows' loads are in flight at once (one block per row waited on two __syncthreads per row).
+__device__ __forceinline__ float warp_all_sum(float value) {
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    return value;
+}
+
+template <int kVec>
+__global__ void layer_norm_warp_kernel(const float* x, const float* weight, const float* bias, float eps, float* out,
+                                       float* mean_out, float* rstd_out, int64_t rows, int64_t n) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = blockDim.x / 32, quads = n / 4;
+    const float4* weight4 = reinterpret_cast<const float4*>(weight);
+    const float4* bias4 = reinterpret_cast<const float4*>(bias);
+    for (int64_t row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += static_cast<int64_t>(gridDim.x) * warps) {
+        const float4* in = reinterpret_cast<const float4*>(x + row * n);
+        float4 v[kVec];
+        float total = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            const int64_t j = lane + 32 * k;
+            v[k] = j < quads ? in[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            total += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+        }
+        const float mean = warp_all_sum(total) / static_cast<float>(n);
+        float squares = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            if (lane + 32 * k >= quads) continue;
+            const float a = v[k].x - mean, b = v[k].y - mean, c = v[k].z - mean, d = v[k].w - mean;
+            squares += (a * a + b * b) + (c * c + d * d);
+        }
+        const float rstd = 1.0f / sqrtf(warp_all_sum(squares) / static_cast<float>(n) + eps);
+        float4* row_out = reinterpret_cast<float4*>(out + row * n);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            const int64_t j = lane + 32 * k;
+            if (j >= quads) continue;
+            float4 o = make_float4((v[k].x - mean) * rstd, (v[k].y - mean) * rstd, (v[k].z - mean) * rstd,
+                                   (v[k].w - mean) * rstd);
+            if (weight) {
+                const float4 w = weight4[j];
+                o = make_float4(o.x * w.x, o.y * w.y, o.z * w.z, o.w * w.w);
+            }
+            if (bias) {
+                const float4 b = bias4[j];
+                o = make_float4(o.x + b.x, o.y + b.y, o.z + b.z, o.w + b.w);
+            }
+            row_out[j] = o;
+        }
+        if (lane == 0) {
+            mean_out[row] = mean;
+            rstd_out[row] = rstd;
+        }
+    }
+}
+
+bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+// Runs the warp-per-row kernel when the rows fit it (float32, n % 4 == 0, n <= 2048, aligned); false otherwise.
+bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
+                         const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t n) {
+    if (x.dtype() != DType::f32 || n % 4 != 0 || n > 2048) return false;
+    const float* w = data_or_null<float>(weight);
+    const float* b = data_or_null<float>(bias);
+    if (!aligned16(x.raw_data()) || !aligned16(output.raw_data()) || (w && !aligned16(w)) || (b && !aligned16(b)))
+        return false;
+    const int64_t per_lane = (n / 4 + 31) / 32;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
+    const auto launch = [&]<int kVec>() {
+        layer_norm_warp_kernel<kVec><<<blocks, kThreads, 0, launch_stream()>>>(
+            static_cast<const float*>(x.raw_data()), w, b, static_cast<float>(eps), static_cast<float*>(output.raw_data()),
+            static_cast<float*>(mean.raw_data()), static_cast<float*>(rstd.raw_data()), rows, n);
+    };
+    if (per_lane <= 1) launch.template operator()<1>();
+    else if (per_lane <= 2) launch.template operator()<2>();
+    else if (per_lane <= 4) launch.template operator()<4>();
+    else if (per_lane <= 8) launch.template operator()<8>();
+    else launch.template operator()<16>();
+    return true;
 }
 
 // The backward's input gradient with grad and x read once into registers (see above).
@@ -226,39 +311,86 @@ void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial,
 
 // ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
 
-// out = (x - mean[c]) * invstd[c] * weight[c] + bias[c]; invstd from variance when `from_variance`.
-template <typename T>
-__global__ void batch_norm_apply_kernel(const T* x, const T* mean, const T* scale_source, bool from_variance, T eps,
-                                        const T* weight, const T* bias, T* out, int64_t total, int64_t channels,
-                                        int64_t spatial) {
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t c = (i / spatial) % channels;
-        const T invstd = from_variance ? T(1) / sqrt(scale_source[c] + eps) : scale_source[c];
-        T value = (x[i] - mean[c]) * invstd;
-        if (weight) value *= weight[c];
-        if (bias) value += bias[c];
-        out[i] = value;
+// Elementwise passes over [N, C, S] that find each element's channel without a division: with S == 1
+// a thread owns one channel and walks rows; with S >= kPlaneMin a block walks one (n, c) plane at a
+// time; between them, the flat kernel divides. `make(c)` builds the per-channel functor (its constants
+// loaded once), which is then called with each element's index.
+constexpr int64_t kPlaneMin = 128;
+constexpr int64_t kRowsPerThread = 8;
+
+template <typename Make>
+__global__ void channel_rows_kernel(Make make, int64_t batch, int64_t channels) {
+    const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (c >= channels) return;
+    const auto element = make(c);
+    for (int64_t n = blockIdx.y; n < batch; n += gridDim.y) element(n * channels + c);
+}
+
+template <typename Make>
+__global__ void channel_planes_kernel(Make make, int64_t planes, int64_t channels, int64_t spatial) {
+    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const auto element = make(p % channels);
+        const int64_t base = p * spatial;
+        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) element(base + s);
     }
+}
+
+template <typename Make>
+__global__ void channel_flat_kernel(Make make, int64_t total, int64_t channels, int64_t spatial) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        make((i / spatial) % channels)(i);
+}
+
+template <typename Make>
+void for_each_channel_element(Make make, int64_t batch, int64_t channels, int64_t spatial) {
+    const int64_t total = batch * channels * spatial;
+    if (total == 0) return;
+    if (spatial == 1) {
+        const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
+                        static_cast<unsigned>(std::clamp<int64_t>(batch / kRowsPerThread, 1, 65535)));
+        channel_rows_kernel<<<grid, kThreads, 0, launch_stream()>>>(make, batch, channels);
+    } else if (spatial >= kPlaneMin) {
+        const int64_t planes = batch * channels;
+        channel_planes_kernel<<<static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, 0, launch_stream()>>>(
+            make, planes, channels, spatial);
+    } else {
+        channel_flat_kernel<<<grid_for(total), kThreads, 0, launch_stream()>>>(make, total, channels, spatial);
+    }
+}
+
+// out = (x - mean[c]) * invstd[c] * weight[c] + bias[c], as (x - mean) * a + b with a, b per channel
+// (the subtraction first keeps a large mean from cancelling); invstd from the variance when
+// `from_variance` (eval).
+template <typename T>
+void batch_norm_apply(const T* x, const T* mean, const T* scale_source, bool from_variance, T eps, const T* weight,
+                      const T* bias, T* out, int64_t batch, int64_t channels, int64_t spatial) {
+    for_each_channel_element(
+        [=] __device__(int64_t c) {
+            const T invstd = from_variance ? T(1) / sqrt(scale_source[c] + eps) : scale_source[c];
+            const T a = weight ? invstd * weight[c] : invstd;
+            const T b = bias ? bias[c] : T(0), mu = mean[c];
+            return [=](int64_t i) { out[i] = (x[i] - mu) * a + b; };
+        },
+        batch, channels, spatial);
 }
 
 // training: dx = weight * invstd * (dy - (sum_dy + xhat * sum_dy_xhat) / n); eval: dx = dy * weight * invstd
 template <typename T>
-__global__ void batch_norm_backward_input_kernel(const T* grad, const T* x, const T* mean, const T* invstd,
-                                                 const T* weight, const T* sum_dy, const T* sum_dy_xhat, bool training,
-                                                 T* grad_input, int64_t total, int64_t channels, int64_t spatial,
-                                                 int64_t count) {
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t c = (i / spatial) % channels;
-        const T scale = (weight ? weight[c] : T(1)) * invstd[c];
-        if (!training) {
-            grad_input[i] = grad[i] * scale;
-            continue;
-        }
-        const T xhat = (x[i] - mean[c]) * invstd[c];
-        grad_input[i] = scale * (grad[i] - (sum_dy[c] + xhat * sum_dy_xhat[c]) / static_cast<T>(count));
-    }
+void batch_norm_backward_input(const T* grad, const T* x, const T* mean, const T* invstd, const T* weight,
+                               const T* sum_dy, const T* sum_dy_xhat, bool training, T* grad_input, int64_t batch,
+                               int64_t channels, int64_t spatial) {
+    const T inverse_count = T(1) / static_cast<T>(batch * spatial);
+    for_each_channel_element(
+        [=] __device__(int64_t c) {
+            const T scale = (weight ? weight[c] : T(1)) * invstd[c];
+            // training: dx = scale * (g - mean_dy - (x - mean) * slope), slope = invstd * mean_dy_xhat
+            const T mean_dy = training ? sum_dy[c] * inverse_count : T(0);
+            const T slope = training ? invstd[c] * sum_dy_xhat[c] * inverse_count : T(0);
+            const T mu = mean[c];
+            return [=](int64_t i) { grad_input[i] = scale * (grad[i] - mean_dy - (x[i] - mu) * slope); };
+        },
+        batch, channels, spatial);
 }
 
 }  // namespace
@@ -267,6 +399,10 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
                 const Tensor& mean, const Tensor& rstd) {
     const int64_t rows = x.size(0), n = x.size(1);
     if (rows == 0) return;
+    if (layer_norm_by_warps(x, weight, bias, eps, output, mean, rstd, rows, n)) {
+        check_launch("layer_norm");
+        return;
+    }
     dispatch_floating(x.dtype(), "layer_norm", [&]<typename T>() {
         const T* in = static_cast<const T*>(x.raw_data());
         T* out = static_cast<T*>(output.raw_data());
@@ -340,10 +476,9 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
             mean, static_cast<const T*>(variance.raw_data()), static_cast<T>(eps), static_cast<T>(momentum),
             batch * spatial, static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean),
             mutable_or_null<T>(running_var), channels);
-        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
-            static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
-            static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight), data_or_null<T>(bias),
-            static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
+        batch_norm_apply<T>(static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
+                            static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight),
+                            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm");
 }
@@ -352,10 +487,9 @@ void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& b
                           const Tensor& running_var, double eps, const Tensor& output) {
     const int64_t channels = x.size(1), spatial = x.size(2);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-        batch_norm_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
-            static_cast<const T*>(x.raw_data()), static_cast<const T*>(running_mean.raw_data()),
-            static_cast<const T*>(running_var.raw_data()), true, static_cast<T>(eps), data_or_null<T>(weight),
-            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), x.numel(), channels, spatial);
+        batch_norm_apply<T>(static_cast<const T*>(x.raw_data()), static_cast<const T*>(running_mean.raw_data()),
+                            static_cast<const T*>(running_var.raw_data()), true, static_cast<T>(eps), data_or_null<T>(weight),
+                            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), x.size(0), channels, spatial);
     });
     check_launch("batch_norm");
 }
@@ -379,10 +513,9 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
                             static_cast<T*>(sum_dy_xhat.raw_data()), x);
         }
         if (grad_input.defined())
-            batch_norm_backward_input_kernel<T><<<grid_for(x.numel()), kThreads, 0, launch_stream()>>>(
-                g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),
-                static_cast<const T*>(sum_dy_xhat.raw_data()), training, static_cast<T*>(grad_input.raw_data()),
-                x.numel(), channels, spatial, batch * spatial);
+            batch_norm_backward_input<T>(g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),
+                                         static_cast<const T*>(sum_dy_xhat.raw_data()), training,
+                                         static_cast<T*>(grad_input.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm_backward");
 }

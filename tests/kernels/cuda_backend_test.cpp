@@ -211,6 +211,45 @@ TEST(CudaBackend, NormalizationMatchesTheCpu) {
     }
 }
 
+// The layouts the GPU normalization kernels choose between: layer norm one warp per float32 row
+// (widths filling a lane's registers partly, fully, at the 2048 limit), the block-per-row kernel past it
+// or for widths not a multiple of 4, and a row start that is not 16-byte aligned; batch norm with one
+// element per channel and row ([N, C]), large planes, and the small-plane kernel; train and eval.
+TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
+    REQUIRE_GPU();
+    for (const int64_t n : {int64_t{8}, int64_t{200}, int64_t{1024}, int64_t{2048}, int64_t{2052}, int64_t{6}}) {
+        SCOPED_TRACE(n);
+        expect_same_on_both_devices([n](const Inputs& v) { return layer_norm(v[0], {n}, v[1], v[2]); },
+                                    {randn({37, n}), randn({n}), randn({n})}, 1e-4);
+        expect_same_on_both_devices([n](const Inputs& v) { return layer_norm(v[0], {n}); }, {randn({5, n}) * 3.0 + 2.0}, 1e-4);
+    }
+    {
+        SCOPED_TRACE("row start not 16-byte aligned");
+        const Tensor flat = randn({9 * 64 + 1});
+        const Tensor cpu = layer_norm(flat.narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
+        const Tensor gpu = layer_norm(flat.to(kGpu).narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
+        kasmina::testing::expect_tensors_close(gpu.to(Device::cpu()), cpu, 1e-5);
+    }
+    for (const Shape& shape : {Shape{300, 7}, Shape{4, 3, 16, 16}, Shape{3, 5, 7}}) {
+        SCOPED_TRACE(shape_str(shape));
+        const int64_t channels = shape[1];
+        for (bool training : {true, false}) {
+            const Tensor running_mean = randn({channels}), running_var = positive({channels});
+            Tensor cpu_mean = running_mean.clone(), cpu_var = running_var.clone();
+            Tensor gpu_mean = running_mean.to(kGpu), gpu_var = running_var.to(kGpu);
+            expect_same_on_both_devices(
+                [&](const Inputs& v) {
+                    const bool on_gpu = v[0].device().is_cuda();
+                    return batch_norm(v[0], on_gpu ? gpu_mean : cpu_mean, on_gpu ? gpu_var : cpu_var, v[1], v[2], training,
+                                      0.1, 1e-5);
+                },
+                {randn(shape) * 2.0 + 5.0, randn({channels}), randn({channels})}, 1e-4);
+            kasmina::testing::expect_tensors_close(gpu_mean.to(Device::cpu()), cpu_mean, 1e-5);
+            kasmina::testing::expect_tensors_close(gpu_var.to(Device::cpu()), cpu_var, 1e-5);
+        }
+    }
+}
+
 TEST(CudaBackend, SeedBlendMatchesTheCpuIncludingAlphaGradients) {
     REQUIRE_GPU();
     const Tensor alphas = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
