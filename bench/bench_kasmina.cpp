@@ -93,20 +93,22 @@ void BM_KasminaActive(benchmark::State& state, const std::string& name, bool bac
     const auto composition = [&](const Tensor& input) { return pair.composition.forward(input); };
     const auto kasmina = [&](const Tensor& input) { return pair.kasmina->forward(input); };
     SeedBank& bank = dynamic_cast<KasminaLayerBase&>(*pair.kasmina).seeds();
-    double plain = 0, fused = 0, per_seed = 0;  // per_seed: the same layer with seed fusion off
+    // The timed layer runs with the default (automatic) seed fusion, per seed on the CPU; fused_us is
+    // the same layer with fusion forced on, for comparison.
+    double plain = 0, layer = 0, forced = 0;
     for (auto _ : state) {
         if (backward) pair.host_copy->zero_grad(), pair.kasmina->zero_grad();
         plain += seconds_of([&] { run(composition); });
-        bank.set_fusion(false);
-        per_seed += seconds_of([&] { run(kasmina); });
-        bank.set_fusion(true);
+        bank.set_fusion(SeedBank::Fusion::on);
+        forced += seconds_of([&] { run(kasmina); });
+        bank.set_fusion(SeedBank::Fusion::automatic);
         const double k = seconds_of([&] { run(kasmina); });
-        fused += k;
+        layer += k;
         state.SetIterationTime(k);
     }
     state.counters["composition_us"] = 1e6 * plain / static_cast<double>(state.iterations());
-    state.counters["per_seed_us"] = 1e6 * per_seed / static_cast<double>(state.iterations());
-    state.counters["speedup"] = plain / fused;
+    state.counters["fused_us"] = 1e6 * forced / static_cast<double>(state.iterations());
+    state.counters["speedup"] = plain / layer;
 }
 
 // ---- cache -------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ namespace kasmina::morph {
 SeedBank::SeedBank(int num_seeds, KernelSignature signature, std::shared_ptr<KernelCache> cache)
     : num_seeds_(num_seeds), signature_(std::move(signature)), cache_(std::move(cache)), state_(num_seeds) {
     const char* fuse = std::getenv("KASMINA_FUSE_SEEDS");
-    fusion_.store(fuse == nullptr || std::string(fuse) != "0", std::memory_order_relaxed);
+    const std::string setting = fuse ? fuse : "";
+    fusion_.store(setting == "1" ? Fusion::on : setting == "0" ? Fusion::off : Fusion::automatic, std::memory_order_relaxed);
     networks_.resize(num_seeds);
     cached_.resize(num_seeds);
     ramps_.resize(num_seeds);
@@ -296,9 +297,11 @@ void SeedBank::settle_checks() {
     record_checks(checks, finite);
 }
 
-std::vector<std::vector<size_t>> SeedBank::fusion_groups(const std::vector<BlendingSeed>& seeds) const {
+std::vector<std::vector<size_t>> SeedBank::fusion_groups(const std::vector<BlendingSeed>& seeds, Device device) const {
     std::vector<std::vector<size_t>> groups;
-    if (!fusion() || (signature_.kind != KernelKind::linear && signature_.kind != KernelKind::conv2d)) return groups;
+    const Fusion setting = fusion();
+    if (setting == Fusion::off || (setting == Fusion::automatic && !device.is_cuda())) return groups;
+    if (signature_.kind != KernelKind::linear && signature_.kind != KernelKind::conv2d) return groups;
     std::vector<std::optional<BottleneckForm>> forms;
     for (const BlendingSeed& seed : seeds) forms.push_back(bottleneck_form(*seed.network));
     std::vector<bool> grouped(seeds.size(), false);
@@ -331,7 +334,7 @@ Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
     std::vector<Tensor> outputs;
     std::vector<double> alphas;
     std::vector<bool> done(seeds.size(), false);
-    for (const std::vector<size_t>& group : fusion_groups(seeds)) {
+    for (const std::vector<size_t>& group : fusion_groups(seeds, kernel_input.device())) {
         std::vector<BlendingSeed> members;
         std::vector<const KernelNetwork*> networks;
         double total = 0.0;

@@ -98,9 +98,11 @@ public:
     // or kFusionRetrySteps training steps have passed).
     Tensor blend(const Tensor& d, const Tensor& kernel_input);
     static constexpr int64_t kFusionRetrySteps = 1024;
-    // On by default; KASMINA_FUSE_SEEDS=0 in the environment turns it off for new layers.
-    void set_fusion(bool on) { fusion_.store(on, std::memory_order_relaxed); }
-    bool fusion() const { return fusion_.load(std::memory_order_relaxed); }
+    // automatic (the default): fused on a GPU, per seed on the CPU, where the fused projections measured
+    // no faster (bench/NOTES.md). KASMINA_FUSE_SEEDS=1 or 0 in the environment sets on or off for new layers.
+    enum class Fusion : uint8_t { automatic, on, off };
+    void set_fusion(Fusion fusion) { fusion_.store(fusion, std::memory_order_relaxed); }
+    Fusion fusion() const { return fusion_.load(std::memory_order_relaxed); }
     int64_t fused_group_runs() const { return fused_group_runs_.load(std::memory_order_relaxed); }  // fused outputs blended
 
     std::vector<SeedReport> reports() const;
@@ -136,8 +138,9 @@ private:
     // recorded; a fused group's is not (undefined is returned and its members run one by one).
     Tensor run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape, const Tensor& fallback,
                        const std::function<Tensor()>& compute);
-    // The fusable groups among `seeds` (indices into it, two or more each), by bottleneck form.
-    std::vector<std::vector<size_t>> fusion_groups(const std::vector<BlendingSeed>& seeds) const;
+    // The fusable groups among `seeds` (indices into it, two or more each), by bottleneck form, for a
+    // forward on `device`.
+    std::vector<std::vector<size_t>> fusion_groups(const std::vector<BlendingSeed>& seeds, Device device) const;
     void record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite);  // under mutex_
     static Tensor stacked_flags(const std::vector<PendingCheck>& checks);  // one tensor: a single copy to the host
     std::vector<PendingCheck> pending_checks_;
@@ -147,7 +150,7 @@ private:
     std::atomic<int> blending_count_{0};
     std::atomic<bool> ramps_pending_{false};
     std::atomic<int64_t> step_{0};  // training forwards seen
-    std::atomic<bool> fusion_;
+    std::atomic<Fusion> fusion_;
     std::atomic<int64_t> fused_group_runs_{0};
     // A fused group whose output was not finite, and when: it runs unfused while it is unchanged.
     std::vector<std::shared_ptr<KernelNetwork>> suspended_group_;  // under mutex_

@@ -1,7 +1,8 @@
 // Fused bottleneck seeds: a layer running its bottleneck seeds as one group gives the per-seed path's
 // output and gradients (input, host weights, every kernel weight) in float64, for Linear and Conv2d,
 // below and above an alpha sum of 1; kernels of another form run beside the group; a group with a
-// non-finite member hands its seeds back to the per-seed path, which records only the failing seed.
+// non-finite member hands its seeds back to the per-seed path, which records only the failing seed;
+// the automatic setting fuses on a GPU only.
 #include <filesystem>
 
 #include "layers/kasmina/blueprints.h"
@@ -43,7 +44,7 @@ struct Gradients {
 };
 
 Gradients run(KasminaLayerBase& layer, const Tensor& x, bool fusion) {
-    layer.seeds().set_fusion(fusion);
+    layer.seeds().set_fusion(fusion ? SeedBank::Fusion::on : SeedBank::Fusion::off);
     const int64_t fused_before = layer.seeds().fused_group_runs();
     nn::Module& module = layer.module();
     module.zero_grad();
@@ -123,6 +124,7 @@ TEST(FusedBottlenecks, ANonFiniteMemberFallsBackAloneAndIsTheOnlyOneRecorded) {
     KasminaLayer layer(original, {.cache = store.cache});
     layer.load_kernel(0, store.add(make_linear_bottleneck(4, 3, 2, 0.3, "a", &generator)), {.alpha = 0.4});
     layer.load_kernel(1, store.add(make_linear_bottleneck(4, 3, 2, 0.3, "b", &generator)), {.alpha = 0.3});
+    layer.seeds().set_fusion(SeedBank::Fusion::on);  // automatic keeps CPU layers per seed
     kasmina::testing::fill_parameter(layer, "seeds.1.w2", std::numeric_limits<double>::infinity());
     const Tensor x = Tensor::randn({5, 4});
     const Tensor d = original.forward(x);
@@ -133,4 +135,17 @@ TEST(FusedBottlenecks, ANonFiniteMemberFallsBackAloneAndIsTheOnlyOneRecorded) {
     const std::vector<SeedReport> reports = layer.layer_stats();
     EXPECT_EQ(reports[0].consecutive_errors, 0u);
     EXPECT_EQ(reports[1].consecutive_errors, 1u);
+}
+
+TEST(FusedBottlenecks, TheAutomaticSettingKeepsCpuLayersPerSeed) {
+    Store store("automatic");
+    Generator generator(8);
+    nn::Linear original(4, 3);
+    KasminaLayer layer(original, {.cache = store.cache});
+    EXPECT_EQ(layer.seeds().fusion(), SeedBank::Fusion::automatic);
+    for (int seed = 0; seed < 2; ++seed)
+        layer.load_kernel(seed, store.add(make_linear_bottleneck(4, 3, 2, 0.3, "s" + std::to_string(seed), &generator)));
+    const Tensor out = layer.forward(Tensor::randn({5, 4}));
+    EXPECT_EQ(out.shape(), (Shape{5, 3}));
+    EXPECT_EQ(layer.seeds().fused_group_runs(), 0);
 }

@@ -114,7 +114,7 @@ TEST(KasminaCuda, LoadedKernelsBlendOnTheDeviceLikeOnTheCpu) {
 namespace {
 // Output and gradients (input, every parameter) of sum(out^2), on the host.
 std::vector<Tensor> output_and_gradients(KasminaLayerBase& layer, const Tensor& x, bool fusion) {
-    layer.seeds().set_fusion(fusion);
+    layer.seeds().set_fusion(fusion ? SeedBank::Fusion::on : SeedBank::Fusion::off);
     layer.module().zero_grad();
     const Tensor input = x.detach().set_requires_grad(true);
     const Tensor output = layer.module().forward(input);
@@ -129,7 +129,7 @@ void expect_fused_matches_per_seed_and_cpu(KasminaLayerBase& cpu_layer, KasminaL
     const std::vector<Tensor> fused = output_and_gradients(gpu_layer, x.to(kGpu), true);
     EXPECT_EQ(gpu_layer.seeds().fused_group_runs(), fused_before + 1);
     const std::vector<Tensor> separate = output_and_gradients(gpu_layer, x.to(kGpu), false);
-    const std::vector<Tensor> cpu = output_and_gradients(cpu_layer, x, true);
+    const std::vector<Tensor> cpu = output_and_gradients(cpu_layer, x, true);  // fused on the CPU too (Fusion::on)
     ASSERT_EQ(fused.size(), separate.size());
     ASSERT_EQ(fused.size(), cpu.size());
     for (size_t i = 0; i < fused.size(); ++i) {
