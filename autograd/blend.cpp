@@ -25,7 +25,8 @@ std::vector<double> blend_coefficients(const std::vector<double>& alphas) {
 // grad_d = c0 grad; grad_k_i = c_i grad;
 // grad_a_i = sum(grad * (k_i - d))               when S <= 1 (A = S)
 //          = (sum(grad * k_i) - sum(grad * out)) / S   when S > 1 (A = 1)
-Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const Tensor& alphas) {
+Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const Tensor& alphas,
+                   const std::vector<Tensor>& guards) {
     if (!alphas.defined() || alphas.dim() != 1 || alphas.numel() != static_cast<int64_t>(kernel_outputs.size()))
         raise<ShapeError>("blend_seeds", "alphas must be 1-D with one value per kernel output (", kernel_outputs.size(),
                           "), got ", alphas.describe());
@@ -34,7 +35,7 @@ Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, c
     for (double a : alpha_values)
         if (!(a >= 0.0)) raise<Error>("blend_seeds", "alphas must be non-negative, got ", a);
     const std::vector<double> coefficients = blend_coefficients(alpha_values);
-    Tensor out = kernels::blend(d, kernel_outputs, coefficients);
+    Tensor out = kernels::blend(d, kernel_outputs, coefficients, guards);
 
     std::vector<Tensor> inputs{d, alphas};
     inputs.insert(inputs.end(), kernel_outputs.begin(), kernel_outputs.end());
@@ -50,7 +51,8 @@ Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, c
         std::vector<Tensor> kernels_now;
         for (const auto& saved : saved_kernels) kernels_now.push_back(need_alphas ? saved.unpack("blend_seeds") : g[0]);
         const Tensor d_now = need_alphas ? saved_d.unpack("blend_seeds") : g[0];
-        kernels::BlendBackward backward = kernels::blend_backward(g[0], d_now, kernels_now, coefficients, need_d, need_alphas);
+        kernels::BlendBackward backward =
+            kernels::blend_backward(g[0], d_now, kernels_now, coefficients, need_d, need_alphas, guards);
         Tensor grad_alphas;
         if (need_alphas) {
             std::vector<double> values(alpha_values.size(), 0.0);

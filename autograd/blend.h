@@ -11,7 +11,10 @@
 namespace kasmina {
 
 // alphas: a 1-D CPU tensor [n] (the host mirror of the seed state; never read from a device).
-Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const Tensor& alphas);
+// guards (optional): one per kernel output, undefined or a 0-d bool on d's device; a false guard
+// replaces that output by d, in the value and the gradients (kernels/blend.h).
+Tensor blend_seeds(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const Tensor& alphas,
+                   const std::vector<Tensor>& guards = {});
 
 // The coefficients {1 - A, A a_1 / S, ..., A a_n / S} for host alphas (all zero: d passes through).
 std::vector<double> blend_coefficients(const std::vector<double>& alphas);

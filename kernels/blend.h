@@ -9,7 +9,11 @@
 namespace kasmina::kernels {
 
 // d and every k_i share shape, dtype and device; coefficients = {c0, c_1, ..., c_n}.
-Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients);
+// guards (optional): one per k_i, undefined or a 0-d bool on d's device; where a guard is false, k_i is
+// replaced by d (the seed falls back to the layer's own path) and never read — on a GPU without the
+// guard leaving the device. The backward then gives k_i no gradient and d its share.
+Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
+             const std::vector<Tensor>& guards = {});
 
 struct BlendBackward {
     Tensor grad_d;                       // c0 * grad (undefined unless requested)
@@ -19,6 +23,7 @@ struct BlendBackward {
 };
 // One pass over grad, d and the k_i. Dot products are computed only when `need_dots`.
 BlendBackward blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
-                             const std::vector<double>& coefficients, bool need_grad_d, bool need_dots);
+                             const std::vector<double>& coefficients, bool need_grad_d, bool need_dots,
+                             const std::vector<Tensor>& guards = {});
 
 }  // namespace kasmina::kernels

@@ -7,10 +7,29 @@ namespace kasmina::kernels::cpu {
 namespace {
 constexpr size_t kMaxKernels = 16;
 constexpr int64_t kChunk = 16384;
-}
 
-void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
-           const Tensor& out) {
+// Host guards read here: an output whose guard is false becomes d, and its coefficient moves onto d's
+// (0 left in its place), which gives the guarded blend and its backward through the plain loops.
+struct Guarded {
+    std::vector<Tensor> outputs;
+    std::vector<double> coefficients;
+};
+Guarded resolve_guards(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
+                       const std::vector<Tensor>& guards) {
+    Guarded result{kernel_outputs, coefficients};
+    for (size_t i = 0; i < guards.size(); ++i) {
+        if (!guards[i].defined() || guards[i].item<bool>()) continue;
+        result.outputs[i] = d;
+        result.coefficients[0] += result.coefficients[i + 1];
+        result.coefficients[i + 1] = 0.0;
+    }
+    return result;
+}
+}  // namespace
+
+void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs_in, const std::vector<double>& coefficients_in,
+           const std::vector<Tensor>& guards, const Tensor& out) {
+    const auto [kernel_outputs, coefficients] = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
     const int64_t count = d.numel();
     const size_t n = kernel_outputs.size();
     if (n > kMaxKernels) raise<ShapeError>("blend_seeds", "at most ", kMaxKernels, " kernel outputs, got ", n);
@@ -40,8 +59,10 @@ void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std
     });
 }
 
-void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
-                    const std::vector<double>& coefficients, BlendBackward& result, bool need_dots) {
+void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs_in,
+                    const std::vector<double>& coefficients_in, const std::vector<Tensor>& guards, BlendBackward& result,
+                    bool need_dots) {
+    const auto [kernel_outputs, coefficients] = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
     const int64_t count = d.numel();
     const size_t n = kernel_outputs.size();
     dispatch_floating(d.dtype(), "blend_seeds_backward", [&]<typename T>() {

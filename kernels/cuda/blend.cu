@@ -1,5 +1,5 @@
 // The fused seed blend on the GPU: out = c0 * d + sum_i c_i * k_i in one pass (every operand read
-// once, out written once), and its backward in one pass that also forms the dot products giving the
+// once, out written once; a k_i whose device-side guard is false is replaced by d), and its backward in one pass that also forms the dot products giving the
 // blend weights' gradients (read back to the host only when those gradients are wanted).
 #include <array>
 
@@ -16,32 +16,52 @@ struct BlendOperands {
     const T* kernels[kMaxKernels];
     T* grads[kMaxKernels];
     T coefficients[kMaxKernels];
+    const bool* guards[kMaxKernels];  // null: always taken; false: the output is replaced by d
     int count;
 };
 
+// Each thread reads the guards once: bit i set when output i is taken.
+template <typename T>
+__device__ unsigned taken_outputs(const BlendOperands<T>& operands) {
+    unsigned taken = 0;
+    for (int i = 0; i < operands.count; ++i)
+        if (!operands.guards[i] || *operands.guards[i]) taken |= 1u << i;
+    return taken;
+}
+
 template <typename T>
 __global__ void blend_kernel(const T* d, T c0, BlendOperands<T> operands, T* out, int64_t total) {
+    const unsigned taken = taken_outputs(operands);
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        T value = c0 * d[j];
-        for (int i = 0; i < operands.count; ++i) value += operands.coefficients[i] * operands.kernels[i][j];
+        const T base = d[j];
+        T value = c0 * base;
+        for (int i = 0; i < operands.count; ++i)
+            value += operands.coefficients[i] * ((taken >> i) & 1u ? operands.kernels[i][j] : base);
         out[j] = value;
     }
 }
 
-// dots[0] += sum grad * d, dots[1 + i] += sum grad * k_i (per-block partials, then atomics).
+// dots[0] += sum grad * d, dots[1 + i] += sum grad * k_i (per-block partials, then atomics); an output
+// whose guard is false gets no gradient, d gets its share, and its dot is that of d.
 template <typename T>
 __global__ void blend_backward_kernel(const T* grad, const T* d, T c0, BlendOperands<T> operands, T* grad_d,
                                       double* dots, bool need_dots, int64_t total) {
+    const unsigned taken = taken_outputs(operands);
+    T d_coefficient = c0;
+    for (int i = 0; i < operands.count; ++i)
+        if (!((taken >> i) & 1u)) d_coefficient += operands.coefficients[i];
     double dot_d = 0.0, dot_k[kMaxKernels] = {};
     for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         const T g = grad[j];
-        if (grad_d) grad_d[j] = c0 * g;
-        for (int i = 0; i < operands.count; ++i) operands.grads[i][j] = operands.coefficients[i] * g;
+        if (grad_d) grad_d[j] = d_coefficient * g;
+        for (int i = 0; i < operands.count; ++i) operands.grads[i][j] = (taken >> i) & 1u ? operands.coefficients[i] * g : T(0);
         if (need_dots) {
-            dot_d += static_cast<double>(g) * d[j];
-            for (int i = 0; i < operands.count; ++i) dot_k[i] += static_cast<double>(g) * operands.kernels[i][j];
+            const T base = d[j];
+            dot_d += static_cast<double>(g) * base;
+            for (int i = 0; i < operands.count; ++i)
+                dot_k[i] += static_cast<double>(g) * ((taken >> i) & 1u ? operands.kernels[i][j] : base);
         }
     }
     if (!need_dots) return;
@@ -55,7 +75,7 @@ __global__ void blend_backward_kernel(const T* grad, const T* d, T c0, BlendOper
 
 template <typename T>
 BlendOperands<T> operands_of(const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
-                             const std::vector<Tensor>* grads) {
+                             const std::vector<Tensor>& guards, const std::vector<Tensor>* grads) {
     if (kernel_outputs.size() > kMaxKernels)
         raise<ShapeError>("blend_seeds", "at most ", kMaxKernels, " kernel outputs, got ", kernel_outputs.size());
     BlendOperands<T> operands{};
@@ -64,6 +84,7 @@ BlendOperands<T> operands_of(const std::vector<Tensor>& kernel_outputs, const st
         operands.kernels[i] = static_cast<const T*>(kernel_outputs[i].raw_data());
         operands.coefficients[i] = static_cast<T>(coefficients[i + 1]);
         if (grads) operands.grads[i] = static_cast<T*>((*grads)[i].raw_data());
+        operands.guards[i] = i < guards.size() && guards[i].defined() ? static_cast<const bool*>(guards[i].raw_data()) : nullptr;
     }
     return operands;
 }
@@ -71,19 +92,20 @@ BlendOperands<T> operands_of(const std::vector<Tensor>& kernel_outputs, const st
 }  // namespace
 
 void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
-           const Tensor& out) {
+           const std::vector<Tensor>& guards, const Tensor& out) {
     const int64_t total = d.numel();
     if (total == 0) return;
     dispatch_floating(d.dtype(), "blend_seeds", [&]<typename T>() {
         blend_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
             static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
-            operands_of<T>(kernel_outputs, coefficients, nullptr), static_cast<T*>(out.raw_data()), total);
+            operands_of<T>(kernel_outputs, coefficients, guards, nullptr), static_cast<T*>(out.raw_data()), total);
     });
     check_launch("blend_seeds");
 }
 
 void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,
-                    const std::vector<double>& coefficients, BlendBackward& result, bool need_dots) {
+                    const std::vector<double>& coefficients, const std::vector<Tensor>& guards, BlendBackward& result,
+                    bool need_dots) {
     const int64_t total = d.numel();
     const size_t n = kernel_outputs.size();
     result.grad_dot_kernels.assign(n, 0.0);
@@ -94,7 +116,7 @@ void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tenso
     dispatch_floating(d.dtype(), "blend_seeds_backward", [&]<typename T>() {
         blend_backward_kernel<T><<<std::min<unsigned>(grid_for(total), 1024), kThreads, 0, launch_stream()>>>(
             static_cast<const T*>(grad.raw_data()), static_cast<const T*>(d.raw_data()),
-            static_cast<T>(coefficients[0]), operands_of<T>(kernel_outputs, coefficients, &result.grad_kernels),
+            static_cast<T>(coefficients[0]), operands_of<T>(kernel_outputs, coefficients, guards, &result.grad_kernels),
             result.grad_d.defined() ? static_cast<T*>(result.grad_d.raw_data()) : nullptr,
             need_dots ? static_cast<double*>(dots.raw_data()) : nullptr, need_dots, total);
     });

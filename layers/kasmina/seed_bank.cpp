@@ -186,11 +186,12 @@ std::vector<BlendingSeed> SeedBank::snapshot() const {
 // path), and the finiteness flag is queued and settled into the seed state later (settle_checks()).
 Tensor SeedBank::run_kernel(const BlendingSeed& seed, const Shape& expected_shape, const Tensor& fallback,
                             const std::function<Tensor(KernelNetwork&)>& run) {
-    return run_checked({seed}, expected_shape, fallback, [&] { return run(*seed.network); });
+    const Checked checked = run_checked({seed}, expected_shape, [&] { return run(*seed.network); });
+    return checked.guard.defined() ? where(checked.guard, checked.output, fallback) : checked.output;
 }
 
-Tensor SeedBank::run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape, const Tensor& fallback,
-                             const std::function<Tensor()>& compute) {
+SeedBank::Checked SeedBank::run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape,
+                                        const std::function<Tensor()>& compute) {
     const auto start = std::chrono::steady_clock::now();
     Tensor output, finite_flag;
     bool ok = false;
@@ -209,13 +210,13 @@ Tensor SeedBank::run_checked(const std::vector<BlendingSeed>& seeds, const Shape
         ok = false;
     }
     const bool group = seeds.size() > 1;
-    if (!ok && group) return Tensor();  // the members run one by one: that finds and records the failing seed
-    if (ok && finite_flag.defined()) output = where(finite_flag, output, fallback);
+    if (!ok && group) return {};  // the members run one by one: that finds and records the failing seed
     const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
     PendingCheck check;
     std::lock_guard lock(mutex_);
+    const Checked result = ok ? Checked{output, finite_flag} : Checked{};
     for (const BlendingSeed& seed : seeds)
-        if (networks_[seed.seed] != seed.network) return ok ? output : Tensor();  // unloaded meanwhile: no bookkeeping
+        if (networks_[seed.seed] != seed.network) return result;  // unloaded meanwhile: no bookkeeping
     for (const BlendingSeed& seed : seeds) {
         state_.record_latency(seed.seed, static_cast<uint64_t>(elapsed.count()));
         check.seeds.push_back(seed.seed);
@@ -224,14 +225,14 @@ Tensor SeedBank::run_checked(const std::vector<BlendingSeed>& seeds, const Shape
     if (ok && finite_flag.defined()) {
         check.finite = finite_flag;
         pending_checks_.push_back(std::move(check));
-        return output;
+        return result;
     }
     if (ok) {
         for (const BlendingSeed& seed : seeds) state_.record_success(seed.seed);
-        return output;
+        return result;
     }
     if (state_.record_failure(seeds[0].seed, step_)) refresh_counters();
-    return Tensor();
+    return result;
 }
 
 void SeedBank::record_checks(const std::vector<PendingCheck>& checks, const std::vector<double>& finite) {
@@ -331,7 +332,7 @@ std::vector<std::vector<size_t>> SeedBank::fusion_groups(const std::vector<Blend
 // its coefficient A a_G / S times that output is sum_i (A a_i / S) k_i, the per-seed blend's terms.
 Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
     const std::vector<BlendingSeed> seeds = snapshot();
-    std::vector<Tensor> outputs;
+    std::vector<Tensor> outputs, guards;  // a guard is the device-side check of its output (undefined on the CPU)
     std::vector<double> alphas;
     std::vector<bool> done(seeds.size(), false);
     for (const std::vector<size_t>& group : fusion_groups(seeds, kernel_input.device())) {
@@ -345,22 +346,25 @@ Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
         }
         std::vector<double> shares;
         for (const BlendingSeed& member : members) shares.push_back(member.alpha / total);
-        Tensor k = run_checked(members, d.shape(), d, [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
-        if (!k.defined()) continue;
+        const Checked k = run_checked(members, d.shape(), [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
+        if (!k.output.defined()) continue;
         fused_group_runs_.fetch_add(1, std::memory_order_relaxed);
-        outputs.push_back(k);
+        outputs.push_back(k.output);
+        guards.push_back(k.guard);
         alphas.push_back(total);
         for (size_t member : group) done[member] = true;
     }
     for (size_t i = 0; i < seeds.size(); ++i) {
         if (done[i]) continue;
-        Tensor k = run_kernel(seeds[i], d.shape(), d, [&](KernelNetwork& kernel) { return kernel.forward(kernel_input); });
-        if (!k.defined()) continue;  // this step falls back to the layer's own path for that seed
-        outputs.push_back(k);
+        const Checked k = run_checked({seeds[i]}, d.shape(), [&] { return seeds[i].network->forward(kernel_input); });
+        if (!k.output.defined()) continue;  // this step falls back to the layer's own path for that seed
+        outputs.push_back(k.output);
+        guards.push_back(k.guard);
         alphas.push_back(seeds[i].alpha);
     }
     if (outputs.empty()) return d;
-    return blend_seeds(d, outputs, Tensor::from_vector<double>(alphas, {static_cast<int64_t>(alphas.size())}));
+    // The guards select d for an output found non-finite on the device, inside the blend's one pass.
+    return blend_seeds(d, outputs, Tensor::from_vector<double>(alphas, {static_cast<int64_t>(alphas.size())}), guards);
 }
 
 std::vector<SeedReport> SeedBank::reports() const {

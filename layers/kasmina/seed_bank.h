@@ -134,10 +134,15 @@ private:
         std::vector<std::shared_ptr<KernelNetwork>> networks;  // the kernels that produced the output
         Tensor finite;                                        // 0-d bool on the device
     };
-    // Runs `compute` for `seeds` and checks its output as run_kernel does. A failure of one seed is
-    // recorded; a fused group's is not (undefined is returned and its members run one by one).
-    Tensor run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape, const Tensor& fallback,
-                       const std::function<Tensor()>& compute);
+    // Runs `compute` for `seeds` and checks its output as run_kernel does, but leaves a device-side
+    // check as `guard` (a 0-d bool: false means fall back) for the blend to apply, instead of a select.
+    // A failure of one seed is recorded; a fused group's is not (the output is undefined and its members
+    // run one by one).
+    struct Checked {
+        Tensor output, guard;
+    };
+    Checked run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape,
+                        const std::function<Tensor()>& compute);
     // The fusable groups among `seeds` (indices into it, two or more each), by bottleneck form, for a
     // forward on `device`.
     std::vector<std::vector<size_t>> fusion_groups(const std::vector<BlendingSeed>& seeds, Device device) const;

@@ -79,3 +79,31 @@ TEST(BlendSeeds, RejectsMismatchedOperands) {
                       "different dtypes");
     EXPECT_THROW_WITH(blend_seeds(d, {Tensor::zeros({2, 3})}, alphas_of({-0.5})), Error, "non-negative");
 }
+
+// A false guard replaces its output by d in the value, the gradients and the alpha gradients — even a
+// NaN output never leaks — and a true or missing guard changes nothing.
+TEST(BlendSeeds, AFalseGuardReplacesItsOutputByTheLayerOutput) {
+    const Tensor d = random_leaf({3, 4});
+    const Tensor k0 = random_leaf({3, 4});
+    Tensor k1 = Tensor::full({3, 4}, std::numeric_limits<double>::quiet_NaN(), {.dtype = DType::f64}).set_requires_grad(true);
+    const Tensor alphas = alphas_of({0.4, 0.3}, true);
+    const Tensor off = Tensor::scalar(0.0).to(DType::boolean), on = Tensor::scalar(1.0).to(DType::boolean);
+    const Tensor out = blend_seeds(d, {k0, k1}, alphas, {on, off});
+    // Reference: the same blend with k1 replaced by d.
+    const Tensor d_ref = d.detach().clone().set_requires_grad(true), k0_ref = k0.detach().clone().set_requires_grad(true);
+    const Tensor alphas_ref = alphas_of({0.4, 0.3}, true);
+    const Tensor expected = blend_seeds(d_ref, {k0_ref, d_ref}, alphas_ref);
+    kasmina::testing::expect_tensors_close(out, expected, 1e-12);
+    const Tensor weights = Tensor::randn({3, 4}, {.dtype = DType::f64});
+    sum(out * weights).backward();
+    sum(expected * weights).backward();
+    kasmina::testing::expect_tensors_close(d.grad(), d_ref.grad(), 1e-12);
+    kasmina::testing::expect_tensors_close(k0.grad(), k0_ref.grad(), 1e-12);
+    kasmina::testing::expect_tensors_close(k1.grad(), Tensor::zeros({3, 4}, {.dtype = DType::f64}), 0.0);
+    kasmina::testing::expect_tensors_close(alphas.grad(), alphas_ref.grad(), 1e-12);
+    // True and missing guards are the plain blend.
+    kasmina::testing::expect_tensors_close(blend_seeds(d, {k0}, alphas_of({0.5}), {on}), blend_seeds(d, {k0}, alphas_of({0.5})), 0.0);
+    kasmina::testing::expect_tensors_close(blend_seeds(d, {k0}, alphas_of({0.5}), {Tensor()}), blend_seeds(d, {k0}, alphas_of({0.5})), 0.0);
+    EXPECT_THROW(blend_seeds(d, {k0}, alphas_of({0.5}), {on, on}), ShapeError);
+    EXPECT_THROW(blend_seeds(d, {k0}, alphas_of({0.5}), {Tensor::ones({2}).to(DType::boolean)}), ShapeError);
+}

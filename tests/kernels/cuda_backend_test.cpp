@@ -260,6 +260,27 @@ TEST(CudaBackend, SeedBlendMatchesTheCpuIncludingAlphaGradients) {
     kasmina::testing::expect_tensors_close(alphas_gpu_run.grad(), alphas.grad(), 1e-5);
 }
 
+TEST(CudaBackend, GuardedBlendMatchesTheCpuWithoutReadingTheGuards) {
+    REQUIRE_GPU();
+    for (bool first : {true, false}) {
+        for (bool second : {true, false}) {
+            SCOPED_TRACE(std::to_string(first) + std::to_string(second));
+            const Tensor alphas = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
+            const Tensor alphas_gpu_run = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
+            const Tensor guard0 = Tensor::scalar(first ? 1.0 : 0.0).to(DType::boolean);
+            const Tensor guard1 = Tensor::scalar(second ? 1.0 : 0.0).to(DType::boolean);
+            expect_same_on_both_devices(
+                [&](const Inputs& v) {
+                    const bool on_gpu = v[0].device().is_cuda();
+                    const Device device = v[0].device();
+                    return blend_seeds(v[0], {v[1], v[2]}, on_gpu ? alphas_gpu_run : alphas, {guard0.to(device), guard1.to(device)});
+                },
+                {randn({30, 50}), randn({30, 50}), randn({30, 50})}, 1e-5);
+            kasmina::testing::expect_tensors_close(alphas_gpu_run.grad(), alphas.grad(), 1e-5);
+        }
+    }
+}
+
 TEST(CudaBackend, DropoutDrawsTheSameMaskOnBothDevices) {
     REQUIRE_GPU();
     Generator cpu_generator(42), gpu_generator(42);
