@@ -338,6 +338,27 @@ __global__ void fill_kernel(T* destination, StridedGeometry geometry, int64_t co
     }
 }
 
+// Layouts whose innermost dimension is contiguous on both sides (a permute that keeps the last dim, a
+// narrowed or transposed-outer view): one warp per run of that dimension, offsets found once per run,
+// the run copied by the lanes with coalesced loads and stores.
+template <typename Out, typename In>
+__global__ void strided_rows_copy_kernel(Out* destination, const In* source, StridedGeometry geometry, int64_t rows) {
+    const int last = geometry.rank - 1;
+    const int64_t run = geometry.shape[last];
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+    for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; row < rows; row += warps) {
+        int64_t rest = row, out_offset = 0, in_offset = 0;
+        for (int d = last - 1; d >= 0; --d) {
+            const int64_t index = rest % geometry.shape[d];
+            rest /= geometry.shape[d];
+            out_offset += index * geometry.destination_strides[d];
+            in_offset += index * geometry.source_strides[d];
+        }
+        for (int64_t i = lane; i < run; i += 32) destination[out_offset + i] = static_cast<Out>(source[in_offset + i]);
+    }
+}
+
 // A dense destination filled with one device-resident value (an expanded scalar, such as the
 // gradient of sum()): each thread reads the value once and writes 4 elements per step.
 template <typename Out, typename In>
@@ -564,6 +585,14 @@ void strided_copy(const Tensor& destination, const Tensor& source) {
             if (dense_destination && geometry.source_strides[0] == 0) {
                 broadcast_value_kernel<Out, In><<<grid_for((count + 3) / 4), 256, 0, stream>>>(
                     static_cast<Out*>(destination.raw_data()), static_cast<const In*>(source.raw_data()), count);
+                return;
+            }
+            const int last = geometry.rank - 1;
+            if (geometry.rank > 1 && geometry.destination_strides[last] == 1 && geometry.source_strides[last] == 1 &&
+                geometry.shape[last] >= 16) {
+                const int64_t rows = count / geometry.shape[last];
+                strided_rows_copy_kernel<Out, In><<<grid_for(rows * 32), 256, 0, stream>>>(
+                    static_cast<Out*>(destination.raw_data()), static_cast<const In*>(source.raw_data()), geometry, rows);
                 return;
             }
             strided_copy_kernel<Out, In><<<grid_for(count), 256, 0, stream>>>(static_cast<Out*>(destination.raw_data()),

@@ -416,7 +416,8 @@ TEST(CudaStagedCopy, PinnedHostMemoryCopiesDirectly) {
 }
 
 // Device copies in every layout the runtime meets — dense (one memcpy), converting, an expanded scalar
-// (the gradient of sum()), a broadcast row, transposed, narrowed, stepped and permuted views, and a
+// (the gradient of sum()), a broadcast row, transposed, narrowed, stepped and permuted views (with
+// short inner runs, and runs of 16 or more that a warp copies), and a
 // strided destination — give the CPU copy's values exactly; so do fills of dense and strided views.
 TEST(CudaCopy, EveryLayoutGivesTheCpuValues) {
     REQUIRE_GPU();
@@ -438,6 +439,27 @@ TEST(CudaCopy, EveryLayoutGivesTheCpuValues) {
             Tensor out = Tensor::empty(expected.shape(), {.dtype = dtype, .device = kGpu});
             copy_into(out, view(base.to(kGpu)));
             EXPECT_EQ(out.to(Device::cpu()).to(DType::f32).to_vector<float>(), expected.to_vector<float>());
+        }
+    }
+    {
+        SCOPED_TRACE("runs of 16 or more contiguous on both sides (one warp per run)");
+        const Tensor wide = Tensor::randn({4, 6, 40});
+        const std::vector<std::pair<std::string, Tensor>> cases = {
+            {"heads permuted", wide.permute({1, 0, 2})},
+            {"narrowed run", wide.narrow(2, 3, 20)},
+            {"permuted and narrowed", wide.permute({1, 0, 2}).narrow(2, 5, 33)}};
+        for (const auto& [name, host_view] : cases) {
+            SCOPED_TRACE(name);
+            const Tensor expected = host_view.contiguous();
+            const Tensor device_wide = wide.to(kGpu);
+            const Tensor device_view = name == "heads permuted" ? device_wide.permute({1, 0, 2})
+                                       : name == "narrowed run" ? device_wide.narrow(2, 3, 20)
+                                                                : device_wide.permute({1, 0, 2}).narrow(2, 5, 33);
+            for (const DType dtype : {DType::f32, DType::f64}) {
+                Tensor out = Tensor::empty(expected.shape(), {.dtype = dtype, .device = kGpu});
+                copy_into(out, device_view);
+                EXPECT_EQ(out.to(Device::cpu()).to(DType::f32).to_vector<float>(), expected.to_vector<float>());
+            }
         }
     }
     {
