@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer for bench/bench_layers.cpp: the same layers and shapes, forward (no_grad) and
-forward+backward (sum of outputs), median of repeated runs in microseconds.
+forward+backward (sum of outputs), median of repeated runs in microseconds; and kasmina_active's
+composition (the host layer plus two bottleneck seeds, blended) forward.
 CPU: the CPU set of BENCHMARKS.md with the given thread count (host clock).
 CUDA: the GPU set, cudnn.benchmark on, TF32 off unless --tf32, timed with CUDA events.
 --json PATH also writes the results in kasmina-bench's schema (tools/bench_tool.cpp reads it).
@@ -33,6 +34,36 @@ def workloads(gpu):
     yield "layernorm", torch.nn.LayerNorm(s["features"]), s["layernorm"]
     yield "batchnorm2d", torch.nn.BatchNorm2d(s["channels"]), s["image"]
     yield "batchnorm1d", torch.nn.BatchNorm1d(s["features"]), s["linear"]
+
+
+# kasmina_active's peer (BENCHMARKS.md): the host layer and 2 bottleneck seeds of width 64 at alpha 0.3,
+# blended as SPEC.md writes it, from PyTorch modules (bench/kasmina_workloads.h builds the same from
+# ours). Forward only; the row it answers is kasmina-bench's "kasmina fwd".
+ALPHA, WIDTH = 0.3, 64
+
+
+def active_workloads(gpu):
+    torch.manual_seed(2)
+    s = SIZES[gpu]
+    f, c = s["features"], s["channels"]
+    linear_seeds = [torch.nn.Sequential(torch.nn.Linear(f, WIDTH), torch.nn.GELU(), torch.nn.Linear(WIDTH, f)) for _ in range(2)]
+    conv_seeds = [torch.nn.Sequential(torch.nn.Conv2d(c, WIDTH, 1), torch.nn.ReLU(), torch.nn.Conv2d(WIDTH, c, 3, padding=1))
+                  for _ in range(2)]
+    yield "kasmina_active_linear", torch.nn.Linear(f, f), linear_seeds, s["linear"]
+    yield "kasmina_active_conv2d", torch.nn.Conv2d(c, c, 3, padding=1), conv_seeds, s["image"]
+
+
+def composition(host, seeds):
+    total = ALPHA * len(seeds)
+    strength = min(total, 1.0)
+
+    def forward(x):
+        mixed = None
+        for seed in seeds:
+            term = seed(x) * ALPHA
+            mixed = term if mixed is None else mixed + term
+        return host(x) * (1.0 - strength) + mixed * (strength / total)
+    return forward
 
 
 def timings_us(fn, gpu, min_time=0.5):
@@ -94,6 +125,15 @@ def main():
         print(f"{name:12s} fwd {fwd:10.1f} us   fwd+bwd {both:10.1f} us")
         results.append({"workload": name, "pass": "fwd", "implementation": "pytorch", **summary(fwd_samples)})
         results.append({"workload": name, "pass": "fwd+bwd", "implementation": "pytorch", **summary(both_samples)})
+    for name, host, seeds, shape in active_workloads(gpu):
+        for module in [host, *seeds]:
+            module.to(args.device).train()
+        x = torch.randn(*shape, device=args.device)
+        forward = composition(host, seeds)
+        with torch.no_grad():
+            samples = timings_us(lambda: forward(x), gpu)
+        print(f"{name:12s} composition fwd {statistics.median(samples):10.1f} us")
+        results.append({"workload": name, "pass": "kasmina fwd", "implementation": "pytorch", **summary(samples)})
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"schema": "kasmina-bench/1", "implementation": "pytorch",
