@@ -5,8 +5,6 @@
 //   batch norm   per-channel statistics as column sums over [N, C*S] (tiled, two passes, deterministic)
 //                folded per channel, then an elementwise pass; backward likewise.
 #include <algorithm>
-#include <initializer_list>
-#include <type_traits>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
@@ -154,79 +152,29 @@ __global__ void layer_norm_warp_kernel(const float* x, const float* weight, cons
     }
 }
 
-// The backward's input gradient the same way: one warp per float32 row, grad and x in float4 registers.
-template <int kVec>
-__global__ void layer_norm_backward_warp_kernel(const float* grad, const float* x, const float* mean, const float* rstd,
-                                                const float* weight, float* grad_input, int64_t rows, int64_t n) {
-    const int lane = threadIdx.x & 31;
-    const int64_t warps = blockDim.x / 32, quads = n / 4;
-    const float4* weight4 = reinterpret_cast<const float4*>(weight);
-    for (int64_t row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += static_cast<int64_t>(gridDim.x) * warps) {
-        const float4* grad_row = reinterpret_cast<const float4*>(grad + row * n);
-        const float4* x_row = reinterpret_cast<const float4*>(x + row * n);
-        const float mu = mean[row], r = rstd[row];
-        float4 g[kVec], xhat[kVec];
-        float sum_g = 0.0f, sum_g_xhat = 0.0f;
-#pragma unroll
-        for (int k = 0; k < kVec; ++k) {
-            const int64_t j = lane + 32 * k;
-            if (j < quads) {
-                g[k] = grad_row[j];
-                if (weight) {
-                    const float4 w = weight4[j];
-                    g[k] = make_float4(g[k].x * w.x, g[k].y * w.y, g[k].z * w.z, g[k].w * w.w);
-                }
-                const float4 v = x_row[j];
-                xhat[k] = make_float4((v.x - mu) * r, (v.y - mu) * r, (v.z - mu) * r, (v.w - mu) * r);
-            } else {
-                g[k] = xhat[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-            sum_g += (g[k].x + g[k].y) + (g[k].z + g[k].w);
-            sum_g_xhat += (g[k].x * xhat[k].x + g[k].y * xhat[k].y) + (g[k].z * xhat[k].z + g[k].w * xhat[k].w);
-        }
-        const float mean_g = warp_all_sum(sum_g) / static_cast<float>(n);
-        const float mean_g_xhat = warp_all_sum(sum_g_xhat) / static_cast<float>(n);
-        float4* out = reinterpret_cast<float4*>(grad_input + row * n);
-#pragma unroll
-        for (int k = 0; k < kVec; ++k) {
-            const int64_t j = lane + 32 * k;
-            if (j >= quads) continue;
-            out[j] = make_float4(r * (g[k].x - mean_g - xhat[k].x * mean_g_xhat), r * (g[k].y - mean_g - xhat[k].y * mean_g_xhat),
-                                 r * (g[k].z - mean_g - xhat[k].z * mean_g_xhat), r * (g[k].w - mean_g - xhat[k].w * mean_g_xhat));
-        }
-    }
-}
-
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
-// Whether float32 rows of n fit the warp-per-row kernels (n % 4 == 0, n <= 2048, every operand 16-byte
-// aligned); when they do, calls fn.template operator()<kVec>() with the float4 count per lane.
-template <typename Fn>
-bool with_warp_rows(const Tensor& x, int64_t n, std::initializer_list<const void*> operands, Fn&& fn) {
-    if (x.dtype() != DType::f32 || n % 4 != 0 || n > 2048) return false;
-    for (const void* operand : operands)
-        if (operand && !aligned16(operand)) return false;
-    const int64_t per_lane = (n / 4 + 31) / 32;
-    if (per_lane <= 1) fn.template operator()<1>();
-    else if (per_lane <= 2) fn.template operator()<2>();
-    else if (per_lane <= 4) fn.template operator()<4>();
-    else if (per_lane <= 8) fn.template operator()<8>();
-    else fn.template operator()<16>();
-    return true;
-}
-
-unsigned warp_row_blocks(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16)); }
-
-// Runs the warp-per-row forward when the rows fit it; false otherwise.
+// Runs the warp-per-row kernel when the rows fit it (float32, n % 4 == 0, n <= 2048, aligned); false otherwise.
 bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
                          const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t n) {
+    if (x.dtype() != DType::f32 || n % 4 != 0 || n > 2048) return false;
     const float* w = data_or_null<float>(weight);
     const float* b = data_or_null<float>(bias);
-    return with_warp_rows(x, n, {x.raw_data(), output.raw_data(), w, b}, [&]<int kVec>() {
-        layer_norm_warp_kernel<kVec><<<warp_row_blocks(rows), kThreads, 0, launch_stream()>>>(
+    if (!aligned16(x.raw_data()) || !aligned16(output.raw_data()) || (w && !aligned16(w)) || (b && !aligned16(b)))
+        return false;
+    const int64_t per_lane = (n / 4 + 31) / 32;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
+    const auto launch = [&]<int kVec>() {
+        layer_norm_warp_kernel<kVec><<<blocks, kThreads, 0, launch_stream()>>>(
             static_cast<const float*>(x.raw_data()), w, b, static_cast<float>(eps), static_cast<float*>(output.raw_data()),
             static_cast<float*>(mean.raw_data()), static_cast<float*>(rstd.raw_data()), rows, n);
-    });
+    };
+    if (per_lane <= 1) launch.template operator()<1>();
+    else if (per_lane <= 2) launch.template operator()<2>();
+    else if (per_lane <= 4) launch.template operator()<4>();
+    else if (per_lane <= 8) launch.template operator()<8>();
+    else launch.template operator()<16>();
+    return true;
 }
 
 // The backward's input gradient with grad and x read once into registers (see above).
@@ -484,17 +432,10 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
         const T* r = static_cast<const T*>(rstd.raw_data());
         if (grad_input.defined() && rows > 0) {
             T* dx = static_cast<T*>(grad_input.raw_data());
-            bool fits = false;
-            if constexpr (std::is_same_v<T, float>)
-                fits = with_warp_rows(x, n, {g, xs, dx, data_or_null<T>(weight)}, [&]<int kVec>() {
-                    layer_norm_backward_warp_kernel<kVec><<<warp_row_blocks(rows), kThreads, 0, launch_stream()>>>(
-                        g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
-                });
-            if (!fits)
-                fits = with_row_registers(n, [&]<int kItems>() {
-                    layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
-                        g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
-                });
+            const bool fits = with_row_registers(n, [&]<int kItems>() {
+                layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
+                    g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
+            });
             if (!fits)
                 layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
                     g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);

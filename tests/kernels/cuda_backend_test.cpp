@@ -211,8 +211,7 @@ TEST(CudaBackend, NormalizationMatchesTheCpu) {
     }
 }
 
-// The layouts the GPU normalization kernels choose between: layer norm one warp per float32 row (forward
-// and the backward's input gradient)
+// The layouts the GPU normalization kernels choose between: layer norm one warp per float32 row
 // (widths filling a lane's registers partly, fully, at the 2048 limit), the block-per-row kernel past it
 // or for widths not a multiple of 4, and a row start that is not 16-byte aligned; batch norm with one
 // element per channel and row ([N, C]), large planes, and the small-plane kernel; train and eval.
@@ -226,15 +225,10 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
     }
     {
         SCOPED_TRACE("row start not 16-byte aligned");
-        const Tensor flat = randn({9 * 64 + 1}).set_requires_grad(true);
-        const Tensor flat_gpu = flat.detach().to(kGpu).set_requires_grad(true);
+        const Tensor flat = randn({9 * 64 + 1});
         const Tensor cpu = layer_norm(flat.narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
-        const Tensor gpu = layer_norm(flat_gpu.narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
+        const Tensor gpu = layer_norm(flat.to(kGpu).narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
         kasmina::testing::expect_tensors_close(gpu.to(Device::cpu()), cpu, 1e-5);
-        const Tensor weights = randn({9, 64});
-        sum(cpu * weights).backward();
-        sum(gpu * weights.to(kGpu)).backward();
-        kasmina::testing::expect_tensors_close(flat_gpu.grad().to(Device::cpu()), flat.grad(), 1e-5);
     }
     for (const Shape& shape : {Shape{300, 7}, Shape{4, 3, 16, 16}, Shape{3, 5, 7}}) {
         SCOPED_TRACE(shape_str(shape));
