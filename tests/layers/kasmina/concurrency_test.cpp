@@ -1,6 +1,6 @@
 // Concurrency: a controller thread loads, unloads, ramps and fossilizes seeds at random on two
-// models while two training threads run forward, backward and optimizer steps on them; both models
-// share one kernel cache (small enough to evict). Run under ThreadSanitizer by `tools/test --tsan`.
+// models (one running its bottleneck seeds as fused groups) while two training threads run forward,
+// backward and optimizer steps on them; both models share one kernel cache (small enough to evict). Run under ThreadSanitizer by `tools/test --tsan`.
 // KASMINA_CONCURRENCY_STEPS sets the steps per trainer (default 10,000).
 #include <atomic>
 #include <cmath>
@@ -50,6 +50,8 @@ TEST(KasminaConcurrency, TwoTrainersShareACacheWhileAControllerMorphsBoth) {
         {"3", {store->write(serialize_artifact(make_linear_bottleneck(8, 4, 2))),
                store->write(serialize_artifact(make_linear_bottleneck(8, 4, 3)))}}};
     const std::vector<std::string> layers{"0", "1", "3"};
+    // Model 1 runs its bottleneck seeds as fused groups (the GPU's default), model 0 per seed (the CPU's).
+    for (const std::string& layer : {"0", "3"}) models[1]->layer(layer).seeds().set_fusion(SeedBank::Fusion::on);
 
     const int64_t steps = steps_per_trainer();
     std::atomic<int> trainers_running{2};
@@ -105,6 +107,12 @@ TEST(KasminaConcurrency, TwoTrainersShareACacheWhileAControllerMorphsBoth) {
     EXPECT_EQ(non_finite.load(), 0);
     EXPECT_EQ(wrong_shape.load(), 0);
     EXPECT_GT(operations.load(), 100);
+    int64_t fused_runs = 0;
+    for (const std::string& layer : {"0", "3"}) {
+        fused_runs += models[1]->layer(layer).seeds().fused_group_runs();
+        EXPECT_EQ(models[0]->layer(layer).seeds().fused_group_runs(), 0);
+    }
+    EXPECT_GT(fused_runs, 0) << "two bottleneck seeds of one layer blending at once: a fused group";
     const CacheStats stats = cache->stats();
     EXPECT_LE(stats.entries, 3u);
     for (const auto& model : models)
@@ -114,9 +122,10 @@ TEST(KasminaConcurrency, TwoTrainersShareACacheWhileAControllerMorphsBoth) {
                 if (report.lifecycle == SeedLifecycle::active || report.lifecycle == SeedLifecycle::fossilized)
                     EXPECT_NE(report.kernel_id, 0u);
             }
-    std::printf("[ figure   ] %ld steps per trainer x 2, %ld control operations applied, %ld refused; cache %lu hits, "
-                "%lu misses, %lu evictions\n",
+    std::printf("[ figure   ] %ld steps per trainer x 2, %ld control operations applied, %ld refused, %ld fused group runs; "
+                "cache %lu hits, %lu misses, %lu evictions\n",
                 static_cast<long>(steps), static_cast<long>(operations.load()), static_cast<long>(refused.load()),
+                static_cast<long>(fused_runs),
                 static_cast<unsigned long>(stats.hits), static_cast<unsigned long>(stats.misses),
                 static_cast<unsigned long>(stats.evictions));
     std::filesystem::remove_all(directory);
