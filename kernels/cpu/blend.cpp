@@ -29,7 +29,9 @@ Guarded resolve_guards(const Tensor& d, const std::vector<Tensor>& kernel_output
 
 void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs_in, const std::vector<double>& coefficients_in,
            const std::vector<Tensor>& guards, const Tensor& out) {
-    const auto [kernel_outputs, coefficients] = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
+    const Guarded guarded = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
+    const std::vector<Tensor>& kernel_outputs = guarded.outputs;  // not structured bindings: lambdas capture these
+    const std::vector<double>& coefficients = guarded.coefficients;
     const int64_t count = d.numel();
     const size_t n = kernel_outputs.size();
     if (n > kMaxKernels) raise<ShapeError>("blend_seeds", "at most ", kMaxKernels, " kernel outputs, got ", n);
@@ -62,7 +64,9 @@ void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs_in, const 
 void blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs_in,
                     const std::vector<double>& coefficients_in, const std::vector<Tensor>& guards, BlendBackward& result,
                     bool need_dots) {
-    const auto [kernel_outputs, coefficients] = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
+    const Guarded guarded = resolve_guards(d, kernel_outputs_in, coefficients_in, guards);
+    const std::vector<Tensor>& kernel_outputs = guarded.outputs;  // not structured bindings: lambdas capture these
+    const std::vector<double>& coefficients = guarded.coefficients;
     const int64_t count = d.numel();
     const size_t n = kernel_outputs.size();
     dispatch_floating(d.dtype(), "blend_seeds_backward", [&]<typename T>() {
