@@ -1,6 +1,6 @@
 // Elementwise ops on the GPU: one strided map kernel for 1-3 broadcast inputs, with a vectorized
 // path (four elements per thread, 16-byte loads for float32) when every operand is dense and
-// aligned. The scalar math is kernels/elementwise_math.h, shared with the CPU loops.
+// aligned or a single value broadcast (a scalar, a guard flag). The scalar math is kernels/elementwise_math.h, shared with the CPU loops.
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/elementwise_math.h"
@@ -34,18 +34,32 @@ __global__ void map_kernel(Out* out, const A* a, const B* b, const C* c, OffsetC
     }
 }
 
+// One operand's pack p: its packed load, or (uniform: one value broadcast to every element, such as a
+// 0-d scalar or an expanded one) that value repeated.
+template <typename T>
+__device__ Pack<T> load_pack(const T* data, int64_t p, bool uniform) {
+    if (!uniform) return reinterpret_cast<const Pack<T>*>(data)[p];
+    Pack<T> pack;
+    const T value = data[0];
+#pragma unroll
+    for (int i = 0; i < kVector; ++i) pack.value[i] = value;
+    return pack;
+}
+
 // Dense and aligned: kVector elements per thread through packed loads; the tail goes element-wise.
+// Bit k of `uniform` marks input k as one value broadcast to every element (read at offset 0).
 template <typename Out, typename A, typename B, typename C, int Inputs, typename Fn>
-__global__ void map_dense_kernel(Out* out, const A* a, const B* b, const C* c, int64_t count, Fn fn) {
+__global__ void map_dense_kernel(Out* out, const A* a, const B* b, const C* c, int64_t count, unsigned uniform, Fn fn) {
+    const bool uniform_a = uniform & 1u, uniform_b = uniform & 2u, uniform_c = uniform & 4u;
     const int64_t packs = count / kVector;
     for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
          p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         Pack<Out> result;
-        Pack<A> pa = reinterpret_cast<const Pack<A>*>(a)[p];
+        const Pack<A> pa = load_pack(a, p, uniform_a);
         Pack<B> pb;
         Pack<C> pc;
-        if constexpr (Inputs >= 2) pb = reinterpret_cast<const Pack<B>*>(b)[p];
-        if constexpr (Inputs >= 3) pc = reinterpret_cast<const Pack<C>*>(c)[p];
+        if constexpr (Inputs >= 2) pb = load_pack(b, p, uniform_b);
+        if constexpr (Inputs >= 3) pc = load_pack(c, p, uniform_c);
 #pragma unroll
         for (int i = 0; i < kVector; ++i) {
             if constexpr (Inputs == 1) result.value[i] = fn(pa.value[i]);
@@ -56,9 +70,10 @@ __global__ void map_dense_kernel(Out* out, const A* a, const B* b, const C* c, i
     }
     const int64_t tail = packs * kVector + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (blockIdx.x == 0 && tail < count) {
-        if constexpr (Inputs == 1) out[tail] = fn(a[tail]);
-        if constexpr (Inputs == 2) out[tail] = fn(a[tail], b[tail]);
-        if constexpr (Inputs == 3) out[tail] = fn(a[tail], b[tail], c[tail]);
+        const int64_t ia = uniform_a ? 0 : tail, ib = uniform_b ? 0 : tail, ic = uniform_c ? 0 : tail;
+        if constexpr (Inputs == 1) out[tail] = fn(a[ia]);
+        if constexpr (Inputs == 2) out[tail] = fn(a[ia], b[ib]);
+        if constexpr (Inputs == 3) out[tail] = fn(a[ia], b[ib], c[ic]);
     }
 }
 
@@ -71,15 +86,26 @@ void map(const char* op, const Tensor& out, Fn fn, const Tensor& a, const Tensor
     const A* a_data = static_cast<const A*>(a.raw_data());
     const B* b_data = b ? static_cast<const B*>(b->raw_data()) : nullptr;
     const C* c_data = c ? static_cast<const C*>(c->raw_data()) : nullptr;
-    const bool dense = out.is_contiguous() && a.shape() == out.shape() && a.is_contiguous() &&
-                       (!b || (b->shape() == out.shape() && b->is_contiguous())) &&
-                       (!c || (c->shape() == out.shape() && c->is_contiguous()));
-    const bool packable = dense && aligned<Out>(out_data) && aligned<A>(a_data) && (!b || aligned<B>(b_data)) &&
-                          (!c || aligned<C>(c_data));
+    // Each input is dense in out's shape (and aligned), or uniform: one value broadcast everywhere.
+    const auto uniform_input = [&](const Tensor& t) {
+        for (int64_t stride : broadcast_strides(t.shape(), t.strides(), out.shape()))
+            if (stride != 0) return false;
+        return true;
+    };
+    unsigned uniform = 0;
+    bool packable = out.is_contiguous() && aligned<Out>(out_data);
+    const auto admit = [&](const Tensor* t, const void* data, bool data_aligned, unsigned bit) {
+        if (!t || !packable) return;
+        if (uniform_input(*t)) uniform |= bit;
+        else packable = t->shape() == out.shape() && t->is_contiguous() && data_aligned;
+    };
+    admit(&a, a_data, aligned<A>(a_data), 1u);
+    admit(b, b_data, b && aligned<B>(b_data), 2u);
+    admit(c, c_data, c && aligned<C>(c_data), 4u);
     {
         if (packable) {
             map_dense_kernel<Out, A, B, C, Inputs><<<grid_for(count / kVector + 1), kThreads, 0, launch_stream()>>>(
-                out_data, a_data, b_data, c_data, count, fn);
+                out_data, a_data, b_data, c_data, count, uniform, fn);
             check_launch(op);
             return;
         }
