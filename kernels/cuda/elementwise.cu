@@ -17,7 +17,7 @@ struct alignas(sizeof(T) * kVector) Pack {
 
 template <typename T>
 bool aligned(const void* pointer) {
-    return reinterpret_cast<uintptr_t>(pointer) % (sizeof(T) * kVector) == 0;
+    return aligned_to(pointer, sizeof(T) * kVector);
 }
 
 // out[i] = fn(a[i], b[i], c[i]) over the iteration space (unused inputs are nullptr and never read).

@@ -97,10 +97,6 @@ __global__ void layer_norm_registers_kernel(const T* x, const T* weight, const T
 // float32 rows of n % 4 == 0 elements (n <= 128 * kVec), 16-byte aligned: one warp per row, each lane
 // holding kVec float4 of it in registers; the reductions are warp shuffles with no block-wide barrier,
 // so many rows' loads are in flight at once (one block per row waited on two __syncthreads per row).
-__device__ __forceinline__ float warp_all_sum(float value) {
-    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
-    return value;
-}
 
 template <int kVec>
 __global__ void layer_norm_warp_kernel(const float* x, const float* weight, const float* bias, float eps, float* out,
@@ -152,15 +148,14 @@ __global__ void layer_norm_warp_kernel(const float* x, const float* weight, cons
     }
 }
 
-bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
 // Runs the warp-per-row kernel when the rows fit it (float32, n % 4 == 0, n <= 2048, aligned); false otherwise.
 bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
                          const Tensor& mean, const Tensor& rstd, int64_t rows, int64_t n) {
     if (x.dtype() != DType::f32 || n % 4 != 0 || n > 2048) return false;
     const float* w = data_or_null<float>(weight);
     const float* b = data_or_null<float>(bias);
-    if (!aligned16(x.raw_data()) || !aligned16(output.raw_data()) || (w && !aligned16(w)) || (b && !aligned16(b)))
+    if (!aligned_to(x.raw_data(), 16) || !aligned_to(output.raw_data(), 16) || (w && !aligned_to(w, 16)) ||
+        (b && !aligned_to(b, 16)))
         return false;
     const int64_t per_lane = (n / 4 + 31) / 32;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));

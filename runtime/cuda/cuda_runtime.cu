@@ -299,10 +299,12 @@ struct StridedGeometry {
     int64_t source_strides[kMaxRank];
 };
 
-// Offsets of element `linear` (row-major over geometry.shape); rank 1 (dims collapsed) needs no division.
+// Offsets of element `linear` of the first `rank` dims (row-major over geometry.shape; all of them unless
+// given); one dim (dims collapsed) needs no division.
 __device__ inline void strided_offsets(const StridedGeometry& geometry, int64_t linear, int64_t& out_offset,
-                                       int64_t& in_offset) {
-    if (geometry.rank == 1) {
+                                       int64_t& in_offset, int rank = -1) {
+    if (rank < 0) rank = geometry.rank;
+    if (rank == 1) {
         out_offset = linear * geometry.destination_strides[0];
         in_offset = linear * geometry.source_strides[0];
         return;
@@ -310,7 +312,7 @@ __device__ inline void strided_offsets(const StridedGeometry& geometry, int64_t 
     int64_t rest = linear;
     out_offset = 0;
     in_offset = 0;
-    for (int d = geometry.rank - 1; d >= 0; --d) {
+    for (int d = rank - 1; d >= 0; --d) {
         const int64_t index = rest % geometry.shape[d];
         rest /= geometry.shape[d];
         out_offset += index * geometry.destination_strides[d];
@@ -348,13 +350,8 @@ __global__ void strided_rows_copy_kernel(Out* destination, const In* source, Str
     const int lane = threadIdx.x & 31;
     const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
     for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; row < rows; row += warps) {
-        int64_t rest = row, out_offset = 0, in_offset = 0;
-        for (int d = last - 1; d >= 0; --d) {
-            const int64_t index = rest % geometry.shape[d];
-            rest /= geometry.shape[d];
-            out_offset += index * geometry.destination_strides[d];
-            in_offset += index * geometry.source_strides[d];
-        }
+        int64_t out_offset, in_offset;
+        strided_offsets(geometry, row, out_offset, in_offset, last);  // the row's start: the dims before the run
         for (int64_t i = lane; i < run; i += 32) destination[out_offset + i] = static_cast<Out>(source[in_offset + i]);
     }
 }

@@ -10,6 +10,7 @@
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/wrap.h"
 #include "layers/layers.h"
+#include "layers/kasmina/scratch_kernel_store.h"
 #include "test_util.h"
 
 using namespace kasmina;
@@ -17,19 +18,7 @@ using namespace kasmina::morph;
 
 namespace {
 
-struct Store {
-    std::filesystem::path directory;
-    std::shared_ptr<DirectoryStore> store;
-    std::shared_ptr<KernelCache> cache;
-    explicit Store(const std::string& name)
-        : directory(std::filesystem::temp_directory_path() / ("kasmina_fused_test_" + name)) {
-        std::filesystem::remove_all(directory);
-        store = std::make_shared<DirectoryStore>(directory.string());
-        cache = std::make_shared<KernelCache>(store);
-    }
-    ~Store() { std::filesystem::remove_all(directory); }
-    uint64_t add(const KernelArtifact& artifact) { return store->write(serialize_artifact(artifact)); }
-};
+using Store = kasmina::testing::ScratchKernelStore;
 
 // A linear bottleneck with relu instead of gelu: another form, so it never joins a gelu group.
 KernelArtifact relu_linear_bottleneck(int64_t in, int64_t out, int64_t hidden, Generator* generator) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "kasmina.h"
+#include "layers/kasmina/scratch_kernel_store.h"
 #include "test_util.h"
 
 #ifdef KASMINA_WITH_CUDA
@@ -18,19 +19,7 @@ namespace {
 
 using kasmina::testing::kGpu;
 
-struct Store {
-    std::filesystem::path directory;
-    std::shared_ptr<DirectoryStore> store;
-    std::shared_ptr<KernelCache> cache;
-    explicit Store(const std::string& name)
-        : directory(std::filesystem::temp_directory_path() / ("kasmina_cuda_test_" + name)) {
-        std::filesystem::remove_all(directory);
-        store = std::make_shared<DirectoryStore>(directory.string());
-        cache = std::make_shared<KernelCache>(store);
-    }
-    ~Store() { std::filesystem::remove_all(directory); }
-    uint64_t add(const KernelArtifact& artifact) { return store->write(serialize_artifact(artifact)); }
-};
+using Store = kasmina::testing::ScratchKernelStore;
 
 std::vector<float> host(const Tensor& t) { return t.to(Device::cpu()).contiguous().to_vector<float>(); }
 

@@ -10,6 +10,7 @@
 #include "layers/kasmina/kernel_store.h"
 #include "layers/kasmina/wrap.h"
 #include "layers/layers.h"
+#include "layers/kasmina/scratch_kernel_store.h"
 #include "test_util.h"
 
 using namespace kasmina;
@@ -17,19 +18,7 @@ using namespace kasmina::morph;
 
 namespace {
 
-struct StoreFixture {
-    std::filesystem::path directory;
-    std::shared_ptr<DirectoryStore> store;
-    std::shared_ptr<KernelCache> cache;
-    explicit StoreFixture(const std::string& name) {
-        directory = std::filesystem::temp_directory_path() / ("kasmina_test_store_" + name);
-        std::filesystem::remove_all(directory);
-        store = std::make_shared<DirectoryStore>(directory.string());
-        cache = std::make_shared<KernelCache>(store);
-    }
-    ~StoreFixture() { std::filesystem::remove_all(directory); }
-    uint64_t add(const KernelArtifact& artifact) { return store->write(serialize_artifact(artifact)); }
-};
+using StoreFixture = kasmina::testing::ScratchKernelStore;
 
 std::vector<float> values(const Tensor& t) { return t.contiguous().to_vector<float>(); }
 
