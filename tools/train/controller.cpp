@@ -24,15 +24,16 @@ morph::KernelArtifact quiet(morph::KernelArtifact artifact) {
 }
 
 // The blueprint that fits a layer of the demo network (any layer Kasmina wraps).
-morph::KernelArtifact blueprint(morph::KasminaLayerBase& layer, double alpha, Generator* generator) {
+morph::KernelArtifact blueprint(morph::KasminaLayerBase& layer, double alpha, int64_t hidden, Generator* generator) {
     nn::Module& module = layer.module();
+    auto width = [&](int64_t standard) { return hidden > 0 ? hidden : standard; };
     if (auto* linear = dynamic_cast<nn::Linear*>(&module))
-        return morph::make_linear_bottleneck(linear->in_features(), linear->out_features(), 32, alpha, "fc-bottleneck", generator);
+        return morph::make_linear_bottleneck(linear->in_features(), linear->out_features(), width(32), alpha, "fc-bottleneck", generator);
     if (auto* conv = dynamic_cast<nn::Conv2d*>(&module))
-        return morph::make_conv_bottleneck(conv->in_channels(), conv->out_channels(), 16, conv->kernel_size(), conv->params().stride,
+        return morph::make_conv_bottleneck(conv->in_channels(), conv->out_channels(), width(16), conv->kernel_size(), conv->params().stride,
                                            conv->params().padding, conv->params().dilation, alpha, "conv-bottleneck", generator);
     if (auto* attention = dynamic_cast<nn::MultiheadAttention*>(&module))
-        return morph::make_attention_head_mlp(attention->num_heads(), attention->head_dim(), 16, {0, 2}, alpha, "head-mlp", generator);
+        return morph::make_attention_head_mlp(attention->num_heads(), attention->head_dim(), width(16), {0, 2}, alpha, "head-mlp", generator);
     if (auto* norm = dynamic_cast<nn::LayerNorm*>(&module))
         return morph::make_norm_affine(norm->normalized_shape(), -1, alpha, "feature-affine", generator);
     auto& batch_norm = dynamic_cast<nn::BatchNorm&>(module);
@@ -40,7 +41,7 @@ morph::KernelArtifact blueprint(morph::KasminaLayerBase& layer, double alpha, Ge
 }
 
 morph::KernelArtifact blueprint_for(morph::KasminaLayerBase& layer, const ControllerOptions& options, Generator* generator) {
-    morph::KernelArtifact artifact = blueprint(layer, options.target_alpha, generator);
+    morph::KernelArtifact artifact = blueprint(layer, options.target_alpha, options.seed_hidden, generator);
     const bool affine = artifact.ops.size() == 1;  // the norm kernels start as the identity already
     return options.quiet_start && !affine ? quiet(std::move(artifact)) : artifact;
 }
@@ -73,7 +74,9 @@ bool Controller::after_epoch(int epoch, double accuracy, morph::MorphableModel& 
             log({epoch, "plateau", "", -1, "", make_message("validation gain ", gain, " points < ", options_.plateau_delta)});
         else
             log({epoch, "deadline", "", -1, "",
-                 make_message("no plateau by epoch ", options_.latest_epoch, " (gain ", gain, " points); germinating anyway")});
+                 gain >= 100 ? make_message("validation ", accuracy, "% after the first epoch; germinating by the latest epoch set (",
+                                            options_.latest_epoch, ")")
+                             : make_message("no plateau by epoch ", options_.latest_epoch, " (gain ", gain, " points); germinating anyway")});
         germinate(epoch, model);
         return true;
     }

@@ -16,12 +16,15 @@ namespace kasmina::train {
 
 struct ControllerOptions {
     double plateau_delta = 1.0;  // percentage points of validation accuracy gained per epoch below which we germinate
-    int min_epoch = 2;           // never germinate before this epoch (1-based)
-    int latest_epoch = 3;        // germinate after this epoch even without a plateau (0: only at a plateau)
+    // By default seeds germinate after the first epoch, 64 wide: in the demo's 6-epoch budget they need
+    // the remaining epochs to train, and the width to add something (bench/NOTES.md has the sweep).
+    int min_epoch = 1;           // never germinate before this epoch (1-based)
+    int latest_epoch = 1;        // germinate after this epoch even without a plateau (0: only at a plateau)
     int evaluation_epochs = 1;   // epochs of training before judging germinated seeds
     double target_alpha = 0.3;
     int64_t ramp_steps = 150;
     double keep_margin = 0.0;    // a seed is kept if ablating it lowers validation accuracy by more than this
+    int64_t seed_hidden = 64;    // hidden width of generated bottleneck kernels (0: 32 for linear, 16 for conv and heads)
     bool quiet_start = true;     // bottleneck kernels start with a zero last projection (no noise blended in)
     uint64_t seed = 1;
 };

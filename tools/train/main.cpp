@@ -32,6 +32,7 @@ struct Config {
     std::string device = cuda_is_available() ? "cuda" : "cpu";
     int epochs = 6;
     int64_t batch_size = 128;
+    int64_t width = train::FashionNet::kDefaultWidth;  // the host's base channel count
     uint64_t seed = 1;
     bool seeds = true;
     std::string out = "runs/fashion-mnist";
@@ -52,12 +53,13 @@ struct Config {
 void usage(FILE* stream) {
     std::fprintf(stream,
                  "usage: kasmina-train [--quick] [--device cpu|cuda] [--epochs N] [--batch-size N] [--seed N] [--no-seeds]\n"
-                 "                     [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
-                 "                     [--plateau-delta POINTS] [--min-epoch N] [--latest-epoch N] [--alpha X] [--ramp-steps N] [--resume]\n"
+                 "                     [--width N] [--out DIR] [--data-dir DIR] [--store DIR] [--optimizer adamw|sgd] [--lr X]\n"
+                 "                     [--plateau-delta POINTS] [--min-epoch N] [--latest-epoch N] [--alpha X] [--ramp-steps N] [--seed-hidden N]\n"
+                 "                     [--keep-margin POINTS] [--resume]\n"
                  "                     [--train-limit N] [--validation N] [--test-limit N] [--stop-after EPOCH]\n"
                  "                     [--nproc N] [--sync-bn]\n"
                  "Trains the demo network on Fashion-MNIST with Kasmina seeds (see README). --quick: 3 short\n"
-                 "epochs on a subset with seeds germinated after the first (later flags override it).\n"
+                 "epochs on a subset, seeds 16 wide germinated after the first (later flags override it).\n"
                  "--nproc N: data-parallel over N GPUs (NCCL, one process each, the batch split between them); the\n"
                  "controller runs on rank 0 and its seed commands reach every rank at the same step. --sync-bn:\n"
                  "batch-norm statistics over the global batch (default: per rank, like PyTorch DDP).\n");
@@ -83,6 +85,7 @@ Config parse(int argc, char** argv) {
             config.controller.min_epoch = 1;
             config.controller.latest_epoch = 1;
             config.controller.ramp_steps = 20;
+            config.controller.seed_hidden = 16;  // narrower kernels for the small run (half the run's time)
         } else if (flag == "--train-limit") config.train_limit = static_cast<int64_t>(number(0, 1e9));
         else if (flag == "--test-limit") config.test_limit = static_cast<int64_t>(number(0, 1e9));
         else if (flag == "--stop-after") config.stop_after = static_cast<int>(number(0, 1000));
@@ -90,6 +93,7 @@ Config parse(int argc, char** argv) {
         else if (flag == "--device") config.device = value();
         else if (flag == "--epochs") config.epochs = static_cast<int>(number(1, 1000));
         else if (flag == "--batch-size") config.batch_size = static_cast<int64_t>(number(2, 65536));
+        else if (flag == "--width") config.width = static_cast<int64_t>(number(2, 4096));
         else if (flag == "--seed") config.seed = static_cast<uint64_t>(number(0, 1e15));
         else if (flag == "--no-seeds") config.seeds = false;
         else if (flag == "--out") config.out = value();
@@ -100,6 +104,8 @@ Config parse(int argc, char** argv) {
         else if (flag == "--plateau-delta") config.controller.plateau_delta = number(-100, 100);
         else if (flag == "--min-epoch") config.controller.min_epoch = static_cast<int>(number(1, 1000));
         else if (flag == "--latest-epoch") config.controller.latest_epoch = static_cast<int>(number(0, 1000));
+        else if (flag == "--keep-margin") config.controller.keep_margin = number(-100, 100);
+        else if (flag == "--seed-hidden") config.controller.seed_hidden = static_cast<int64_t>(number(0, 4096));
         else if (flag == "--alpha") config.controller.target_alpha = number(0, 1);
         else if (flag == "--ramp-steps") config.controller.ramp_steps = static_cast<int64_t>(number(0, 1e9));
         else if (flag == "--resume") config.resume = true;
@@ -132,7 +138,7 @@ double accuracy(nn::Module& model, const Tensor& images, const Tensor& labels, D
     const bool was_training = model.is_training();
     model.eval();
     int64_t correct = 0;
-    const int64_t n = labels.size(0), chunk = 1000;
+    const int64_t n = labels.size(0), chunk = 250;  // chunks that keep the activations in the allocator cache
     for (int64_t begin = 0; begin < n; begin += chunk) {
         const int64_t count = std::min(chunk, n - begin);
         const Tensor logits = model.forward(images.narrow(0, begin, count).to(device));
@@ -219,7 +225,7 @@ int main(int argc, char** argv) {
         const Tensor test_images = data.test.images.to(device);
 
         manual_seed(config.seed);
-        auto network = std::make_shared<train::FashionNet>();
+        auto network = std::make_shared<train::FashionNet>(config.width);
         network->to(device);
         auto store = std::make_shared<morph::DirectoryStore>(config.store);
         auto cache = std::make_shared<morph::KernelCache>(store);
@@ -370,7 +376,7 @@ int main(int argc, char** argv) {
             decisions.push_back({{"epoch", d.epoch}, {"action", d.action}, {"layer", d.layer}, {"seed", d.seed}, {"kernel", d.kernel},
                                  {"reason", d.reason}});
         const Json report = {{"config",
-                              {{"device", device.str()}, {"epochs", config.epochs}, {"batch_size", config.batch_size}, {"seed", config.seed},
+                              {{"device", device.str()}, {"epochs", config.epochs}, {"batch_size", config.batch_size}, {"width", config.width}, {"seed", config.seed},
                                {"seeds", config.seeds}, {"nproc", world}, {"sync_batch_norm", config.sync_batch_norm},
                                {"optimizer", config.optimizer}, {"lr", config.lr},
                                {"train_images", train_count}, {"validation_images", config.validation},

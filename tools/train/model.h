@@ -1,7 +1,7 @@
-// The demo host network for Fashion-MNIST, using every layer kind Kasmina wraps:
-//   conv stages  Conv2d+BatchNorm2d+ReLU x3 (28x28 -> 14x14 -> 7x7, stride-2 downsampling)
-//   token stage  49 tokens of 64 features: x + MultiheadAttention(LayerNorm(x)), mean-pooled
-//   head         Linear(64, 128) + BatchNorm1d + ReLU + Linear(128, 10)
+// The demo host network for Fashion-MNIST, using every layer kind Kasmina wraps; W is the width:
+//   conv stages  Conv2d+BatchNorm2d+ReLU x3 (1 -> W -> 2W -> 2W channels; 28x28 -> 14x14 -> 7x7)
+//   token stage  49 tokens of 2W features: x + MultiheadAttention(LayerNorm(x)) (4 heads), mean-pooled
+//   head         Linear(2W, 4W) + BatchNorm1d + ReLU + Linear(4W, 10)
 // Children are looked up by name on every forward, so wrap() can swap them in place.
 #pragma once
 
@@ -11,7 +11,8 @@ namespace kasmina::train {
 
 class FashionNet : public nn::Module {
 public:
-    FashionNet();
+    static constexpr int64_t kDefaultWidth = 32;
+    explicit FashionNet(int64_t width = kDefaultWidth);  // width: even, >= 2
     std::string type_name() const override { return "FashionNet"; }
     Tensor forward(const Tensor& images) override;  // [B, 1, 28, 28] -> logits [B, 10]
 
