@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "test_util.h"
 #include "tools/train/fashion_mnist.h"
@@ -83,5 +84,13 @@ TEST(TrainQuick, LearnsGerminatesAndResumesBitForBit) {
         EXPECT_EQ(resumed_history[epoch].at("loss").get<double>(), history[epoch].at("loss").get<double>()) << epoch;
         EXPECT_EQ(resumed_history[epoch].at("test_accuracy").get<double>(), history[epoch].at("test_accuracy").get<double>());
     }
+    EXPECT_EQ(read_json(straight / "report.json").at("config").at("width").get<int>(), 32);
+
+    // A host of another width cannot resume the checkpoint: the run says which width it holds.
+    const fs::path mismatch_log = root.string() + ".mismatch.log";
+    EXPECT_NE(run_train("--out " + resumed.string() + " --resume --width 16", mismatch_log), 0);
+    std::stringstream mismatch;
+    mismatch << std::ifstream(mismatch_log).rdbuf();
+    EXPECT_NE(mismatch.str().find("holds a host of width 32; this run asks for --width 16"), std::string::npos) << mismatch.str();
     fs::remove_all(root);
 }

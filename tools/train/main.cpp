@@ -256,6 +256,12 @@ int main(int argc, char** argv) {
         const std::string checkpoint_path = config.out + "/checkpoint.safetensors";
         if (config.resume) {
             const morph::TrainingCheckpoint checkpoint = morph::load_checkpoint(checkpoint_path);
+            const auto width = checkpoint.metadata.find("width");  // absent in checkpoints from before --width: 32
+            const std::string saved_width =
+                width == checkpoint.metadata.end() ? std::to_string(train::FashionNet::kDefaultWidth) : width->second;
+            if (saved_width != std::to_string(config.width))
+                raise<ArtifactError>("--resume", "checkpoint '", checkpoint_path, "' holds a host of width ", saved_width,
+                                     "; this run asks for --width ", config.width, " (resume with --width ", saved_width, ")");
             // Seeds (kernels reloaded from the store), weights, optimizer: all restored or none.
             named = morph::restore_checkpoint(checkpoint, *network, *optimizer, &model);
             try {
@@ -335,6 +341,7 @@ int main(int argc, char** argv) {
                 morph::save_checkpoint(checkpoint_path,
                                        morph::capture_checkpoint(*network, *optimizer, named, &model,
                                                                  {{"epoch", std::to_string(epoch)},
+                                                                  {"width", std::to_string(config.width)},
                                                                   {"controller", controller.save_state()},
                                                                   {"history", history.dump()},
                                                                   {"accuracy_before_germination", make_message(accuracy_before_germination)}}));
