@@ -119,7 +119,6 @@ __device__ __forceinline__ T warp_sum(T value) {
     return value;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread receives the result.
 // The sum over the warp, in every lane (butterfly shuffles).
 template <typename T>
 __device__ __forceinline__ T warp_all_sum(T value) {
@@ -130,6 +129,7 @@ __device__ __forceinline__ T warp_all_sum(T value) {
 // Whether `pointer` is a multiple of `bytes` (vector loads and stores need it).
 inline bool aligned_to(const void* pointer, size_t bytes) { return reinterpret_cast<uintptr_t>(pointer) % bytes == 0; }
 
+// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread receives the result.
 template <typename T>
 __device__ T block_sum(T value) {
     __shared__ T partial[32];

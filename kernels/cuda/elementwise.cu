@@ -1,6 +1,7 @@
 // Elementwise ops on the GPU: one strided map kernel for 1-3 broadcast inputs, with a vectorized
 // path (four elements per thread, 16-byte loads for float32) when every operand is dense and
-// aligned or a single value broadcast (a scalar, a guard flag). The scalar math is kernels/elementwise_math.h, shared with the CPU loops.
+// aligned or a single value broadcast (a scalar, a guard flag). The scalar math is
+// kernels/elementwise_math.h, shared with the CPU loops.
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/elementwise_math.h"

@@ -97,7 +97,6 @@ __global__ void layer_norm_registers_kernel(const T* x, const T* weight, const T
 // float32 rows of n % 4 == 0 elements (n <= 128 * kVec), 16-byte aligned: one warp per row, each lane
 // holding kVec float4 of it in registers; the reductions are warp shuffles with no block-wide barrier,
 // so many rows' loads are in flight at once (one block per row waited on two __syncthreads per row).
-
 template <int kVec>
 __global__ void layer_norm_warp_kernel(const float* x, const float* weight, const float* bias, float eps, float* out,
                                        float* mean_out, float* rstd_out, int64_t rows, int64_t n) {

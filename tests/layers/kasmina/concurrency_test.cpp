@@ -1,6 +1,7 @@
 // Concurrency: a controller thread loads, unloads, ramps and fossilizes seeds at random on two
 // models (one running its bottleneck seeds as fused groups) while two training threads run forward,
-// backward and optimizer steps on them; both models share one kernel cache (small enough to evict). Run under ThreadSanitizer by `tools/test --tsan`.
+// backward and optimizer steps on them; both models share one kernel cache (small enough to evict).
+// Run under ThreadSanitizer by `tools/test --tsan`.
 // KASMINA_CONCURRENCY_STEPS sets the steps per trainer (default 10,000).
 #include <atomic>
 #include <cmath>
