@@ -61,7 +61,7 @@ AttentionForward attention_forward(const Tensor& q, const Tensor& k, const Tenso
     const Tensor scores_mask = mask.defined() ? mask.expand({batch, heads, target, k.size(2)}) : Tensor();
 #ifdef KASMINA_WITH_CUDA
     cuda::attention_forward(rows_dense(q), rows_dense(k), rows_dense(v), scores_mask, causal, scale, forward.output,
-                            forward.logsumexp);
+                            forward.logsumexp, attention_tensor_cores());
 #endif
     return forward;
 }
@@ -74,15 +74,21 @@ AttentionGrads attention_backward(const Tensor& grad_output, const Tensor& q, co
                           " does not match the output ", shape_str(q.shape()));
     select_backend(q.device(), kOp);
     AttentionGrads grads;
-    grads.q = Tensor::empty(q.shape(), q.options());
-    grads.k = Tensor::empty(k.shape(), k.options());
-    grads.v = Tensor::empty(v.shape(), v.options());
+    // Each gradient laid out as its operand: stored [B, L, H, D] for heads split from [B, L, H * D]
+    // projections (MultiheadAttention), so they merge back as views without a copy; else dense.
+    auto laid_out_as = [](const Tensor& t) {
+        if (t.stride(1) >= t.stride(2)) return Tensor::empty(t.shape(), t.options());
+        return Tensor::empty({t.size(0), t.size(2), t.size(1), t.size(3)}, t.options()).transpose(1, 2);
+    };
+    grads.q = laid_out_as(q);
+    grads.k = laid_out_as(k);
+    grads.v = laid_out_as(v);
     const Tensor delta = Tensor::empty(forward.logsumexp.shape(), q.options());
     const Tensor scores_mask = mask.defined() ? mask.expand({q.size(0), q.size(1), q.size(2), k.size(2)}) : Tensor();
 #ifdef KASMINA_WITH_CUDA
     cuda::attention_backward(rows_dense(grad_output), rows_dense(q), rows_dense(k), rows_dense(v),
                              scores_mask, causal, scale, forward.output, forward.logsumexp, delta, grads.q, grads.k,
-                             grads.v, attention_workspace_bytes());
+                             grads.v, attention_workspace_bytes(), attention_tensor_cores());
 #else
     (void)causal, (void)scale;
 #endif

@@ -1,11 +1,19 @@
 #include "kernels/settings.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 namespace kasmina {
 namespace {
 std::atomic<bool> allow_tf32_flag{false};
 std::atomic<bool> fused_attention_flag{true};
+// KASMINA_ATTENTION_TENSOR_CORES=0 starts with the CUDA-core kernels (for side-by-side timings).
+bool tensor_cores_from_environment() {
+    const char* value = std::getenv("KASMINA_ATTENTION_TENSOR_CORES");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+}
+std::atomic<bool> attention_tensor_cores_flag{tensor_cores_from_environment()};
 std::atomic<size_t> attention_workspace{size_t{64} << 20};
 }
 
@@ -13,6 +21,8 @@ void set_allow_tf32(bool allow) { allow_tf32_flag.store(allow, std::memory_order
 bool allow_tf32() { return allow_tf32_flag.load(std::memory_order_relaxed); }
 void set_fused_attention(bool enable) { fused_attention_flag.store(enable, std::memory_order_relaxed); }
 bool fused_attention() { return fused_attention_flag.load(std::memory_order_relaxed); }
+void set_attention_tensor_cores(bool enable) { attention_tensor_cores_flag.store(enable, std::memory_order_relaxed); }
+bool attention_tensor_cores() { return attention_tensor_cores_flag.load(std::memory_order_relaxed); }
 void set_attention_workspace_bytes(size_t bytes) { attention_workspace.store(bytes, std::memory_order_relaxed); }
 size_t attention_workspace_bytes() { return attention_workspace.load(std::memory_order_relaxed); }
 }  // namespace kasmina

@@ -16,9 +16,18 @@ bool allow_tf32();
 void set_fused_attention(bool enable);
 bool fused_attention();
 
+// The fused attention kernels on tensor cores for float32 with head_dim <= 64: on by default. Each
+// product runs as three TF32 products of the operands split into a TF32 part and its remainder
+// ("3xTF32"), as accurate as float32 FMAs (the split drops only terms below float32's rounding) and
+// about twice as fast; PyTorch's float32 memory-efficient attention does the same. Off: CUDA cores
+// (the forward kernel and the backward by workspace below). The environment's
+// KASMINA_ATTENTION_TENSOR_CORES=0 sets the starting value to off.
+void set_attention_tensor_cores(bool enable);
+bool attention_tensor_cores();
+
 // The most bytes of attention scores the fused backward may hold at once (default 64 MiB, L2-sized
 // chunks of heads computed with cuBLAS); a head whose scores exceed it — or a budget of 0 — takes the
-// tiled kernels that hold none.
+// tiled kernels that hold none. Not used on tensor cores (which hold no scores).
 void set_attention_workspace_bytes(size_t bytes);
 size_t attention_workspace_bytes();
 

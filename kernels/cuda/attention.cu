@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/cuda/tf32x3.cuh"
 
 namespace kasmina::kernels::cuda {
 namespace {
@@ -96,13 +97,13 @@ __device__ __forceinline__ void tile_product(T (&acc)[R][C], const T* a, int lda
 // are zero, so partial tiles need no special cases in the products. With `vectors` (16-byte aligned
 // rows, head_dim a multiple of the vector width) global reads are 16 bytes; transposed tiles put
 // consecutive threads on consecutive rows so the shared-memory stores do not collide.
-template <int kRows, int kD, bool kTransposed, typename T>
+template <int kRows, int kD, bool kTransposed, typename T, int kBlock = kAttentionThreads>
 __device__ void load_tile(T* tile, int ld, const HeadView<const T>& view, int b, int h, int first, int count,
                           int head_dim, bool vectors) {
     constexpr int kVector = 16 / sizeof(T);
     using Vector = std::conditional_t<sizeof(T) == 4, float4, double2>;
     if (!vectors) {
-        for (int index = threadIdx.x; index < kRows * kD; index += kAttentionThreads) {
+        for (int index = threadIdx.x; index < kRows * kD; index += kBlock) {
             const int r = kTransposed ? index % kRows : index / kD, d = kTransposed ? index / kRows : index % kD;
             T value = 0;
             if (first + r < count && d < head_dim) value = view.row(b, h, first + r)[d];
@@ -111,7 +112,7 @@ __device__ void load_tile(T* tile, int ld, const HeadView<const T>& view, int b,
         return;
     }
     constexpr int kChunks = kD / kVector;
-    for (int index = threadIdx.x; index < kRows * kChunks; index += kAttentionThreads) {
+    for (int index = threadIdx.x; index < kRows * kChunks; index += kBlock) {
         const int r = kTransposed ? index % kRows : index / kChunks;
         const int d = (kTransposed ? index / kRows : index % kChunks) * kVector;
         T values[kVector] = {};
@@ -219,15 +220,25 @@ __global__ void attention_delta_kernel(AttentionParams<T> p, T* delta, int64_t r
     if (lane == 0) delta[row] = total;
 }
 
-// The probability and score gradient of (r, c) from the recomputed dot product q.k and dO.v.
+// The probability and score gradient of (r, c) from the recomputed dot product q.k and dO.v, given
+// row r's log-sum-exp and delta (which the caller may leave unread, as anything, for r out of range).
 template <typename T>
 __device__ __forceinline__ void probability_and_gradient(const AttentionParams<T>& p, int b, int h, int r, int c, T dot,
-                                                         T grad_dot, int64_t row_index, T& probability, T& grad_score) {
+                                                         T grad_dot, T lse, T delta, T& probability, T& grad_score) {
     probability = 0;
     grad_score = 0;
     if (r >= p.target || c >= p.source) return;
-    probability = exp(masked_score(p, b, h, r, c, dot) - p.lse[row_index]);
-    grad_score = probability * (grad_dot - p.delta[row_index]);
+    probability = exp(masked_score(p, b, h, r, c, dot) - lse);
+    grad_score = probability * (grad_dot - delta);
+}
+
+// The same, reading row r's log-sum-exp and delta at row_index.
+template <typename T>
+__device__ __forceinline__ void probability_and_gradient(const AttentionParams<T>& p, int b, int h, int r, int c, T dot,
+                                                         T grad_dot, int64_t row_index, T& probability, T& grad_score) {
+    const bool in_range = r < p.target;
+    probability_and_gradient(p, b, h, r, c, dot, grad_dot, in_range ? p.lse[row_index] : T(0),
+                             in_range ? p.delta[row_index] : T(0), probability, grad_score);
 }
 
 // The chunked backward's elementwise steps over the scores [rows = heads * L, S] of one chunk whose
@@ -399,6 +410,233 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_query_gradient_ke
     }
 }
 
+// The float32 kernels on tensor cores (tf32x3.cuh: float32 accuracy). A block is four warps; each warp
+// owns 16 rows of the operand the block is tiled by (query rows in the forward and the dQ pass, keys
+// in the dK/dV pass), which stay in shared memory while the other operand streams through it in tiles. Head dims 32 and 64 (kD; a smaller head dim is zero-padded).
+constexpr int kTensorWarps = 4, kTensorThreads = 32 * kTensorWarps, kTensorRows = 16 * kTensorWarps;
+constexpr int kTensorQueryTile = 32;  // query rows per step of the dK/dV pass
+static_assert(kTensorRows == kTile, "the tensor-core kernels share attention_grid's rows per block");
+
+template <int kD>
+constexpr int tensor_forward_shared_floats() {
+    return (kTensorRows + 2 * kTile) * (kD + kPad);
+}
+
+// Forward: per key tile, S = Q K^T (16 x 64 per warp), the online softmax on the C fragments (each
+// thread holds two rows, g and g + 8, whose maxima and sums the four lanes of a group share), then
+// O += P V with P straight from the C fragments.
+template <int kD>
+__global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kernel(AttentionParams<float> p) {
+    constexpr int ld = kD + kPad, kSteps = kD / 8, kKeySteps = kTile / 8;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    float* q_s = reinterpret_cast<float*>(shared_bytes);  // [kTensorRows][ld]
+    float* k_s = q_s + kTensorRows * ld;                   // [kTile][ld]
+    float* v_s = k_s + kTile * ld;                         // [kTile][ld]
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
+
+    load_tile<kTensorRows, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    __syncthreads();
+    float out[kSteps][4] = {};
+    float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0, 0};
+
+    const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
+    for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
+        __syncthreads();  // the previous tile's readers are done
+        load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        __syncthreads();
+        float score[kKeySteps][4] = {};
+        warp_product_with_rows<kSteps>(score, q_s, warp * 16, k_s, ld, g, t);
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int r = row_begin + warp * 16 + g + 8 * half;
+            float tile_max = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < kKeySteps; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int c = key_begin + 8 * j + 2 * t + e;
+                    float& value = score[j][2 * half + e];
+                    value = (r < p.target && c < p.source) ? masked_score(p, b, h, r, c, value) : -INFINITY;
+                    tile_max = fmaxf(tile_max, value);
+                }
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+            const float new_max = fmaxf(running_max[half], tile_max);
+            // A row masked so far keeps max -inf: its probabilities are 0 and nothing needs rescaling.
+            const float shift = isinf(new_max) ? 0.0f : new_max;
+            const float correction = expf(running_max[half] - shift);
+            float tile_sum = 0;
+#pragma unroll
+            for (int j = 0; j < kKeySteps; ++j)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    float& value = score[j][2 * half + e];
+                    value = expf(value - shift);
+                    tile_sum += value;
+                }
+            tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+            tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 2);
+            running_sum[half] = running_sum[half] * correction + tile_sum;
+            running_max[half] = new_max;
+#pragma unroll
+            for (int n = 0; n < kSteps; ++n) out[n][2 * half] *= correction, out[n][2 * half + 1] *= correction;
+        }
+        warp_product_of_accumulators(out, score, v_s, ld, g, t);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int r = row_begin + warp * 16 + g + 8 * half;
+        if (r >= p.target) continue;
+        // A fully masked row has sum 0: NaN output and -inf log-sum-exp, as softmax of all -inf gives.
+        const float inverse = 1.0f / running_sum[half];
+        float* row = p.out.row(b, h, r);
+#pragma unroll
+        for (int n = 0; n < kSteps; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+                if (8 * n + 2 * t + e < p.head_dim) row[8 * n + 2 * t + e] = out[n][2 * half + e] * inverse;
+        if (t == 0) p.lse[static_cast<int64_t>(blockIdx.y) * p.target + r] = running_max[half] + logf(running_sum[half]);
+    }
+}
+
+template <int kD>
+constexpr int tensor_query_gradient_shared_floats() {
+    return (2 * kTensorRows + 2 * kTile) * (kD + kPad);
+}
+
+// dQ for 64 query rows, over every key tile: S = Q K^T and dP = dO V^T,
+// dS = P (dP - delta), dQ += dS K.
+template <int kD>
+__global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tensor_kernel(AttentionParams<float> p) {
+    constexpr int ld = kD + kPad, kSteps = kD / 8, kKeySteps = kTile / 8;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    float* q_s = reinterpret_cast<float*>(shared_bytes);  // [kTensorRows][ld]
+    float* go_s = q_s + kTensorRows * ld;                  // [kTensorRows][ld]
+    float* k_s = go_s + kTensorRows * ld;                  // [kTile][ld]
+    float* v_s = k_s + kTile * ld;                         // [kTile][ld]
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
+
+    load_tile<kTensorRows, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    load_tile<kTensorRows, kD, false, float, kTensorThreads>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim,
+                                                             p.vectors);
+    __syncthreads();
+    float grad_q[kSteps][4] = {};
+    float lse[2], delta[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int r = row_begin + warp * 16 + g + 8 * half;
+        const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
+        lse[half] = r < p.target ? p.lse[row_index] : 0.0f;
+        delta[half] = r < p.target ? p.delta[row_index] : 0.0f;
+    }
+    const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
+    for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
+        __syncthreads();
+        load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        __syncthreads();
+        float score[kKeySteps][4] = {}, grad_score[kKeySteps][4] = {};
+        warp_product_with_rows<kSteps>(score, q_s, warp * 16, k_s, ld, g, t);
+        warp_product_with_rows<kSteps>(grad_score, go_s, warp * 16, v_s, ld, g, t);
+#pragma unroll
+        for (int j = 0; j < kKeySteps; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int half = i / 2, r = row_begin + warp * 16 + g + 8 * half, c = key_begin + 8 * j + 2 * t + i % 2;
+                float probability;
+                probability_and_gradient(p, b, h, r, c, score[j][i], grad_score[j][i], lse[half], delta[half], probability,
+                                         grad_score[j][i]);
+            }
+        warp_product_of_accumulators(grad_q, grad_score, k_s, ld, g, t);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int r = row_begin + warp * 16 + g + 8 * half;
+        if (r >= p.target) continue;
+        float* row = p.grad_q.row(b, h, r);
+#pragma unroll
+        for (int n = 0; n < kSteps; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+                if (8 * n + 2 * t + e < p.head_dim) row[8 * n + 2 * t + e] = grad_q[n][2 * half + e] * p.scale;
+    }
+}
+
+template <int kD>
+constexpr int tensor_key_gradient_shared_floats() {
+    return (2 * kTile + 2 * kTensorQueryTile) * (kD + kPad) + 2 * kTensorQueryTile;
+}
+
+// dK, dV for 64 keys, over every query tile of 32: the transposed products S^T = K Q^T and
+// dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q.
+template <int kD>
+__global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_kernel(AttentionParams<float> p) {
+    constexpr int ld = kD + kPad, kSteps = kD / 8, kQuerySteps = kTensorQueryTile / 8;
+    extern __shared__ __align__(16) unsigned char shared_bytes[];
+    float* k_s = reinterpret_cast<float*>(shared_bytes);  // [kTile][ld]
+    float* v_s = k_s + kTile * ld;                         // [kTile][ld]
+    float* q_s = v_s + kTile * ld;                         // [kTensorQueryTile][ld]
+    float* go_s = q_s + kTensorQueryTile * ld;             // [kTensorQueryTile][ld]
+    float* lse_s = go_s + kTensorQueryTile * ld;           // [kTensorQueryTile]
+    float* delta_s = lse_s + kTensorQueryTile;             // [kTensorQueryTile]
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
+
+    load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+    load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+    __syncthreads();
+    float grad_k[kSteps][4] = {}, grad_v[kSteps][4] = {};
+    // Causal: query rows before key_begin see none of these keys.
+    const int query_start = p.causal ? key_begin / kTensorQueryTile * kTensorQueryTile : 0;
+    for (int query_begin = query_start; query_begin < p.target; query_begin += kTensorQueryTile) {
+        __syncthreads();
+        load_tile<kTensorQueryTile, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, query_begin, p.target, p.head_dim,
+                                                                      p.vectors);
+        load_tile<kTensorQueryTile, kD, false, float, kTensorThreads>(go_s, ld, p.grad_out, b, h, query_begin, p.target,
+                                                                      p.head_dim, p.vectors);
+        if (threadIdx.x < kTensorQueryTile) {
+            const int r = query_begin + threadIdx.x;
+            const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
+            lse_s[threadIdx.x] = r < p.target ? p.lse[row_index] : 0.0f;
+            delta_s[threadIdx.x] = r < p.target ? p.delta[row_index] : 0.0f;
+        }
+        __syncthreads();
+        float score[kQuerySteps][4] = {}, grad_score[kQuerySteps][4] = {};
+        warp_product_with_rows<kSteps>(score, k_s, warp * 16, q_s, ld, g, t);
+        warp_product_with_rows<kSteps>(grad_score, v_s, warp * 16, go_s, ld, g, t);
+#pragma unroll
+        for (int j = 0; j < kQuerySteps; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int query = 8 * j + 2 * t + i % 2, r = query_begin + query;
+                const int c = key_begin + warp * 16 + g + 8 * (i / 2);
+                probability_and_gradient(p, b, h, r, c, score[j][i], grad_score[j][i], lse_s[query], delta_s[query],
+                                         score[j][i], grad_score[j][i]);
+            }
+        warp_product_of_accumulators(grad_v, score, go_s, ld, g, t);
+        warp_product_of_accumulators(grad_k, grad_score, q_s, ld, g, t);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int c = key_begin + warp * 16 + g + 8 * half;
+        if (c >= p.source) continue;
+        float* dk = p.grad_k.row(b, h, c);
+        float* dv = p.grad_v.row(b, h, c);
+#pragma unroll
+        for (int n = 0; n < kSteps; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int d = 8 * n + 2 * t + e;
+                if (d >= p.head_dim) continue;
+                dk[d] = grad_k[n][2 * half + e] * p.scale;
+                dv[d] = grad_v[n][2 * half + e];
+            }
+    }
+}
+
 template <typename T, typename Pointer>
 HeadView<Pointer> head_view(const Tensor& t) {
     return {static_cast<Pointer*>(t.raw_data()), t.stride(0), t.stride(1), t.stride(2)};
@@ -440,15 +678,26 @@ void with_head_tile(int64_t head_dim, const Launch& launch) {
 
 template <typename Kernel, typename Params>
 void launch_attention(Kernel kernel, int shared_elements, size_t element_size, dim3 grid, const char* op,
-                      const Params& params) {
+                      const Params& params, int threads = kAttentionThreads) {
     const size_t bytes = static_cast<size_t>(shared_elements) * element_size;
     KASMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    kernel<<<grid, kAttentionThreads, bytes, launch_stream()>>>(params);
+    kernel<<<grid, threads, bytes, launch_stream()>>>(params);
     check_launch(op);
 }
 
+// One block per kTile (64) rows of one (batch, head).
 dim3 attention_grid(const Tensor& q, int64_t rows) {
     return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(q.size(0) * q.size(1)));
+}
+
+// True when the tensor-core kernels take these operands: float32, head dim <= 64, asked for.
+bool on_tensor_cores(const Tensor& q, bool tensor_cores) { return tensor_cores && q.dtype() == DType::f32 && q.size(3) <= 64; }
+
+// Runs launch<kD> with kD = 32 or 64, the smaller that holds head_dim (the tensor-core kernels).
+template <typename Launch>
+void with_tensor_head_tile(int64_t head_dim, const Launch& launch) {
+    if (head_dim <= 32) launch.template operator()<32>();
+    else launch.template operator()<64>();
 }
 
 }  // namespace
@@ -456,12 +705,21 @@ dim3 attention_grid(const Tensor& q, int64_t rows) {
 int64_t max_fused_attention_head_dim(DType dtype) { return dtype == DType::f64 ? 64 : 128; }
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
-                       const Tensor& out, const Tensor& lse) {
+                       const Tensor& out, const Tensor& lse, bool tensor_cores) {
     if (q.numel() == 0) return;
     dispatch_floating(q.dtype(), "scaled_dot_product_attention", [&]<typename T>() {
         AttentionParams<T> p = make_params<T>(q, k, v, mask, causal, scale);
         p.out = head_view<T, T>(out);
         p.lse = static_cast<T*>(lse.raw_data());
+        if constexpr (std::is_same_v<T, float>) {
+            if (on_tensor_cores(q, tensor_cores)) {
+                with_tensor_head_tile(p.head_dim, [&]<int kD>() {
+                    launch_attention(attention_forward_tensor_kernel<kD>, tensor_forward_shared_floats<kD>(), sizeof(float),
+                                     attention_grid(q, p.target), "scaled_dot_product_attention", p, kTensorThreads);
+                });
+                return;
+            }
+        }
         with_head_tile<T>(p.head_dim, [&]<int kD>() {
             launch_attention(attention_forward_kernel<T, kD>, forward_shared_elements<kD>(), sizeof(T),
                              attention_grid(q, p.target), "scaled_dot_product_attention", p);
@@ -480,8 +738,13 @@ void chunked_backward(const AttentionParams<T>& p, const Tensor& grad_out, const
     auto flat = [&](const Tensor& t, int64_t rows) { return t.contiguous().reshape({heads, rows, head_dim}); };
     const Tensor q_flat = flat(q, target), k_flat = flat(k, source), v_flat = flat(v, source);
     const Tensor grad_out_flat = flat(grad_out, target);
-    const Tensor grad_q_flat = grad_q.reshape({heads, target, head_dim}), grad_k_flat = grad_k.reshape({heads, source, head_dim});
-    const Tensor grad_v_flat = grad_v.reshape({heads, source, head_dim});
+    // The batched products write dense [heads, rows, head_dim] gradients: into the outputs when they
+    // are dense, else into scratch copied out at the end.
+    auto dense = [](const Tensor& t) { return t.is_contiguous() ? t : Tensor::empty(t.shape(), t.options()); };
+    const Tensor grad_q_dense = dense(grad_q), grad_k_dense = dense(grad_k), grad_v_dense = dense(grad_v);
+    const Tensor grad_q_flat = grad_q_dense.reshape({heads, target, head_dim});
+    const Tensor grad_k_flat = grad_k_dense.reshape({heads, source, head_dim});
+    const Tensor grad_v_flat = grad_v_dense.reshape({heads, source, head_dim});
     const Tensor scores = Tensor::empty({heads_per_chunk, target, source}, q.options());
     const Tensor score_grads = Tensor::empty({heads_per_chunk, target, source}, q.options());
     for (int64_t first = 0; first < heads; first += heads_per_chunk) {
@@ -503,11 +766,14 @@ void chunked_backward(const AttentionParams<T>& p, const Tensor& grad_out, const
         batched_matmul(grad_scores, kc, grad_q_flat.narrow(0, first, count));
         batched_matmul(grad_scores.transpose(1, 2), qc, grad_k_flat.narrow(0, first, count));
     }
+    for (const auto& [result, computed] : {std::pair{grad_q, grad_q_dense}, {grad_k, grad_k_dense}, {grad_v, grad_v_dense}})
+        if (result.impl() != computed.impl()) Tensor(result).copy_(computed);
 }
 
 void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                         bool causal, double scale, const Tensor& out, const Tensor& lse, const Tensor& delta,
-                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes) {
+                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes,
+                        bool tensor_cores) {
     if (q.numel() == 0 && k.numel() == 0) return;
     dispatch_floating(q.dtype(), "scaled_dot_product_attention_backward", [&]<typename T>() {
         AttentionParams<T> p = make_params<T>(q, k, v, mask, causal, scale);
@@ -523,6 +789,22 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
         if (rows > 0) {
             attention_delta_kernel<T><<<grid_for(rows * 32), kThreads, 0, launch_stream()>>>(p, static_cast<T*>(delta.raw_data()), rows);
             check_launch("scaled_dot_product_attention_backward");
+        }
+        if constexpr (std::is_same_v<T, float>) {
+            if (on_tensor_cores(q, tensor_cores)) {
+                with_tensor_head_tile(p.head_dim, [&]<int kD>() {
+                    if (p.source > 0)
+                        launch_attention(attention_key_gradient_tensor_kernel<kD>, tensor_key_gradient_shared_floats<kD>(),
+                                         sizeof(float), attention_grid(q, p.source), "scaled_dot_product_attention_backward",
+                                         p, kTensorThreads);
+                    if (p.target > 0)
+                        launch_attention(attention_query_gradient_tensor_kernel<kD>,
+                                         tensor_query_gradient_shared_floats<kD>(), sizeof(float),
+                                         attention_grid(q, p.target), "scaled_dot_product_attention_backward", p,
+                                         kTensorThreads);
+                });
+                return;
+            }
         }
         // Two score buffers per chunk; a head whose scores exceed the budget takes the tiled kernels.
         const int64_t head_bytes = 2 * static_cast<int64_t>(p.target) * p.source * static_cast<int64_t>(sizeof(T));

@@ -21,12 +21,15 @@ namespace kasmina::kernels::cuda {
 
 // attention.cu — contracts as kernels/attention.h; q, k, v, grad_out with unit stride along head_dim,
 // mask expanded to [B, H, L, S] (zero strides where broadcast) or undefined; delta [B, H, L] scratch;
-// grads dense; the backward holds at most workspace_bytes of scores (kernels/settings.h).
+// grads with unit stride along head_dim; tensor_cores: float32 with head_dim <= 64 runs on tensor cores
+// at float32 accuracy (3xTF32), no scores held; else the backward holds at most workspace_bytes of
+// scores (kernels/settings.h).
 int64_t max_fused_attention_head_dim(DType dtype);
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale,
-                       const Tensor& out, const Tensor& lse);
+                       const Tensor& out, const Tensor& lse, bool tensor_cores);
 void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                         bool causal, double scale, const Tensor& out, const Tensor& lse, const Tensor& delta,
-                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes);
+                        const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes,
+                        bool tensor_cores);
 
 }  // namespace kasmina::kernels::cuda

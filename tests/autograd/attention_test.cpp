@@ -117,23 +117,32 @@ TEST(Attention, FusedKernelsAreGpuOnly) {
     EXPECT_THROW_WITH(kernels::attention_forward(q, q, q, Tensor(), false, 1.0), DeviceError, "CUDA");
 }
 
-// Runs `body` once with the backward's default workspace (chunks of heads through cuBLAS) and once
-// with none (the tiled kernels).
+// Runs `body` on each path of the fused kernels: tensor cores (the default for float32 with head dims
+// up to 64), then CUDA cores with the backward's default workspace (chunks of heads through cuBLAS)
+// and with none (the tiled kernels).
 template <typename Body>
-void for_both_backward_paths(const Body& body) {
+void for_every_kernel_path(const Body& body) {
     const size_t workspace = attention_workspace_bytes();
-    for (size_t bytes : {workspace, size_t{0}}) {
-        SCOPED_TRACE(bytes == 0 ? "tiled backward" : "chunked backward");
-        set_attention_workspace_bytes(bytes);
+    struct Path {
+        const char* name;
+        bool tensor_cores;
+        size_t workspace;
+    };
+    for (const Path& path : {Path{"tensor cores", true, workspace}, Path{"CUDA cores, chunked backward", false, workspace},
+                             Path{"CUDA cores, tiled backward", false, 0}}) {
+        SCOPED_TRACE(path.name);
+        set_attention_tensor_cores(path.tensor_cores);
+        set_attention_workspace_bytes(path.workspace);
         body();
     }
+    set_attention_tensor_cores(true);
     set_attention_workspace_bytes(workspace);
 }
 
 TEST(AttentionOnCuda, FusedMatchesTheCpuOverHeadDimsAndMasks) {
     REQUIRE_GPU();
-    for_both_backward_paths([] {
-    for (const Case& c : {Case{2, 3, 37, 53, 16}, Case{1, 2, 64, 64, 64}, Case{2, 2, 70, 129, 80},
+    for_every_kernel_path([] {
+    for (const Case& c : {Case{2, 3, 37, 53, 16}, Case{1, 2, 64, 64, 64}, Case{1, 2, 300, 257, 64}, Case{2, 2, 70, 129, 80},
                           Case{1, 2, 65, 31, 128}, Case{3, 1, 1, 1, 8}, Case{1, 1, 200, 150, 32}}) {
         expect_fused_matches_cpu(c, Tensor(), false);
         expect_fused_matches_cpu(c, sparse_mask({c.target, c.source}), false);                      // [L, S]
@@ -164,6 +173,18 @@ TEST(AttentionOnCuda, NonContiguousOperandsAndTheComposedGpuPathAgree) {
                                            2e-5);
 }
 
+TEST(AttentionOnCuda, GradientsAreLaidOutAsTheirOperands) {
+    REQUIRE_GPU();
+    // heads split from [B, L, H * D]: gradients stored [B, L, H, D], so merging the heads is a view
+    const Tensor split = randn({2, 40, 4, 16}).to(kGpu).transpose(1, 2), dense = randn({2, 4, 40, 16}).to(kGpu);
+    for (const Tensor& operand : {split, dense}) {
+        const kernels::AttentionForward forward = kernels::attention_forward(operand, operand, operand, Tensor(), false, 0.25);
+        const kernels::AttentionGrads grads =
+            kernels::attention_backward(randn({2, 4, 40, 16}).to(kGpu), operand, operand, operand, Tensor(), false, 0.25, forward);
+        for (const Tensor& grad : {grads.q, grads.k, grads.v}) EXPECT_EQ(grad.strides(), operand.strides());
+    }
+}
+
 TEST(AttentionOnCuda, Float64GradientsMatchFiniteDifferences) {
     REQUIRE_GPU();
     using kasmina::testing::random_leaf;
@@ -176,7 +197,7 @@ TEST(AttentionOnCuda, Float64GradientsMatchFiniteDifferences) {
         };
     };
     ASSERT_TRUE(kernels::fused_attention_supported(q.to(kGpu), k.to(kGpu), v.to(kGpu), mask.to(kGpu)));
-    for_both_backward_paths([&] {
+    for_every_kernel_path([&] {
         EXPECT_GRADCHECK(on_gpu(false), {q, k, v});
         EXPECT_GRADCHECK(on_gpu(true), {q, k, v});
     });
@@ -186,7 +207,7 @@ TEST(AttentionOnCuda, BackwardIsDeterministic) {
     REQUIRE_GPU();
     const Tensor q = randn({2, 4, 300, 64}), k = randn({2, 4, 300, 64}), v = randn({2, 4, 300, 64});
     const Tensor weights = randn({2, 4, 300, 64});
-    for_both_backward_paths([&] {
+    for_every_kernel_path([&] {
         const std::vector<Tensor> first = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
         const std::vector<Tensor> second = attention_and_grads(q, k, v, Tensor(), false, weights, kGpu);
         for (int i = 0; i < 4; ++i) EXPECT_EQ(first[i].to_vector<float>(), second[i].to_vector<float>()) << "result " << i;
