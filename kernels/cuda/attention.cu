@@ -417,6 +417,38 @@ constexpr int kTensorWarps = 4, kTensorThreads = 32 * kTensorWarps, kTensorRows 
 constexpr int kTensorQueryTile = 32;  // query rows per step of the dK/dV pass
 static_assert(kTensorRows == kTile, "the tensor-core kernels share attention_grid's rows per block");
 
+// Stages rows [first, first + kRows) of a float32 head operand into a row-major shared tile (zero
+// past `count` and past head_dim). With `vectors` the copies are asynchronous (cp.async, 16 bytes
+// each, all in flight at once): the caller commits them as a group and waits for it (cp_async_wait)
+// before its barrier. Without, they are plain loads and stores, visible after the barrier.
+template <int kRows, int kD>
+__device__ __forceinline__ void stage_tile(float* tile, int ld, const HeadView<const float>& view, int b, int h, int first,
+                                           int count, int head_dim, bool vectors) {
+    constexpr int kChunks = kD / 4;
+    static_assert(kRows * kChunks % kTensorThreads == 0, "every thread stages the same number of chunks");
+    if (!vectors) {
+        load_tile<kRows, kD, false, float, kTensorThreads>(tile, ld, view, b, h, first, count, head_dim, false);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < kRows * kChunks / kTensorThreads; ++i) {
+        const int index = threadIdx.x + i * kTensorThreads, r = index / kChunks, d = index % kChunks * 4;
+        const bool inside = first + r < count && d < head_dim;
+        // A zero-filled chunk reads nothing (source size 0) but still names a valid address.
+        const float* source = inside ? view.row(b, h, first + r) + d : view.data;
+        const auto destination = static_cast<uint32_t>(__cvta_generic_to_shared(tile + r * ld + d));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(source), "r"(inside ? 16 : 0));
+    }
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most `kPending` of this thread's committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
 template <int kD>
 constexpr int tensor_forward_shared_floats() {
     return (kTensorRows + 2 * kTile) * (kD + kPad);
@@ -435,19 +467,25 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
 
-    load_tile<kTensorRows, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
-    __syncthreads();
     float out[kSteps][4] = {};
     float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0, 0};
-
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
+    // Pipeline: the next K tile loads while this tile's softmax and P V run, the next V tile while
+    // the next S = Q K^T does. Groups in flight at the top of each tile: [Q,] K(i), V(i).
+    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, 0, p.source, p.head_dim, p.vectors);
+    cp_async_commit();
+    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, 0, p.source, p.head_dim, p.vectors);
+    cp_async_commit();
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
-        __syncthreads();  // the previous tile's readers are done
-        load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
-        load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        const bool more = key_begin + kTile < key_end;
+        cp_async_wait<1>();  // K(i) has landed
         __syncthreads();
         float score[kKeySteps][4] = {};
         warp_product_with_rows<kSteps>(score, q_s, warp * 16, k_s, ld, g, t);
+        __syncthreads();  // every warp is done with K(i)
+        if (more) stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin + kTile, p.source, p.head_dim, p.vectors);
+        cp_async_commit();
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int r = row_begin + warp * 16 + g + 8 * half;
@@ -483,7 +521,12 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
 #pragma unroll
             for (int n = 0; n < kSteps; ++n) out[n][2 * half] *= correction, out[n][2 * half + 1] *= correction;
         }
+        cp_async_wait<1>();  // V(i) has landed (K(i + 1) may still be in flight)
+        __syncthreads();
         warp_product_of_accumulators(out, score, v_s, ld, g, t);
+        __syncthreads();  // every warp is done with V(i)
+        if (more) stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin + kTile, p.source, p.head_dim, p.vectors);
+        cp_async_commit();
     }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -519,10 +562,9 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
 
-    load_tile<kTensorRows, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
-    load_tile<kTensorRows, kD, false, float, kTensorThreads>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim,
-                                                             p.vectors);
-    __syncthreads();
+    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    stage_tile<kTensorRows, kD>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim, p.vectors);
+    cp_async_commit();
     float grad_q[kSteps][4] = {};
     float lse[2], delta[2];
 #pragma unroll
@@ -534,12 +576,17 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     }
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
-        __syncthreads();
-        load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
-        load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        __syncthreads();  // every warp is done with the previous K and V
+        stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        cp_async_commit();
+        stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+        cp_async_commit();
+        cp_async_wait<1>();  // [Q, dO,] K have landed; V may still be in flight
         __syncthreads();
         float score[kKeySteps][4] = {}, grad_score[kKeySteps][4] = {};
         warp_product_with_rows<kSteps>(score, q_s, warp * 16, k_s, ld, g, t);
+        cp_async_wait<0>();
+        __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, go_s, warp * 16, v_s, ld, g, t);
 #pragma unroll
         for (int j = 0; j < kKeySteps; ++j)
@@ -585,27 +632,30 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
 
-    load_tile<kTile, kD, false, float, kTensorThreads>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
-    load_tile<kTile, kD, false, float, kTensorThreads>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
-    __syncthreads();
+    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, p.vectors);
+    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
+    cp_async_commit();
     float grad_k[kSteps][4] = {}, grad_v[kSteps][4] = {};
     // Causal: query rows before key_begin see none of these keys.
     const int query_start = p.causal ? key_begin / kTensorQueryTile * kTensorQueryTile : 0;
     for (int query_begin = query_start; query_begin < p.target; query_begin += kTensorQueryTile) {
-        __syncthreads();
-        load_tile<kTensorQueryTile, kD, false, float, kTensorThreads>(q_s, ld, p.q, b, h, query_begin, p.target, p.head_dim,
-                                                                      p.vectors);
-        load_tile<kTensorQueryTile, kD, false, float, kTensorThreads>(go_s, ld, p.grad_out, b, h, query_begin, p.target,
-                                                                      p.head_dim, p.vectors);
+        __syncthreads();  // every warp is done with the previous Q and dO
+        stage_tile<kTensorQueryTile, kD>(q_s, ld, p.q, b, h, query_begin, p.target, p.head_dim, p.vectors);
+        cp_async_commit();
+        stage_tile<kTensorQueryTile, kD>(go_s, ld, p.grad_out, b, h, query_begin, p.target, p.head_dim, p.vectors);
+        cp_async_commit();
         if (threadIdx.x < kTensorQueryTile) {
             const int r = query_begin + threadIdx.x;
             const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
             lse_s[threadIdx.x] = r < p.target ? p.lse[row_index] : 0.0f;
             delta_s[threadIdx.x] = r < p.target ? p.delta[row_index] : 0.0f;
         }
+        cp_async_wait<1>();  // [K, V,] Q have landed; dO may still be in flight
         __syncthreads();
         float score[kQuerySteps][4] = {}, grad_score[kQuerySteps][4] = {};
         warp_product_with_rows<kSteps>(score, k_s, warp * 16, q_s, ld, g, t);
+        cp_async_wait<0>();
+        __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, v_s, warp * 16, go_s, ld, g, t);
 #pragma unroll
         for (int j = 0; j < kQuerySteps; ++j)
