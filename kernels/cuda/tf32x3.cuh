@@ -51,19 +51,23 @@ __device__ __forceinline__ SplitB split_b(float b0, float b1) {
 
 // d += a b for one m16n8k8 TF32 tile, float32 accumulation.
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// d += a b at float32 accuracy: the two cross terms first, so the small ones meet the accumulator
-// before the large one does.
-__device__ __forceinline__ void mma_3xtf32(float (&d)[4], const SplitA& a, const SplitB& b) {
-    mma_tf32(d, a.small, b.big);
-    mma_tf32(d, a.big, b.small);
-    mma_tf32(d, a.big, b.big);
+// d[j] += a b[j] for j < kN at float32 accuracy: the two cross terms first, so the small ones meet
+// the accumulator before the large one does. Each pass runs over every j before the next begins, so
+// consecutive MMAs into one accumulator are kN apart and the tensor-core latency overlaps.
+template <int kN>
+__device__ __forceinline__ void mma_3xtf32(float (&d)[kN][4], const SplitA& a, const SplitB (&b)[kN]) {
+#pragma unroll
+    for (int j = 0; j < kN; ++j) mma_tf32(d[j], a.small, b[j].big);
+#pragma unroll
+    for (int j = 0; j < kN; ++j) mma_tf32(d[j], a.big, b[j].small);
+#pragma unroll
+    for (int j = 0; j < kN; ++j) mma_tf32(d[j], a.big, b[j].big);
 }
 
 // Warp products over shared-memory tiles of row stride ld (floats), for a warp that owns 16 rows of
@@ -78,11 +82,13 @@ __device__ __forceinline__ void warp_product_with_rows(float (&acc)[kN][4], cons
         const float* top = a + (row0 + g) * ld + 8 * s + t;
         const float* bottom = top + 8 * ld;
         const SplitA split = split_a(top[0], bottom[0], top[4], bottom[4]);
+        SplitB columns[kN];
 #pragma unroll
         for (int j = 0; j < kN; ++j) {
             const float* row = b + (8 * j + g) * ld + 8 * s + t;
-            mma_3xtf32(acc[j], split, split_b(row[0], row[4]));
+            columns[j] = split_b(row[0], row[4]);
         }
+        mma_3xtf32(acc, split, columns);
     }
 }
 
@@ -97,8 +103,10 @@ __device__ __forceinline__ void warp_product_of_accumulators(float (&acc)[kN][4]
     for (int j = 0; j < kK; ++j) {
         const SplitA split = split_a(p[j][0], p[j][2], p[j][1], p[j][3]);
         const float* rows = tile + (8 * j + 2 * t) * ld + g;
+        SplitB columns[kN];
 #pragma unroll
-        for (int n = 0; n < kN; ++n) mma_3xtf32(acc[n], split, split_b(rows[8 * n], rows[ld + 8 * n]));
+        for (int n = 0; n < kN; ++n) columns[n] = split_b(rows[8 * n], rows[ld + 8 * n]);
+        mma_3xtf32(acc, split, columns);
     }
 }
 
