@@ -415,7 +415,6 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_query_gradient_ke
 // in the dK/dV pass), which stay in shared memory while the other operand streams through it in tiles. Head dims 32 and 64 (kD; a smaller head dim is zero-padded).
 constexpr int kTensorWarps = 4, kTensorThreads = 32 * kTensorWarps, kTensorRows = 16 * kTensorWarps;
 constexpr int kTensorQueryTile = 32;  // query rows per step of the dK/dV pass
-constexpr int kTensorBlocksPerSm = 3;  // caps registers at 168 a thread: 12 warps a multiprocessor
 static_assert(kTensorRows == kTile, "the tensor-core kernels share attention_grid's rows per block");
 
 // Stages rows [first, first + kRows) of a float32 head operand into a row-major shared tile (zero
@@ -459,7 +458,7 @@ constexpr int tensor_forward_shared_floats() {
 // thread holds two rows, g and g + 8, whose maxima and sums the four lanes of a group share), then
 // O += P V with P straight from the C fragments.
 template <int kD>
-__global__ void __launch_bounds__(kTensorThreads, kTensorBlocksPerSm) attention_forward_tensor_kernel(AttentionParams<float> p) {
+__global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kernel(AttentionParams<float> p) {
     constexpr int ld = kD + kPad, kSteps = kD / 8, kKeySteps = kTile / 8;
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     float* q_s = reinterpret_cast<float*>(shared_bytes);  // [kTensorRows][ld]
@@ -553,7 +552,7 @@ constexpr int tensor_query_gradient_shared_floats() {
 // dQ for 64 query rows, over every key tile: S = Q K^T and dP = dO V^T,
 // dS = P (dP - delta), dQ += dS K.
 template <int kD>
-__global__ void __launch_bounds__(kTensorThreads, kTensorBlocksPerSm) attention_query_gradient_tensor_kernel(AttentionParams<float> p) {
+__global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tensor_kernel(AttentionParams<float> p) {
     constexpr int ld = kD + kPad, kSteps = kD / 8, kKeySteps = kTile / 8;
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     float* q_s = reinterpret_cast<float*>(shared_bytes);  // [kTensorRows][ld]
@@ -621,7 +620,7 @@ constexpr int tensor_key_gradient_shared_floats() {
 // dK, dV for 64 keys, over every query tile of 32: the transposed products S^T = K Q^T and
 // dP^T = V dO^T, then dV += P^T dO and dK += dS^T Q.
 template <int kD>
-__global__ void __launch_bounds__(kTensorThreads, kTensorBlocksPerSm) attention_key_gradient_tensor_kernel(AttentionParams<float> p) {
+__global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_kernel(AttentionParams<float> p) {
     constexpr int ld = kD + kPad, kSteps = kD / 8, kQuerySteps = kTensorQueryTile / 8;
     extern __shared__ __align__(16) unsigned char shared_bytes[];
     float* k_s = reinterpret_cast<float*>(shared_bytes);  // [kTile][ld]
