@@ -449,6 +449,30 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// The tensor-core kernels keep scores in log2 units (exp2 is one multifunction instruction; the
+// scale is folded into it) and skip the per-element checks on a plain tile: no mask, not causal,
+// every row and key of the tile in range (the same for the whole block).
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ bool plain_tile(const AttentionParams<float>& p, int row_begin, int rows, int key_begin, int keys) {
+    return !p.mask.data && !p.causal && row_begin + rows <= p.target && key_begin + keys <= p.source;
+}
+
+// The scaled, masked score of (r, c) in log2 units, -inf where masked or out of range.
+__device__ __forceinline__ float log2_score(const AttentionParams<float>& p, bool plain, float log2_scale, int b, int h,
+                                            int r, int c, float dot) {
+    if (plain) return dot * log2_scale;
+    return (r < p.target && c < p.source) ? masked_score(p, b, h, r, c, dot) * kLog2e : -INFINITY;
+}
+
+// The probability of (r, c) from its dot product and its row's log-sum-exp in log2 units; 0 out of range.
+__device__ __forceinline__ float log2_probability(const AttentionParams<float>& p, bool plain, float log2_scale, int b,
+                                                  int h, int r, int c, float dot, float log2_lse) {
+    if (plain) return exp2f(dot * log2_scale - log2_lse);
+    if (r >= p.target || c >= p.source) return 0.0f;
+    return exp2f(masked_score(p, b, h, r, c, dot) * kLog2e - log2_lse);
+}
+
 template <int kD>
 constexpr int tensor_forward_shared_floats() {
     return (kTensorRows + 2 * kTile) * (kD + kPad);
@@ -468,7 +492,8 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
 
     float out[kSteps][4] = {};
-    float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0, 0};
+    float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0, 0};  // in log2 units
+    const float log2_scale = p.scale * kLog2e;
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
     // Pipeline: the next K tile loads while this tile's softmax and P V run, the next V tile while
     // the next S = Q K^T does. Groups in flight at the top of each tile: [Q,] K(i), V(i).
@@ -486,6 +511,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
         __syncthreads();  // every warp is done with K(i)
         if (more) stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin + kTile, p.source, p.head_dim, p.vectors);
         cp_async_commit();
+        const bool plain = plain_tile(p, row_begin, kTensorRows, key_begin, kTile);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int r = row_begin + warp * 16 + g + 8 * half;
@@ -496,7 +522,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
                 for (int e = 0; e < 2; ++e) {
                     const int c = key_begin + 8 * j + 2 * t + e;
                     float& value = score[j][2 * half + e];
-                    value = (r < p.target && c < p.source) ? masked_score(p, b, h, r, c, value) : -INFINITY;
+                    value = log2_score(p, plain, log2_scale, b, h, r, c, value);
                     tile_max = fmaxf(tile_max, value);
                 }
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
@@ -504,14 +530,14 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
             const float new_max = fmaxf(running_max[half], tile_max);
             // A row masked so far keeps max -inf: its probabilities are 0 and nothing needs rescaling.
             const float shift = isinf(new_max) ? 0.0f : new_max;
-            const float correction = expf(running_max[half] - shift);
+            const float correction = exp2f(running_max[half] - shift);
             float tile_sum = 0;
 #pragma unroll
             for (int j = 0; j < kKeySteps; ++j)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     float& value = score[j][2 * half + e];
-                    value = expf(value - shift);
+                    value = exp2f(value - shift);
                     tile_sum += value;
                 }
             tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
@@ -540,7 +566,9 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
 #pragma unroll
             for (int e = 0; e < 2; ++e)
                 if (8 * n + 2 * t + e < p.head_dim) row[8 * n + 2 * t + e] = out[n][2 * half + e] * inverse;
-        if (t == 0) p.lse[static_cast<int64_t>(blockIdx.y) * p.target + r] = running_max[half] + logf(running_sum[half]);
+        // The log-sum-exp in natural units, as the CUDA-core kernels keep it.
+        if (t == 0)
+            p.lse[static_cast<int64_t>(blockIdx.y) * p.target + r] = running_max[half] / kLog2e + logf(running_sum[half]);
     }
 }
 
@@ -566,12 +594,13 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     stage_tile<kTensorRows, kD>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim, p.vectors);
     cp_async_commit();
     float grad_q[kSteps][4] = {};
-    float lse[2], delta[2];
+    const float log2_scale = p.scale * kLog2e;
+    float log2_lse[2], delta[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int r = row_begin + warp * 16 + g + 8 * half;
         const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
-        lse[half] = r < p.target ? p.lse[row_index] : 0.0f;
+        log2_lse[half] = r < p.target ? p.lse[row_index] * kLog2e : 0.0f;
         delta[half] = r < p.target ? p.delta[row_index] : 0.0f;
     }
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
@@ -588,14 +617,14 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
         cp_async_wait<0>();
         __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, go_s, warp * 16, v_s, ld, g, t);
+        const bool plain = plain_tile(p, row_begin, kTensorRows, key_begin, kTile);
 #pragma unroll
         for (int j = 0; j < kKeySteps; ++j)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const int half = i / 2, r = row_begin + warp * 16 + g + 8 * half, c = key_begin + 8 * j + 2 * t + i % 2;
-                float probability;
-                probability_and_gradient(p, b, h, r, c, score[j][i], grad_score[j][i], lse[half], delta[half], probability,
-                                         grad_score[j][i]);
+                const float probability = log2_probability(p, plain, log2_scale, b, h, r, c, score[j][i], log2_lse[half]);
+                grad_score[j][i] = probability * (grad_score[j][i] - delta[half]);
             }
         warp_product_of_accumulators(grad_q, grad_score, k_s, ld, g, t);
     }
@@ -627,7 +656,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     float* v_s = k_s + kTile * ld;                         // [kTile][ld]
     float* q_s = v_s + kTile * ld;                         // [kTensorQueryTile][ld]
     float* go_s = q_s + kTensorQueryTile * ld;             // [kTensorQueryTile][ld]
-    float* lse_s = go_s + kTensorQueryTile * ld;           // [kTensorQueryTile]
+    float* lse_s = go_s + kTensorQueryTile * ld;           // [kTensorQueryTile], in log2 units
     float* delta_s = lse_s + kTensorQueryTile;             // [kTensorQueryTile]
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
@@ -636,6 +665,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, p.vectors);
     cp_async_commit();
     float grad_k[kSteps][4] = {}, grad_v[kSteps][4] = {};
+    const float log2_scale = p.scale * kLog2e;
     // Causal: query rows before key_begin see none of these keys.
     const int query_start = p.causal ? key_begin / kTensorQueryTile * kTensorQueryTile : 0;
     for (int query_begin = query_start; query_begin < p.target; query_begin += kTensorQueryTile) {
@@ -647,7 +677,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
         if (threadIdx.x < kTensorQueryTile) {
             const int r = query_begin + threadIdx.x;
             const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
-            lse_s[threadIdx.x] = r < p.target ? p.lse[row_index] : 0.0f;
+            lse_s[threadIdx.x] = r < p.target ? p.lse[row_index] * kLog2e : 0.0f;
             delta_s[threadIdx.x] = r < p.target ? p.delta[row_index] : 0.0f;
         }
         cp_async_wait<1>();  // [K, V,] Q have landed; dO may still be in flight
@@ -657,14 +687,15 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
         cp_async_wait<0>();
         __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, v_s, warp * 16, go_s, ld, g, t);
+        const bool plain = plain_tile(p, query_begin, kTensorQueryTile, key_begin, kTile);
 #pragma unroll
         for (int j = 0; j < kQuerySteps; ++j)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const int query = 8 * j + 2 * t + i % 2, r = query_begin + query;
                 const int c = key_begin + warp * 16 + g + 8 * (i / 2);
-                probability_and_gradient(p, b, h, r, c, score[j][i], grad_score[j][i], lse_s[query], delta_s[query],
-                                         score[j][i], grad_score[j][i]);
+                score[j][i] = log2_probability(p, plain, log2_scale, b, h, r, c, score[j][i], lse_s[query]);
+                grad_score[j][i] = score[j][i] * (grad_score[j][i] - delta_s[query]);
             }
         warp_product_of_accumulators(grad_v, score, go_s, ld, g, t);
         warp_product_of_accumulators(grad_k, grad_score, q_s, ld, g, t);
