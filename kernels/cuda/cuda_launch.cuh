@@ -167,32 +167,35 @@ __device__ T block_max(T value) {
 
 // ---- column sums: out[c] = sum over r of value(r, c), for tall matrices ------------------------------
 // Two passes and no atomics, so results are deterministic: blocks of 32 columns x 8 row-lanes each
-// sum a chunk of rows into partial[chunk][c]; then one thread per column adds the chunks in order.
+// sum a chunk of rows into partial[chunk][c]; then the same kernel, one chunk tall, adds the chunks
+// (8 lanes a column) and hands each total to the store. The accumulator is whatever value() returns:
+// a float, or a PairSum when one pass over the data yields two sums.
 constexpr int kColumnTile = 32, kRowLanes = 8;
 
-template <typename T, typename Value>
-__global__ void column_partials_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, T* partial) {
-    __shared__ T tile[kRowLanes][kColumnTile];
+// Two sums carried through one pass (e.g. sum dy and sum dy * xhat).
+template <typename T>
+struct PairSum {
+    T first, second;
+    __host__ __device__ PairSum& operator+=(const PairSum& other) {
+        first += other.first;
+        second += other.second;
+        return *this;
+    }
+};
+
+template <typename Acc, typename Value, typename Out>
+__global__ void column_partials_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, Out out) {
+    __shared__ Acc tile[kRowLanes][kColumnTile];
     const int64_t c = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
     const int64_t first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
-    T total = 0;
+    Acc total{};
     if (c < cols)
         for (int64_t r = first + threadIdx.y; r < last; r += kRowLanes) total += value(r, c);
     tile[threadIdx.y][threadIdx.x] = total;
     __syncthreads();
     if (threadIdx.y == 0 && c < cols) {
         for (int lane = 1; lane < kRowLanes; ++lane) total += tile[lane][threadIdx.x];
-        partial[blockIdx.y * cols + c] = total;
-    }
-}
-
-template <typename T, typename Store>
-__global__ void column_finish_kernel(const T* partial, int64_t chunks, int64_t cols, Store store) {
-    for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < cols;
-         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        T total = 0;
-        for (int64_t k = 0; k < chunks; ++k) total += partial[k * cols + c];
-        store(c, total);
+        out(blockIdx.y, c, total);
     }
 }
 
@@ -211,21 +214,55 @@ struct StoreScaled {
     __device__ void operator()(int64_t c, T value) const { out[c] = value * scale; }
 };
 
-// Launches both passes; `scratch` must hold at least column_chunks(rows, cols) * cols elements.
+// Both sums of a PairSum, each scaled; a null destination drops its sum.
+template <typename T>
+struct StorePairScaled {
+    T *first, *second;
+    T scale = T(1);
+    __device__ void operator()(int64_t c, PairSum<T> value) const {
+        if (first) first[c] = value.first * scale;
+        if (second) second[c] = value.second * scale;
+    }
+};
+
+template <typename Acc>
+struct ToPartials {
+    Acc* partial;
+    int64_t cols;
+    __device__ void operator()(int64_t chunk, int64_t c, const Acc& value) const { partial[chunk * cols + c] = value; }
+};
+
+template <typename Store>
+struct ToStore {
+    Store store;
+    template <typename Acc>
+    __device__ void operator()(int64_t, int64_t c, const Acc& value) const { store(c, value); }
+};
+
+// Chunks of rows for the first pass; `scratch` must hold at least column_chunks(rows, cols) * cols
+// accumulators.
 inline int64_t column_chunks(int64_t rows, int64_t cols) {
     const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
     const int64_t wanted = std::max<int64_t>(1, 1024 / std::max<int64_t>(tiles, 1));  // ~1024 blocks in flight
     return std::min<int64_t>(wanted, std::max<int64_t>(1, (rows + 63) / 64));         // >= 64 rows per chunk
 }
 
-template <typename T, typename Value, typename Store>
-void column_sums(Value value, int64_t rows, int64_t cols, T* scratch, Store store) {
+// Launches both passes (one when a single chunk covers the rows).
+template <typename Acc, typename Value, typename Store>
+void column_sums(Value value, int64_t rows, int64_t cols, Acc* scratch, Store store) {
     const int64_t chunks = column_chunks(rows, cols);
     const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
-    const dim3 grid(static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(chunks));
-    column_partials_kernel<T>
-        <<<grid, dim3(kColumnTile, kRowLanes), 0, launch_stream()>>>(value, rows, cols, rows_per_chunk, scratch);
-    column_finish_kernel<T><<<grid_for(cols), kThreads, 0, launch_stream()>>>(scratch, chunks, cols, store);
+    const unsigned tiles = static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile);
+    const dim3 block(kColumnTile, kRowLanes);
+    if (chunks == 1) {
+        column_partials_kernel<Acc><<<dim3(tiles, 1), block, 0, launch_stream()>>>(value, rows, cols, rows, ToStore<Store>{store});
+        return;
+    }
+    column_partials_kernel<Acc>
+        <<<dim3(tiles, static_cast<unsigned>(chunks)), block, 0, launch_stream()>>>(value, rows, cols, rows_per_chunk,
+                                                                                    ToPartials<Acc>{scratch, cols});
+    column_partials_kernel<Acc><<<dim3(tiles, 1), block, 0, launch_stream()>>>(MatrixElement<Acc>{scratch, cols}, chunks,
+                                                                               cols, chunks, ToStore<Store>{store});
 }
 
 }  // namespace kasmina::kernels::cuda

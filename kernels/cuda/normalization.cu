@@ -235,72 +235,104 @@ __global__ void layer_norm_backward_input_kernel(const T* grad, const T* x, cons
     }
 }
 
-// Column terms of the affine gradients: grad_weight[j] = sum_rows grad * xhat, grad_bias[j] = sum_rows grad.
+// Column terms of the affine gradients in one pass: (sum_rows grad * xhat, sum_rows grad), the
+// gradients of the weight and the bias.
 template <typename T>
-struct GradTimesXhat {
+struct GradTimesXhatAndGrad {
     const T *grad, *x, *mean, *rstd;
     int64_t n;
-    __device__ T operator()(int64_t r, int64_t c) const { return grad[r * n + c] * (x[r * n + c] - mean[r]) * rstd[r]; }
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const T g = grad[r * n + c];
+        return {g * (x[r * n + c] - mean[r]) * rstd[r], g};
+    }
 };
 
 // ---- batch norm statistics as [N, C*S] column sums, then one block per channel over its S sums ------
 
+// The first value of each channel, x[0, c, 0]: the shift of its moments.
 template <typename T>
-struct SquaredDeviation {
-    const T *x, *mean;
+__device__ __forceinline__ T channel_shift(const T* x, int64_t c, int64_t spatial) {
+    return x[spatial == 1 ? c : c / spatial * spatial];
+}
+
+// Moments about each channel's first value K: d = x - K gives (sum d, sum d^2) in one pass. |mean - K|
+// is of the order of the spread, so variance = E[d^2] - E[d]^2 keeps float32's precision for any
+// offset of the data (raw moments would cancel it away).
+template <typename T>
+struct ShiftedMoments {
+    const T* x;
     int64_t cols, spatial;
-    __device__ T operator()(int64_t r, int64_t c) const {
-        const T d = x[r * cols + c] - mean[c / spatial];
-        return d * d;
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const T d = x[r * cols + c] - channel_shift(x, c, spatial);
+        return {d, d * d};
     }
 };
 
+// (sum dy, sum dy * xhat) per column in one pass: the backward's two channel sums.
 template <typename T>
-struct GradTimesNormalized {
+struct GradAndGradTimesNormalized {
     const T *grad, *x, *mean, *invstd;
     int64_t cols, spatial;
-    __device__ T operator()(int64_t r, int64_t c) const {
-        const int64_t channel = c / spatial;
-        return grad[r * cols + c] * (x[r * cols + c] - mean[channel]) * invstd[channel];
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const int64_t channel = spatial == 1 ? c : c / spatial;
+        const T g = grad[r * cols + c];
+        return {g, g * (x[r * cols + c] - mean[channel]) * invstd[channel]};
     }
 };
 
-// out[c] = scale * sum of sums[c * S .. c * S + S)
+// first[c], second[c] = scale * the sums of columns c * S .. c * S + S of the two column-total arrays.
 template <typename T>
-__global__ void channel_totals_kernel(const T* sums, T* out, int64_t channels, int64_t spatial, T scale) {
+__global__ void channel_totals_kernel(const T* column_first, const T* column_second, T* first, T* second,
+                                      int64_t channels, int64_t spatial, T scale) {
     for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
-        T total = 0;
-        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) total += sums[c * spatial + s];
-        total = block_sum(total);
-        if (threadIdx.x == 0) out[c] = total * scale;
+        T total_first = 0, total_second = 0;
+        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) {
+            total_first += column_first[c * spatial + s];
+            total_second += column_second[c * spatial + s];
+        }
+        total_first = block_sum(total_first);
+        total_second = block_sum(total_second);
+        if (threadIdx.x == 0) first[c] = total_first * scale, second[c] = total_second * scale;
     }
 }
 
-// From the biased variance: invstd, and the running statistics (unbiased variance) when tracked.
+// From the shifted moments (E[d] in `mean`, E[d^2]): the mean (in place), invstd, and the running
+// statistics (unbiased variance) when tracked.
 template <typename T>
-__global__ void batch_norm_finish_kernel(const T* mean, const T* variance, T eps, T momentum, int64_t count, T* save_invstd,
-                                         T* running_mean, T* running_var, int64_t channels) {
+__global__ void batch_norm_finish_kernel(const T* x, int64_t spatial, T* mean, const T* second_moment, T eps, T momentum,
+                                         int64_t count, T* save_invstd, T* running_mean, T* running_var, int64_t channels) {
     for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < channels;
          c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        save_invstd[c] = T(1) / sqrt(variance[c] + eps);
+        const T shifted_mean = mean[c];
+        const T variance = max(second_moment[c] - shifted_mean * shifted_mean, T(0));
+        mean[c] = x[c * spatial] + shifted_mean;
+        save_invstd[c] = T(1) / sqrt(variance + eps);
         if (running_mean) {
             running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean[c];
             running_var[c] = (T(1) - momentum) * running_var[c] +
-                             momentum * variance[c] * static_cast<T>(count) / static_cast<T>(count - 1);
+                             momentum * variance * static_cast<T>(count) / static_cast<T>(count - 1);
         }
     }
 }
 
-// Per channel c of [N, C, S]: out[c] = scale * sum over n, s of value(n, c * S + s).
+// Per channel c of [N, C, S]: first[c], second[c] = scale * the two sums over n, s of value(n, c * S + s).
 template <typename T, typename Value>
-void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial, T scale, T* out, const Tensor& like) {
+void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial, T scale, T* first, T* second,
+                  const Tensor& like) {
     const int64_t cols = channels * spatial;
-    const Tensor scratch = Tensor::empty({column_chunks(batch, cols) * cols + cols}, like.options());
-    T* partial = static_cast<T*>(scratch.raw_data());
-    T* column_totals = partial + column_chunks(batch, cols) * cols;
-    column_sums<T>(value, batch, cols, partial, StoreScaled<T>{column_totals});
-    channel_totals_kernel<T>
-        <<<blocks_for(channels), kThreads, 0, launch_stream()>>>(column_totals, out, channels, spatial, scale);
+    const int64_t partials = column_chunks(batch, cols) * cols;
+    const int64_t column_totals = spatial == 1 ? 0 : 2 * cols;
+    const Tensor scratch = Tensor::empty({2 * partials + column_totals}, like.options());
+    auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
+    if (spatial == 1) {  // a column is a channel
+        column_sums(value, batch, cols, partial, StorePairScaled<T>{first, second, scale});
+        return;
+    }
+    T* column_first = reinterpret_cast<T*>(partial + partials);
+    T* column_second = column_first + cols;
+    column_sums(value, batch, cols, partial, StorePairScaled<T>{column_first, column_second});
+    channel_totals_kernel<T><<<blocks_for(channels), kThreads, 0, launch_stream()>>>(column_first, column_second, first,
+                                                                                      second, channels, spatial, scale);
 }
 
 // ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
@@ -435,13 +467,9 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
                     g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
         }
         if ((grad_weight.defined() || grad_bias.defined()) && rows > 0) {
-            const Tensor scratch = Tensor::empty({column_chunks(rows, n) * n}, x.options());
-            T* space = static_cast<T*>(scratch.raw_data());
-            if (grad_weight.defined())
-                column_sums<T>(GradTimesXhat<T>{g, xs, mu, r, n}, rows, n, space,
-                               StoreScaled<T>{static_cast<T*>(grad_weight.raw_data())});
-            if (grad_bias.defined())
-                column_sums<T>(MatrixElement<T>{g, n}, rows, n, space, StoreScaled<T>{static_cast<T*>(grad_bias.raw_data())});
+            const Tensor scratch = Tensor::empty({2 * column_chunks(rows, n) * n}, x.options());
+            column_sums(GradTimesXhatAndGrad<T>{g, xs, mu, r, n}, rows, n, static_cast<PairSum<T>*>(scratch.raw_data()),
+                        StorePairScaled<T>{mutable_or_null<T>(grad_weight), mutable_or_null<T>(grad_bias)});
         } else if (grad_weight.defined() || grad_bias.defined()) {
             if (grad_weight.defined())
                 KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T), launch_stream()));
@@ -460,16 +488,14 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
         const T* xs = static_cast<const T*>(x.raw_data());
         T* mean = static_cast<T*>(save_mean.raw_data());
         const T inverse_count = T(1) / static_cast<T>(batch * spatial);
-        const int64_t cols = channels * spatial;
-        // Two passes over x (mean, then squared deviations) keep the variance exact for any offset.
-        channel_sums<T>(MatrixElement<T>{xs, cols}, batch, channels, spatial, inverse_count, mean, x);
-        const Tensor variance = Tensor::empty({channels}, x.options());
-        channel_sums<T>(SquaredDeviation<T>{xs, mean, cols, spatial}, batch, channels, spatial, inverse_count,
-                        static_cast<T*>(variance.raw_data()), x);
+        // One pass over x: the moments about each channel's first value.
+        const Tensor second_moment = Tensor::empty({channels}, x.options());
+        channel_sums<T>(ShiftedMoments<T>{xs, channels * spatial, spatial}, batch, channels, spatial, inverse_count, mean,
+                        static_cast<T*>(second_moment.raw_data()), x);
         batch_norm_finish_kernel<T><<<grid_for(channels), kThreads, 0, launch_stream()>>>(
-            mean, static_cast<const T*>(variance.raw_data()), static_cast<T>(eps), static_cast<T>(momentum),
-            batch * spatial, static_cast<T*>(save_invstd.raw_data()), mutable_or_null<T>(running_mean),
-            mutable_or_null<T>(running_var), channels);
+            xs, spatial, mean, static_cast<const T*>(second_moment.raw_data()), static_cast<T>(eps),
+            static_cast<T>(momentum), batch * spatial, static_cast<T*>(save_invstd.raw_data()),
+            mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var), channels);
         batch_norm_apply<T>(static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
                             static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight),
                             data_or_null<T>(bias), static_cast<T*>(output.raw_data()), batch, channels, spatial);
@@ -501,10 +527,8 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* is = static_cast<const T*>(invstd.raw_data());
         if (need_sums) {
-            const int64_t cols = channels * spatial;
-            channel_sums<T>(MatrixElement<T>{g, cols}, batch, channels, spatial, T(1), static_cast<T*>(sum_dy.raw_data()), x);
-            channel_sums<T>(GradTimesNormalized<T>{g, xs, mu, is, cols, spatial}, batch, channels, spatial, T(1),
-                            static_cast<T*>(sum_dy_xhat.raw_data()), x);
+            channel_sums<T>(GradAndGradTimesNormalized<T>{g, xs, mu, is, channels * spatial, spatial}, batch, channels,
+                            spatial, T(1), static_cast<T*>(sum_dy.raw_data()), static_cast<T*>(sum_dy_xhat.raw_data()), x);
         }
         if (grad_input.defined())
             batch_norm_backward_input<T>(g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),

@@ -248,6 +248,23 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
             kasmina::testing::expect_tensors_close(gpu_var.to(Device::cpu()), cpu_var, 1e-5);
         }
     }
+    {
+        // A spread of 0.05 on an offset of 300, against float64: the one-pass statistics (moments about
+        // each channel's first value) keep the variance where raw moments would lose it to cancellation.
+        SCOPED_TRACE("large offset");
+        for (const Shape& shape : {Shape{512, 6}, Shape{8, 3, 12, 12}}) {
+            const int64_t channels = shape[1];
+            const Tensor x = randn(shape) * 0.05 + 300.0;
+            Tensor mean64 = Tensor::zeros({channels}, {.dtype = DType::f64}), var64 = Tensor::ones({channels}, {.dtype = DType::f64});
+            Tensor mean32 = Tensor::zeros({channels}).to(kGpu), var32 = Tensor::ones({channels}).to(kGpu);
+            // momentum 1: the running statistics are the batch's (variance ~0.0025)
+            const Tensor expected = batch_norm(x.to(DType::f64), mean64, var64, Tensor(), Tensor(), true, 1.0, 1e-5);
+            const Tensor got = batch_norm(x.to(kGpu), mean32, var32, Tensor(), Tensor(), true, 1.0, 1e-5);
+            kasmina::testing::expect_tensors_close(got.to(Device::cpu()).to(DType::f64), expected, 2e-3);
+            kasmina::testing::expect_tensors_close(var32.to(Device::cpu()).to(DType::f64), var64, 2e-6);
+            kasmina::testing::expect_tensors_close(mean32.to(Device::cpu()).to(DType::f64), mean64, 1e-6);
+        }
+    }
 }
 
 TEST(CudaBackend, SeedBlendMatchesTheCpuIncludingAlphaGradients) {
