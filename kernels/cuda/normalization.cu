@@ -171,10 +171,15 @@ bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bi
     return true;
 }
 
-// The backward's input gradient with grad and x read once into registers (see above).
+// The backward's input gradient with grad and x read once into registers (see above). With
+// affine_partials, the same pass also sums each column's (grad * xhat, grad) over the block's rows
+// (a thread keeps its columns from row to row) into affine_partials[block][column]: the affine
+// gradients then need no second pass over grad and x.
 template <typename T, int kItems>
 __global__ void layer_norm_backward_registers_kernel(const T* grad, const T* x, const T* mean, const T* rstd,
-                                                     const T* weight, T* grad_input, int64_t rows, int64_t n) {
+                                                     const T* weight, T* grad_input, int64_t rows, int64_t n,
+                                                     PairSum<T>* affine_partials) {
+    PairSum<T> affine[kItems] = {};
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const int64_t base = row * n;
         const T mu = mean[row], r = rstd[row];
@@ -183,10 +188,12 @@ __global__ void layer_norm_backward_registers_kernel(const T* grad, const T* x, 
 #pragma unroll
         for (int k = 0; k < kItems; ++k) {
             const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
-            g[k] = i < n ? (weight ? grad[base + i] * weight[i] : grad[base + i]) : T(0);
+            const T raw = i < n ? grad[base + i] : T(0);
+            g[k] = i < n && weight ? raw * weight[i] : raw;
             xhat[k] = i < n ? (x[base + i] - mu) * r : T(0);
             sum_g += g[k];
             sum_g_xhat += g[k] * xhat[k];
+            affine[k] += PairSum<T>{raw * xhat[k], raw};
         }
         const T mean_g = block_sum(sum_g) / static_cast<T>(n);
         const T mean_g_xhat = block_sum(sum_g_xhat) / static_cast<T>(n);
@@ -196,7 +203,17 @@ __global__ void layer_norm_backward_registers_kernel(const T* grad, const T* x, 
             if (i < n) grad_input[base + i] = r * (g[k] - mean_g - xhat[k] * mean_g_xhat);
         }
     }
+    if (!affine_partials) return;
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+        if (i < n) affine_partials[blockIdx.x * n + i] = affine[k];
+    }
 }
+
+// Blocks of the fused backward (input and affine gradients in one pass): enough to fill the device,
+// few enough that their column partials stay small.
+constexpr int64_t kAffineBlocks = 1024;
 
 // Calls fn.template operator()<kItems>() with the smallest register count holding a row of n
 // (n <= 16 * kThreads); returns false for longer rows (the two-pass kernels handle those).
@@ -456,25 +473,40 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
         const T* xs = static_cast<const T*>(x.raw_data());
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* r = static_cast<const T*>(rstd.raw_data());
+        const bool affine = grad_weight.defined() || grad_bias.defined();
+        const StorePairScaled<T> store_affine{mutable_or_null<T>(grad_weight), mutable_or_null<T>(grad_bias)};
+        bool affine_done = false;
         if (grad_input.defined() && rows > 0) {
             T* dx = static_cast<T*>(grad_input.raw_data());
             const bool fits = with_row_registers(n, [&]<int kItems>() {
-                layer_norm_backward_registers_kernel<T, kItems><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
-                    g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
+                // With affine gradients: a bounded grid whose blocks also sum their columns, then the
+                // column sums of those partials.
+                const int64_t blocks = affine ? std::min(rows, kAffineBlocks) : static_cast<int64_t>(blocks_for(rows));
+                const Tensor partials = Tensor::empty({affine ? 2 * blocks * n : 0}, x.options());
+                auto* affine_partials = affine ? static_cast<PairSum<T>*>(partials.raw_data()) : nullptr;
+                layer_norm_backward_registers_kernel<T, kItems><<<static_cast<unsigned>(blocks), kThreads, 0, launch_stream()>>>(
+                    g, xs, mu, r, data_or_null<T>(weight), dx, rows, n, affine_partials);
+                if (!affine) return;
+                const Tensor scratch = Tensor::empty({2 * column_chunks(blocks, n) * n}, x.options());
+                column_sums(MatrixElement<PairSum<T>>{affine_partials, n}, blocks, n,
+                            static_cast<PairSum<T>*>(scratch.raw_data()), store_affine);
             });
+            affine_done = fits && affine;
             if (!fits)
                 layer_norm_backward_input_kernel<T><<<blocks_for(rows), kThreads, 0, launch_stream()>>>(
                     g, xs, mu, r, data_or_null<T>(weight), dx, rows, n);
         }
-        if ((grad_weight.defined() || grad_bias.defined()) && rows > 0) {
-            const Tensor scratch = Tensor::empty({2 * column_chunks(rows, n) * n}, x.options());
-            column_sums(GradTimesXhatAndGrad<T>{g, xs, mu, r, n}, rows, n, static_cast<PairSum<T>*>(scratch.raw_data()),
-                        StorePairScaled<T>{mutable_or_null<T>(grad_weight), mutable_or_null<T>(grad_bias)});
-        } else if (grad_weight.defined() || grad_bias.defined()) {
-            if (grad_weight.defined())
-                KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T), launch_stream()));
-            if (grad_bias.defined())
-                KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T), launch_stream()));
+        if (affine && !affine_done) {
+            if (rows > 0) {
+                const Tensor scratch = Tensor::empty({2 * column_chunks(rows, n) * n}, x.options());
+                column_sums(GradTimesXhatAndGrad<T>{g, xs, mu, r, n}, rows, n, static_cast<PairSum<T>*>(scratch.raw_data()),
+                            store_affine);
+            } else {
+                if (grad_weight.defined())
+                    KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_weight.raw_data(), 0, n * sizeof(T), launch_stream()));
+                if (grad_bias.defined())
+                    KASMINA_CUDA_CHECK(cudaMemsetAsync(grad_bias.raw_data(), 0, n * sizeof(T), launch_stream()));
+            }
         }
     });
     check_launch("layer_norm_backward");

@@ -77,8 +77,9 @@ TEST(CudaBackend, BinaryOpsBroadcastLikeTheCpu) {
     expect_same_on_both_devices([](const Inputs& v) { return v[0] + v[1]; }, {a, b}, 1e-6);
     expect_same_on_both_devices([](const Inputs& v) { return v[0] - v[1]; }, {a, b}, 1e-6);
     expect_same_on_both_devices([](const Inputs& v) { return v[0] * v[1]; }, {a, b}, 1e-6);
-    expect_same_on_both_devices([](const Inputs& v) { return v[0] / v[1]; }, {a, c}, 1e-5);
-    expect_same_on_both_devices([](const Inputs& v) { return pow(v[1], v[0]); }, {a, c}, 1e-5);
+    // float32 transcendentals differ by ulps between libm and CUDA; the broadcast gradients sum them.
+    expect_same_on_both_devices([](const Inputs& v) { return v[0] / v[1]; }, {a, c}, 1e-4);
+    expect_same_on_both_devices([](const Inputs& v) { return pow(v[1], v[0]); }, {a, c}, 1e-4);
     expect_same_on_both_devices([](const Inputs& v) { return maximum(v[0], v[1]); }, {a, b}, 1e-6);
     expect_same_on_both_devices([](const Inputs& v) { return lt(v[0], v[1]); }, {a, b}, 0, false);
     expect_same_on_both_devices([](const Inputs& v) { return where(gt(v[0], v[1]), v[0], v[1]); }, {a, b}, 1e-6);
@@ -222,6 +223,12 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
         expect_same_on_both_devices([n](const Inputs& v) { return layer_norm(v[0], {n}, v[1], v[2]); },
                                     {randn({37, n}), randn({n}), randn({n})}, 1e-4);
         expect_same_on_both_devices([n](const Inputs& v) { return layer_norm(v[0], {n}); }, {randn({5, n}) * 3.0 + 2.0}, 1e-4);
+    }
+    {
+        // more rows than the fused backward's blocks: each block sums the affine columns of several rows
+        SCOPED_TRACE("2500 rows");
+        expect_same_on_both_devices([](const Inputs& v) { return layer_norm(v[0], {64}, v[1], v[2]); },
+                                    {randn({2500, 64}), randn({64}), randn({64})}, 1e-4);
     }
     {
         SCOPED_TRACE("row start not 16-byte aligned");
