@@ -272,9 +272,6 @@ __device__ __forceinline__ T channel_shift(const T* x, int64_t c, int64_t spatia
     return x[spatial == 1 ? c : c / spatial * spatial];
 }
 
-// The batch norm sums' terms, read two ways: at(index, channel) for an element of [N, C, S] whose
-// channel the caller knows (the plane kernels), and (r, c) as a column of the [N, C*S] matrix.
-//
 // Moments about each channel's first value K: d = x - K gives (sum d, sum d^2) in one pass. |mean - K|
 // is of the order of the spread, so variance = E[d^2] - E[d]^2 keeps float32's precision for any
 // offset of the data (raw moments would cancel it away).
@@ -282,55 +279,23 @@ template <typename T>
 struct ShiftedMoments {
     const T* x;
     int64_t cols, spatial;
-    __device__ PairSum<T> at(int64_t index, int64_t channel) const {
-        const T d = x[index] - x[channel * spatial];
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const T d = x[r * cols + c] - channel_shift(x, c, spatial);
         return {d, d * d};
     }
-    __device__ PairSum<T> operator()(int64_t r, int64_t c) const { return at(r * cols + c, spatial == 1 ? c : c / spatial); }
 };
 
-// (sum dy, sum dy * xhat) in one pass: the backward's two channel sums.
+// (sum dy, sum dy * xhat) per column in one pass: the backward's two channel sums.
 template <typename T>
 struct GradAndGradTimesNormalized {
     const T *grad, *x, *mean, *invstd;
     int64_t cols, spatial;
-    __device__ PairSum<T> at(int64_t index, int64_t channel) const {
-        const T g = grad[index];
-        return {g, g * (x[index] - mean[channel]) * invstd[channel]};
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const int64_t channel = spatial == 1 ? c : c / spatial;
+        const T g = grad[r * cols + c];
+        return {g, g * (x[r * cols + c] - mean[channel]) * invstd[channel]};
     }
-    __device__ PairSum<T> operator()(int64_t r, int64_t c) const { return at(r * cols + c, spatial == 1 ? c : c / spatial); }
 };
-
-// Planes at least this long are walked plane by plane (statistics, and the elementwise passes below).
-constexpr int64_t kPlaneMin = 128;
-
-// Large planes (S >= kPlaneMin): block (k, c) sums channel c over planes n = k, k + splits, ... into
-// partial[c * splits + k]; then one thread per channel adds its partials in order (deterministic).
-template <typename T, typename Value>
-__global__ void channel_plane_partials_kernel(Value value, int64_t batch, int64_t channels, int64_t spatial,
-                                              PairSum<T>* partial) {
-    const int64_t c = blockIdx.y;
-    PairSum<T> total{};
-    for (int64_t n = blockIdx.x; n < batch; n += gridDim.x) {
-        const int64_t base = (n * channels + c) * spatial;
-        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) total += value.at(base + s, c);
-    }
-    total.first = block_sum(total.first);
-    total.second = block_sum(total.second);
-    if (threadIdx.x == 0) partial[c * gridDim.x + blockIdx.x] = total;
-}
-
-template <typename T>
-__global__ void channel_plane_finish_kernel(const PairSum<T>* partial, int64_t splits, int64_t channels, T scale, T* first,
-                                            T* second) {
-    for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < channels;
-         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        PairSum<T> total{};
-        for (int64_t k = 0; k < splits; ++k) total += partial[c * splits + k];
-        first[c] = total.first * scale;
-        second[c] = total.second * scale;
-    }
-}
 
 // first[c], second[c] = scale * the sums of columns c * S .. c * S + S of the two column-total arrays.
 template <typename T>
@@ -371,17 +336,6 @@ __global__ void batch_norm_finish_kernel(const T* x, int64_t spatial, T* mean, c
 template <typename T, typename Value>
 void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial, T scale, T* first, T* second,
                   const Tensor& like) {
-    if (spatial >= kPlaneMin) {
-        // ~2048 blocks over the device: splits of each channel's planes
-        const int64_t splits = std::clamp<int64_t>((2048 + channels - 1) / channels, 1, batch);
-        const Tensor scratch = Tensor::empty({2 * splits * channels}, like.options());
-        auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
-        channel_plane_partials_kernel<T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(channels)), kThreads,
-                                           0, launch_stream()>>>(value, batch, channels, spatial, partial);
-        channel_plane_finish_kernel<T><<<grid_for(channels), kThreads, 0, launch_stream()>>>(partial, splits, channels, scale,
-                                                                                            first, second);
-        return;
-    }
     const int64_t cols = channels * spatial;
     const int64_t partials = column_chunks(batch, cols) * cols;
     const int64_t column_totals = spatial == 1 ? 0 : 2 * cols;
@@ -404,6 +358,7 @@ void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial,
 // a thread owns one channel and walks rows; with S >= kPlaneMin a block walks one (n, c) plane at a
 // time; between them, the flat kernel divides. `make(c)` builds the per-channel functor (its constants
 // loaded once), which is then called with each element's index.
+constexpr int64_t kPlaneMin = 128;
 constexpr int64_t kRowsPerThread = 8;
 
 template <typename Make>
