@@ -303,6 +303,7 @@ __global__ void channel_totals_kernel(const T* column_first, const T* column_sec
                                       int64_t channels, int64_t spatial, T scale) {
     for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
         T total_first = 0, total_second = 0;
+#pragma unroll 4
         for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) {
             total_first += column_first[c * spatial + s];
             total_second += column_second[c * spatial + s];
@@ -348,8 +349,9 @@ void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial,
     T* column_first = reinterpret_cast<T*>(partial + partials);
     T* column_second = column_first + cols;
     column_sums(value, batch, cols, partial, StorePairScaled<T>{column_first, column_second});
-    channel_totals_kernel<T><<<blocks_for(channels), kThreads, 0, launch_stream()>>>(column_first, column_second, first,
-                                                                                      second, channels, spatial, scale);
+    // A block of 1024 threads a channel, loads unrolled: a few channels' sums are latency-bound.
+    channel_totals_kernel<T><<<blocks_for(channels), 1024, 0, launch_stream()>>>(column_first, column_second, first, second,
+                                                                                 channels, spatial, scale);
 }
 
 // ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
