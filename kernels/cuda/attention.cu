@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_query_gradient_ke
 // owns 16 rows of the operand the block is tiled by (query rows in the forward and the dQ pass, keys
 // in the dK/dV pass), which stay in shared memory while the other operand streams through it in tiles. Head dims 32 and 64 (kD; a smaller head dim is zero-padded).
 constexpr int kTensorWarps = 4, kTensorThreads = 32 * kTensorWarps, kTensorRows = 16 * kTensorWarps;
-constexpr int kTensorQueryTile = 64;  // query rows per step of the dK/dV pass
+constexpr int kTensorQueryTile = 32;  // query rows per step of the dK/dV pass
 static_assert(kTensorRows == kTile, "the tensor-core kernels share attention_grid's rows per block");
 
 // Stages rows [first, first + kRows) of a float32 head operand into a row-major shared tile (zero
