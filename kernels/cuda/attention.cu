@@ -437,16 +437,17 @@ __device__ __forceinline__ void stage_tile(float* tile, int ld, const HeadView<c
         // A zero-filled chunk reads nothing (source size 0) but still names a valid address.
         const float* source = inside ? view.row(b, h, first + r) + d : view.data;
         const auto destination = static_cast<uint32_t>(__cvta_generic_to_shared(tile + r * ld + d));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(source), "r"(inside ? 16 : 0));
+        KASMINA_SM80_ASM_VOLATILE("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(source),
+                                  "r"(inside ? 16 : 0));
     }
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { KASMINA_SM80_ASM_VOLATILE("cp.async.commit_group;\n" ::); }
 
 // Waits until at most `kPending` of this thread's committed groups are still in flight.
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+    KASMINA_SM80_ASM_VOLATILE("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 // The tensor-core kernels keep scores in log2 units (exp2 is one multifunction instruction; the
@@ -771,8 +772,18 @@ dim3 attention_grid(const Tensor& q, int64_t rows) {
     return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(q.size(0) * q.size(1)));
 }
 
-// True when the tensor-core kernels take these operands: float32, head dim <= 64, asked for.
-bool on_tensor_cores(const Tensor& q, bool tensor_cores) { return tensor_cores && q.dtype() == DType::f32 && q.size(3) <= 64; }
+// True when the current device has the sm_80 instructions the tensor-core kernels use.
+bool tensor_cores_available() {
+    int device = 0, major = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 8;
+}
+
+// True when the tensor-core kernels take these operands: float32, head dim <= 64, asked for, sm_80+.
+bool on_tensor_cores(const Tensor& q, bool tensor_cores) {
+    return tensor_cores && q.dtype() == DType::f32 && q.size(3) <= 64 && tensor_cores_available();
+}
 
 // Runs launch<kD> with kD = 32 or 64, the smaller that holds head_dim (the tensor-core kernels).
 template <typename Launch>
