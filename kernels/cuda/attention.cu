@@ -8,6 +8,7 @@
 // tiles, dQ per query tile over all key tiles) that hold no scores at all. No atomics anywhere, so
 // results are deterministic. The tiled products are register-tiled micro-GEMMs over shared memory
 // (tile_product below), in the input's precision (no TF32).
+#include <atomic>
 #include <cmath>
 #include <type_traits>
 
@@ -474,6 +475,25 @@ __device__ __forceinline__ float log2_probability(const AttentionParams<float>& 
     return exp2f(masked_score(p, b, h, r, c, dot) * kLog2e - log2_lse);
 }
 
+// Writes one row (half 0: row g of the warp's 16, half 1: row g + 8) of a 16 x kD accumulator held as
+// C fragments, times `factor`, into `row`, up to head_dim.
+template <int kSteps>
+__device__ __forceinline__ void store_fragment_row(float* row, const float (&acc)[kSteps][4], int half, int t,
+                                                   int head_dim, float factor) {
+#pragma unroll
+    for (int n = 0; n < kSteps; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+            if (8 * n + 2 * t + e < head_dim) row[8 * n + 2 * t + e] = acc[n][2 * half + e] * factor;
+}
+
+// Row r's log-sum-exp (in log2 units) and delta for the backward; zeros for a row out of range.
+__device__ __forceinline__ void backward_row_terms(const AttentionParams<float>& p, int r, float& log2_lse, float& delta) {
+    const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
+    log2_lse = r < p.target ? p.lse[row_index] * kLog2e : 0.0f;
+    delta = r < p.target ? p.delta[row_index] : 0.0f;
+}
+
 template <int kD>
 constexpr int tensor_forward_shared_floats() {
     return (kTensorRows + 2 * kTile) * (kD + kPad);
@@ -560,13 +580,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
         const int r = row_begin + warp * 16 + g + 8 * half;
         if (r >= p.target) continue;
         // A fully masked row has sum 0: NaN output and -inf log-sum-exp, as softmax of all -inf gives.
-        const float inverse = 1.0f / running_sum[half];
-        float* row = p.out.row(b, h, r);
-#pragma unroll
-        for (int n = 0; n < kSteps; ++n)
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-                if (8 * n + 2 * t + e < p.head_dim) row[8 * n + 2 * t + e] = out[n][2 * half + e] * inverse;
+        store_fragment_row(p.out.row(b, h, r), out, half, t, p.head_dim, 1.0f / running_sum[half]);
         // The log-sum-exp in natural units, as the CUDA-core kernels keep it.
         if (t == 0)
             p.lse[static_cast<int64_t>(blockIdx.y) * p.target + r] = running_max[half] / kLog2e + logf(running_sum[half]);
@@ -598,12 +612,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     const float log2_scale = p.scale * kLog2e;
     float log2_lse[2], delta[2];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const int r = row_begin + warp * 16 + g + 8 * half;
-        const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
-        log2_lse[half] = r < p.target ? p.lse[row_index] * kLog2e : 0.0f;
-        delta[half] = r < p.target ? p.delta[row_index] : 0.0f;
-    }
+    for (int half = 0; half < 2; ++half) backward_row_terms(p, row_begin + warp * 16 + g + 8 * half, log2_lse[half], delta[half]);
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
         __syncthreads();  // every warp is done with the previous K and V
@@ -632,13 +641,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int r = row_begin + warp * 16 + g + 8 * half;
-        if (r >= p.target) continue;
-        float* row = p.grad_q.row(b, h, r);
-#pragma unroll
-        for (int n = 0; n < kSteps; ++n)
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-                if (8 * n + 2 * t + e < p.head_dim) row[8 * n + 2 * t + e] = grad_q[n][2 * half + e] * p.scale;
+        if (r < p.target) store_fragment_row(p.grad_q.row(b, h, r), grad_q, half, t, p.head_dim, p.scale);
     }
 }
 
@@ -675,12 +678,8 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
         cp_async_commit();
         stage_tile<kTensorQueryTile, kD>(go_s, ld, p.grad_out, b, h, query_begin, p.target, p.head_dim, p.vectors);
         cp_async_commit();
-        if (threadIdx.x < kTensorQueryTile) {
-            const int r = query_begin + threadIdx.x;
-            const int64_t row_index = static_cast<int64_t>(blockIdx.y) * p.target + r;
-            lse_s[threadIdx.x] = r < p.target ? p.lse[row_index] * kLog2e : 0.0f;
-            delta_s[threadIdx.x] = r < p.target ? p.delta[row_index] : 0.0f;
-        }
+        if (threadIdx.x < kTensorQueryTile)
+            backward_row_terms(p, query_begin + threadIdx.x, lse_s[threadIdx.x], delta_s[threadIdx.x]);
         cp_async_wait<1>();  // [K, V,] Q have landed; dO may still be in flight
         __syncthreads();
         float score[kQuerySteps][4] = {}, grad_score[kQuerySteps][4] = {};
@@ -705,17 +704,8 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     for (int half = 0; half < 2; ++half) {
         const int c = key_begin + warp * 16 + g + 8 * half;
         if (c >= p.source) continue;
-        float* dk = p.grad_k.row(b, h, c);
-        float* dv = p.grad_v.row(b, h, c);
-#pragma unroll
-        for (int n = 0; n < kSteps; ++n)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int d = 8 * n + 2 * t + e;
-                if (d >= p.head_dim) continue;
-                dk[d] = grad_k[n][2 * half + e] * p.scale;
-                dv[d] = grad_v[n][2 * half + e];
-            }
+        store_fragment_row(p.grad_k.row(b, h, c), grad_k, half, t, p.head_dim, p.scale);
+        store_fragment_row(p.grad_v.row(b, h, c), grad_v, half, t, p.head_dim, 1.0f);
     }
 }
 
@@ -772,11 +762,18 @@ dim3 attention_grid(const Tensor& q, int64_t rows) {
     return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(q.size(0) * q.size(1)));
 }
 
-// True when the current device has the sm_80 instructions the tensor-core kernels use.
+// True when the current device has the sm_80 instructions the tensor-core kernels use (asked of the
+// driver once per device).
 bool tensor_cores_available() {
-    int device = 0, major = 0;
+    constexpr int kDevices = 64;
+    static std::atomic<int> major_by_device[kDevices];  // 0: not asked yet
+    int device = 0;
     KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    int major = device < kDevices ? major_by_device[device].load(std::memory_order_relaxed) : 0;
+    if (major == 0) {
+        KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+        if (device < kDevices) major_by_device[device].store(major, std::memory_order_relaxed);
+    }
     return major >= 8;
 }
 
