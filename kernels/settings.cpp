@@ -8,12 +8,14 @@ namespace kasmina {
 namespace {
 std::atomic<bool> allow_tf32_flag{false};
 std::atomic<bool> fused_attention_flag{true};
-// KASMINA_ATTENTION_TENSOR_CORES=0 starts with the CUDA-core kernels (for side-by-side timings).
-bool tensor_cores_from_environment() {
-    const char* value = std::getenv("KASMINA_ATTENTION_TENSOR_CORES");
+// KASMINA_ATTENTION_TENSOR_CORES=0 or KASMINA_MATMUL_TENSOR_CORES=0 starts with the CUDA-core
+// kernels or cuBLAS (for side-by-side timings).
+bool enabled_unless_environment_says_0(const char* variable) {
+    const char* value = std::getenv(variable);
     return value == nullptr || std::strcmp(value, "0") != 0;
 }
-std::atomic<bool> attention_tensor_cores_flag{tensor_cores_from_environment()};
+std::atomic<bool> attention_tensor_cores_flag{enabled_unless_environment_says_0("KASMINA_ATTENTION_TENSOR_CORES")};
+std::atomic<bool> matmul_tensor_cores_flag{enabled_unless_environment_says_0("KASMINA_MATMUL_TENSOR_CORES")};
 std::atomic<size_t> attention_workspace{size_t{64} << 20};
 }
 
@@ -23,6 +25,8 @@ void set_fused_attention(bool enable) { fused_attention_flag.store(enable, std::
 bool fused_attention() { return fused_attention_flag.load(std::memory_order_relaxed); }
 void set_attention_tensor_cores(bool enable) { attention_tensor_cores_flag.store(enable, std::memory_order_relaxed); }
 bool attention_tensor_cores() { return attention_tensor_cores_flag.load(std::memory_order_relaxed); }
+void set_matmul_tensor_cores(bool enable) { matmul_tensor_cores_flag.store(enable, std::memory_order_relaxed); }
+bool matmul_tensor_cores() { return matmul_tensor_cores_flag.load(std::memory_order_relaxed); }
 void set_attention_workspace_bytes(size_t bytes) { attention_workspace.store(bytes, std::memory_order_relaxed); }
 size_t attention_workspace_bytes() { return attention_workspace.load(std::memory_order_relaxed); }
 }  // namespace kasmina

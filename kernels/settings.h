@@ -25,6 +25,13 @@ bool fused_attention();
 void set_attention_tensor_cores(bool enable);
 bool attention_tensor_cores();
 
+// Float32 matrix products (matmul, linear and their gradients) on tensor cores at float32 accuracy
+// (3xTF32, as above) instead of cuBLAS SGEMM on CUDA cores: on by default where the device has TF32
+// tensor cores and the product is large enough to gain (kernels/cuda/matmul_tf32x3.h). Off, or with
+// set_allow_tf32(true), cuBLAS runs them. KASMINA_MATMUL_TENSOR_CORES=0 sets the starting value to off.
+void set_matmul_tensor_cores(bool enable);
+bool matmul_tensor_cores();
+
 // The most bytes of attention scores the fused backward may hold at once (default 64 MiB, L2-sized
 // chunks of heads computed with cuBLAS); a head whose scores exceed it — or a budget of 0 — takes the
 // tiled kernels that hold none. Not used on tensor cores (which hold no scores).

@@ -437,18 +437,8 @@ __device__ __forceinline__ void stage_tile(float* tile, int ld, const HeadView<c
         const bool inside = first + r < count && d < head_dim;
         // A zero-filled chunk reads nothing (source size 0) but still names a valid address.
         const float* source = inside ? view.row(b, h, first + r) + d : view.data;
-        const auto destination = static_cast<uint32_t>(__cvta_generic_to_shared(tile + r * ld + d));
-        KASMINA_SM80_ASM_VOLATILE("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(destination), "l"(source),
-                                  "r"(inside ? 16 : 0));
+        cp_async_16(tile + r * ld + d, source, inside);
     }
-}
-
-__device__ __forceinline__ void cp_async_commit() { KASMINA_SM80_ASM_VOLATILE("cp.async.commit_group;\n" ::); }
-
-// Waits until at most `kPending` of this thread's committed groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-    KASMINA_SM80_ASM_VOLATILE("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 // The tensor-core kernels keep scores in log2 units (exp2 is one multifunction instruction; the
@@ -760,21 +750,6 @@ void launch_attention(Kernel kernel, int shared_elements, size_t element_size, d
 // One block per kTile (64) rows of one (batch, head).
 dim3 attention_grid(const Tensor& q, int64_t rows) {
     return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(q.size(0) * q.size(1)));
-}
-
-// True when the current device has the sm_80 instructions the tensor-core kernels use (asked of the
-// driver once per device).
-bool tensor_cores_available() {
-    constexpr int kDevices = 64;
-    static std::atomic<int> major_by_device[kDevices];  // 0: not asked yet
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    int major = device < kDevices ? major_by_device[device].load(std::memory_order_relaxed) : 0;
-    if (major == 0) {
-        KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-        if (device < kDevices) major_by_device[device].store(major, std::memory_order_relaxed);
-    }
-    return major >= 8;
 }
 
 // True when the tensor-core kernels take these operands: float32, head dim <= 64, asked for, sm_80+.

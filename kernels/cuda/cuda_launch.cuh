@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -44,6 +45,22 @@ Handle thread_device_handle(Create create, Destroy destroy) {
     if (static_cast<int>(handles.by_device.size()) <= device) handles.by_device.resize(device + 1, nullptr);
     if (handles.by_device[device] == nullptr) handles.by_device[device] = create();
     return handles.by_device[device];
+}
+
+// An attribute of the current device (compute capability, multiprocessor count), asked of the driver
+// once per device and attribute.
+template <cudaDeviceAttr kAttribute>
+int current_device_attribute() {
+    constexpr int kDevices = 64;
+    static std::atomic<int> known[kDevices];  // 0: not asked yet (the attributes asked for are positive)
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    int value = device < kDevices ? known[device].load(std::memory_order_relaxed) : 0;
+    if (value == 0) {
+        KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttribute, device));
+        if (device < kDevices) known[device].store(value, std::memory_order_relaxed);
+    }
+    return value;
 }
 
 // Element offsets of N operands for a linear index over the (merged) iteration shape.

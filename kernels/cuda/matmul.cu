@@ -2,6 +2,7 @@
 // in with kasmina::set_allow_tf32(true), like torch.backends.cuda.matmul.allow_tf32). Row-major
 // tensors are handed to column-major cuBLAS as their transposes: C = A B  <=>  C^T = B^T A^T.
 // linear with a bias runs as one cuBLASLt matmul with the bias epilogue (no separate bias pass).
+// Large float32 products run on tensor cores at float32 accuracy instead (matmul_tf32x3.h).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -13,6 +14,7 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/cuda/matmul_tf32x3.h"
 #include "kernels/settings.h"
 
 namespace kasmina::kernels::cuda {
@@ -84,6 +86,17 @@ bool gemm_layout(const Tensor& t) {
 }
 
 Tensor gemm_ready(const Tensor& t) { return gemm_layout(t) ? t : t.detach().contiguous(); }
+
+// The last two dimensions of t [..., rows, cols] (and the first, if three) as the tensor-core GEMM reads them.
+GemmOperand gemm_operand(const Tensor& t) {
+    return {static_cast<const float*>(t.raw_data()), t.stride(-2), t.stride(-1), t.dim() == 3 ? t.stride(0) : 0};
+}
+
+// The float32 products that run on tensor cores at float32 accuracy: asked for, TF32 not opted into
+// (then cuBLAS's TF32 is faster), and a shape and layout the kernel takes.
+bool on_tensor_cores(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    return matmul_tensor_cores() && !allow_tf32() && tf32x3_gemm_applies(a, b, m, n, k, batch);
+}
 
 void require_floating(const Tensor& t, const char* op) {
     if (t.dtype() != DType::f32 && t.dtype() != DType::f64)
@@ -208,6 +221,13 @@ void batched_matmul(const Tensor& a_in, const Tensor& b_in, const Tensor& out) {
         KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.numel() * dtype_size(out.dtype()), launch_stream()));
         return;
     }
+    if (a.dtype() == DType::f32) {
+        const GemmOperand left = gemm_operand(a), right = gemm_operand(b);
+        if (on_tensor_cores(left, right, m, n, k, batch)) {
+            tf32x3_gemm(left, right, nullptr, static_cast<float*>(out.raw_data()), n, m * n, m, n, k, batch);
+            return;
+        }
+    }
     // out^T [N, M] (column-major, ld N) = b^T [N, K] @ a^T [K, M]
     const Operand left = transposed_view(k, n, b.stride(1), b.stride(2));
     const Operand right = transposed_view(m, k, a.stride(1), a.stride(2));
@@ -223,6 +243,16 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
     const Tensor weight = gemm_ready(weight_in);
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
     if (out.numel() == 0) return;
+    if (x.dtype() == DType::f32 && k > 0 && (!bias.defined() || bias.stride(0) == 1)) {
+        // out [M, N] = x [M, K] W^T, with W^T's element (k, n) at weight[n][k].
+        const GemmOperand left = gemm_operand(x);
+        const GemmOperand right{static_cast<const float*>(weight.raw_data()), weight.stride(1), weight.stride(0), 0};
+        if (on_tensor_cores(left, right, m, n, k, 1)) {
+            tf32x3_gemm(left, right, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
+                        static_cast<float*>(out.raw_data()), n, m * n, m, n, k, 1);
+            return;
+        }
+    }
     dispatch_floating(x.dtype(), "linear", [&]<typename T>() {
         T* out_data = static_cast<T*>(out.raw_data());
         // W^T [K, N] as a row-major view: W [N, K] row-major is W^T column-major (op T).

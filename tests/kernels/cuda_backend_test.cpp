@@ -2,6 +2,7 @@
 // inputs (float32 and float64, broadcasting and non-contiguous operands), the caching allocator's
 // reuse and statistics, and the dropout mask drawn from the same counter-based numbers on both
 // devices. Each test skips itself on a machine without a GPU.
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <tuple>
@@ -149,6 +150,59 @@ TEST(CudaBackend, MatmulTakesExpandedAndStridedOperands) {
                                 {randn({1, 7}), randn({7, 3})}, 1e-5);
     expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].slice(1, 0, 8, 2), v[1]); },
                                 {randn({5, 8}), randn({4, 3})}, 1e-5);
+}
+
+// The largest error of a float32 product against the float64 product of the same operands, in units
+// of float32's rounding (2^-24) times |a| |b| entry by entry: recursive float32 summation over k
+// terms stays below k of those units whatever the order; TF32 alone (10-bit mantissas) would be
+// hundreds of units off per term.
+double error_in_roundings(const Tensor& product, const Tensor& a, const Tensor& b) {
+    const Tensor a64 = a.to(Device::cpu()).to(DType::f64), b64 = b.to(Device::cpu()).to(DType::f64);
+    const Tensor error = abs(product.to(Device::cpu()).to(DType::f64) - matmul(a64, b64));
+    return amax(error / (matmul(abs(a64), abs(b64)) * std::ldexp(1.0, -24)), {}).item();
+}
+
+// Float32 products large enough for the tensor-core GEMM (3xTF32) in every operand layout, with a
+// k split among blocks, batched, and linear with a bias on ragged edges: within the float32 bound,
+// at most 4x cuBLAS SGEMM's error on the same operands, and different from SGEMM's bits (so the
+// tensor-core path really ran). Their gradients match the CPU.
+TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
+    REQUIRE_GPU();
+    struct Case {
+        std::string name;
+        Tensor a, b;  // on the GPU, in the layout the product reads
+    };
+    auto on_gpu = [](const Tensor& t) { return t.to(kGpu); };
+    const std::vector<Case> cases = {
+        {"row-major operands", on_gpu(randn({1100, 300})), on_gpu(randn({300, 1030}))},
+        {"transposed operands", on_gpu(randn({300, 1100})).t(), on_gpu(randn({1032, 300})).t()},
+        {"transposed left", on_gpu(randn({512, 1100})).t(), on_gpu(randn({512, 260}))},
+        {"k split among blocks", on_gpu(randn({260, 5000})), on_gpu(randn({5000, 300}))},
+        {"batched", on_gpu(randn({6, 256, 200})), on_gpu(randn({6, 200, 520}))},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        set_matmul_tensor_cores(false);
+        const Tensor sgemm = matmul(c.a, c.b);
+        set_matmul_tensor_cores(true);
+        const Tensor tensor_cores = matmul(c.a, c.b);
+        const double k = static_cast<double>(c.a.size(-1));
+        const double sgemm_error = error_in_roundings(sgemm, c.a, c.b), error = error_in_roundings(tensor_cores, c.a, c.b);
+        EXPECT_LT(error, k) << "float32's bound; SGEMM: " << sgemm_error;
+        EXPECT_LE(error, 4 * sgemm_error) << "SGEMM: " << sgemm_error;
+        EXPECT_GT(amax(abs(tensor_cores - sgemm), {}).item(), 0.0) << "the tensor-core GEMM did not run";
+    }
+    // linear: x W^T + b with 2,001 rows and 1,027 outputs (no tile is whole at the edges).
+    const Tensor x = on_gpu(randn({2001, 516})), weight = on_gpu(randn({1027, 516})), bias = on_gpu(randn({1027}));
+    const Tensor product = linear(x, weight, bias) - bias;
+    EXPECT_LT(error_in_roundings(product, x, weight.t()), 516.0);
+    set_matmul_tensor_cores(false);
+    EXPECT_GT(amax(abs(product - (linear(x, weight, bias) - bias)), {}).item(), 0.0);
+    set_matmul_tensor_cores(true);
+    expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
+                                {randn({2000, 516}), randn({1028, 516}), randn({1028})}, 1e-4);
+    expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].transpose(-1, -2), v[1]); },
+                                {randn({4, 700, 256}), randn({4, 700, 300})}, 1e-4);
 }
 
 TEST(CudaBackend, SoftmaxAndLossesMatchTheCpu) {

@@ -1,0 +1,280 @@
+// The 3xTF32 GEMM (contract in matmul_tf32x3.h). Each block computes a 128 x 128 tile of C from
+// 32-deep slices of A and B that stream through shared memory in three stages (cp.async, so two
+// slices are in flight while the third is multiplied). Eight warps, 2 x 4, own 64 x 32 each: per
+// step of 8 along k a warp loads and splits 4 A fragments and 4 B fragments once and runs 3 x 16
+// MMAs with them. Either operand may be stored with k or its other dimension contiguous, so
+// x W^T, dY W and dY^T X all read their operands in place. When the output tiles cannot fill the
+// device, k is split among blocks that write partial products to a workspace, summed (with the
+// bias) by a second kernel in a fixed order: the results do not depend on timing.
+#include "kernels/cuda/matmul_tf32x3.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+
+#include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/cuda/tf32x3.cuh"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+constexpr int kBlockM = 128, kBlockN = 128, kBlockK = 32, kStages = 3;
+constexpr int kWarpsM = 2, kWarpsN = 4, kGemmThreads = 32 * kWarpsM * kWarpsN;
+constexpr int kWarpM = kBlockM / kWarpsM, kWarpN = kBlockN / kWarpsN;  // 64 x 32
+constexpr int kFragmentsM = kWarpM / 16, kFragmentsN = kWarpN / 8;     // 4 x 4 MMA tiles a warp
+static_assert(kBlockM == kBlockN, "the operand tiles share one shape");
+
+// One stage of an operand in shared memory: kBlockM (or kBlockN) entries of its free dimension
+// (m for A, n for B) by kBlockK of k, stored with the dimension that is contiguous in global memory
+// contiguous here too (16-byte copies). The row padding makes the fragment loads conflict-free:
+// lanes read (free g, k t) for g < 8, t < 4, which land in banks 4g + t (k contiguous, rows of 36)
+// or 8t + g (free dimension contiguous, rows of 136).
+template <bool kKContiguous>
+struct OperandTile {
+    static constexpr int kOuter = kKContiguous ? kBlockM : kBlockK;
+    static constexpr int kInner = kKContiguous ? kBlockK : kBlockM;
+    static constexpr int kLd = kInner + (kKContiguous ? 4 : 8);
+    static constexpr int kFloats = kOuter * kLd;
+    static constexpr int kChunks = kOuter * kInner / 4;
+    static_assert(kChunks % kGemmThreads == 0, "every thread copies the same number of chunks");
+
+    __device__ static float at(const float* tile, int free, int k) {
+        return kKContiguous ? tile[free * kLd + k] : tile[k * kLd + free];
+    }
+
+    // Copies entries [free0, free0 + 128) x [k0, k0 + 32) of an operand whose entry (free, k) is at
+    // matrix[free * free_stride + k] (k contiguous) or matrix[k * k_stride + free]; zero past
+    // free_count and k_end. The unit-stride extent is a multiple of 4, so a chunk is wholly in or out.
+    __device__ static void stage(float* tile, const float* matrix, int64_t outer_stride, int free0, int free_count,
+                                 int k0, int k_end) {
+        const int outer0 = kKContiguous ? free0 : k0, outer_end = kKContiguous ? free_count : k_end;
+        const int inner0 = kKContiguous ? k0 : free0, inner_end = kKContiguous ? k_end : free_count;
+#pragma unroll
+        for (int i = 0; i < kChunks / kGemmThreads; ++i) {
+            const int index = threadIdx.x + i * kGemmThreads;
+            const int outer = index / (kInner / 4), inner = index % (kInner / 4) * 4;
+            const bool inside = outer0 + outer < outer_end && inner0 + inner < inner_end;
+            const float* source = inside ? matrix + (outer0 + outer) * outer_stride + inner0 + inner : matrix;
+            cp_async_16(tile + outer * kLd + inner, source, inside);
+        }
+    }
+};
+
+struct GemmArgs {
+    GemmOperand a, b;
+    const float* bias;  // null, or [n] added to every row (never with split k)
+    float* c;
+    int64_t ldc, c_stride;  // c_stride: between the outputs of consecutive blockIdx.z
+    int m, n, k;
+    int splits, k_per_split;  // blockIdx.z = batch * splits + split; split s takes k in [s, s + 1) * k_per_split
+    bool pairs;               // output pairs may be stored as float2 (ldc, c_stride and c even-aligned)
+};
+
+__device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row, int col, float x, float y) {
+    if (row >= p.m) return;
+    float* out = c + row * p.ldc + col;
+    if (p.pairs && col + 1 < p.n) {
+        *reinterpret_cast<float2*>(out) = make_float2(x, y);
+        return;
+    }
+    if (col < p.n) out[0] = x;
+    if (col + 1 < p.n) out[1] = y;
+}
+
+template <bool kAKContiguous, bool kBKContiguous>
+__global__ void __launch_bounds__(kGemmThreads, 2) tf32x3_gemm_kernel(GemmArgs p) {
+    using ATile = OperandTile<kAKContiguous>;
+    using BTile = OperandTile<kBKContiguous>;
+    extern __shared__ float4 shared_memory[];
+    float* const a_tiles = reinterpret_cast<float*>(shared_memory);
+    float* const b_tiles = a_tiles + kStages * ATile::kFloats;
+
+    const int m0 = blockIdx.y * kBlockM, n0 = blockIdx.x * kBlockN;
+    const int batch = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
+    const int k_begin = split * p.k_per_split, k_end = min(p.k, k_begin + p.k_per_split);
+    const float* a = p.a.data + batch * p.a.batch_stride;
+    const float* b = p.b.data + batch * p.b.batch_stride;
+    // A (m, k): rows of m apart by row_stride when k is contiguous, else rows of k by col_stride.
+    const int64_t a_outer_stride = kAKContiguous ? p.a.row_stride : p.a.col_stride;
+    // B (k, n): rows of n apart by col_stride when k is contiguous, else rows of k by row_stride.
+    const int64_t b_outer_stride = kBKContiguous ? p.b.col_stride : p.b.row_stride;
+
+    const int slices = (k_end - k_begin + kBlockK - 1) / kBlockK;
+    auto stage = [&](int slice) {
+        const int slot = slice % kStages, k0 = k_begin + slice * kBlockK;
+        ATile::stage(a_tiles + slot * ATile::kFloats, a, a_outer_stride, m0, p.m, k0, k_end);
+        BTile::stage(b_tiles + slot * BTile::kFloats, b, b_outer_stride, n0, p.n, k0, k_end);
+    };
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+        if (s < slices) stage(s);
+        cp_async_commit();  // empty groups keep the count the wait below relies on
+    }
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int warp_m = warp / kWarpsN * kWarpM, warp_n = warp % kWarpsN * kWarpN;
+    float acc[kFragmentsM][kFragmentsN][4] = {};
+
+    for (int slice = 0; slice < slices; ++slice) {
+        cp_async_wait<kStages - 2>();  // this slice has landed
+        __syncthreads();               // ... for every thread, and every thread is done with slice - 1
+        if (slice + kStages - 1 < slices) stage(slice + kStages - 1);  // into slice - 1's slot
+        cp_async_commit();
+        const float* a_tile = a_tiles + slice % kStages * ATile::kFloats;
+        const float* b_tile = b_tiles + slice % kStages * BTile::kFloats;
+#pragma unroll
+        for (int step = 0; step < kBlockK / 8; ++step) {
+            const int k = 8 * step + t;
+            SplitA fa[kFragmentsM];
+            SplitB fb[kFragmentsN];
+#pragma unroll
+            for (int i = 0; i < kFragmentsM; ++i) {
+                const int row = warp_m + 16 * i + g;
+                fa[i] = split_a(ATile::at(a_tile, row, k), ATile::at(a_tile, row + 8, k), ATile::at(a_tile, row, k + 4),
+                                ATile::at(a_tile, row + 8, k + 4));
+            }
+#pragma unroll
+            for (int j = 0; j < kFragmentsN; ++j) {
+                const int col = warp_n + 8 * j + g;
+                fb[j] = split_b(BTile::at(b_tile, col, k), BTile::at(b_tile, col, k + 4));
+            }
+            // The two small cross terms first; each pass over all 16 tiles before the next, so the
+            // MMAs into one accumulator are 16 apart.
+#pragma unroll
+            for (int i = 0; i < kFragmentsM; ++i)
+#pragma unroll
+                for (int j = 0; j < kFragmentsN; ++j) mma_tf32(acc[i][j], fa[i].small, fb[j].big);
+#pragma unroll
+            for (int i = 0; i < kFragmentsM; ++i)
+#pragma unroll
+                for (int j = 0; j < kFragmentsN; ++j) mma_tf32(acc[i][j], fa[i].big, fb[j].small);
+#pragma unroll
+            for (int i = 0; i < kFragmentsM; ++i)
+#pragma unroll
+                for (int j = 0; j < kFragmentsN; ++j) mma_tf32(acc[i][j], fa[i].big, fb[j].big);
+        }
+    }
+    cp_async_wait<0>();
+
+    float* c = p.c + blockIdx.z * p.c_stride;
+#pragma unroll
+    for (int j = 0; j < kFragmentsN; ++j) {
+        const int col = n0 + warp_n + 8 * j + 2 * t;
+        const float bias0 = p.bias && col < p.n ? p.bias[col] : 0.0f;
+        const float bias1 = p.bias && col + 1 < p.n ? p.bias[col + 1] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < kFragmentsM; ++i) {
+            const int row = m0 + warp_m + 16 * i + g;
+            store_pair(p, c, row, col, acc[i][j][0] + bias0, acc[i][j][1] + bias1);
+            store_pair(p, c, row + 8, col, acc[i][j][2] + bias0, acc[i][j][3] + bias1);
+        }
+    }
+}
+
+// c[batch][r][col] = sum over s of partial[batch][s][r][col] (+ bias[col]), s in order.
+__global__ void sum_splits_kernel(const float* partial, int splits, int64_t m, int64_t n, int64_t batch,
+                                  const float* bias, float* c, int64_t ldc, int64_t c_batch_stride) {
+    const int64_t plane = m * n;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * plane;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t b = i / plane, r = i % plane / n, col = i % n;
+        const float* first = partial + b * splits * plane + r * n + col;
+        float sum = bias ? bias[col] : 0.0f;
+        for (int s = 0; s < splits; ++s) sum += first[s * plane];
+        c[b * c_batch_stride + r * ldc + col] = sum;
+    }
+}
+
+constexpr int64_t kMinSplitDepth = 512;  // k per split: below this the partial sums cost more than they gain
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// How many parts k is split into: enough for two blocks on every multiprocessor when the output
+// tiles alone give fewer than one, each part at least kMinSplitDepth deep.
+int64_t k_splits(int64_t m, int64_t n, int64_t k, int64_t batch) {
+    const int64_t tiles = ceil_div(m, kBlockM) * ceil_div(n, kBlockN) * batch;
+    const int64_t processors = current_device_attribute<cudaDevAttrMultiProcessorCount>();
+    if (tiles >= processors) return 1;
+    return std::clamp<int64_t>(ceil_div(2 * processors, tiles), 1, std::max<int64_t>(k / kMinSplitDepth, 1));
+}
+
+bool k_contiguous_a(const GemmOperand& a) { return a.col_stride == 1; }
+bool k_contiguous_b(const GemmOperand& b) { return b.row_stride == 1; }
+
+// The operand's layout can be staged 16 bytes at a time: unit stride along one dimension whose extent
+// is a multiple of 4, the other strides multiples of 4, the data 16-byte aligned.
+bool stageable(const GemmOperand& x, int64_t rows, int64_t cols, int64_t batch) {
+    const bool row_major = x.col_stride == 1, column_major = !row_major && x.row_stride == 1;
+    if (!row_major && !column_major) return false;
+    const int64_t unit_extent = row_major ? cols : rows, other_stride = row_major ? x.row_stride : x.col_stride;
+    return unit_extent % 4 == 0 && other_stride % 4 == 0 && (batch == 1 || x.batch_stride % 4 == 0) &&
+           aligned_to(x.data, 16);
+}
+
+// Below this many multiply-adds a product is launch-bound and cuBLAS is as fast.
+constexpr int64_t kMinMultiplyAdds = int64_t{1} << 27;
+
+}  // namespace
+
+bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
+    if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
+    if (ceil_div(m, kBlockM) > 65535 || ceil_div(n, kBlockN) > INT_MAX || batch > 65535) return false;
+    if (m * n * k * batch < kMinMultiplyAdds) return false;
+    if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
+    // Split k only when the split fits the grid (blockIdx.z up to 65535) and covers the whole k.
+    if (batch * k_splits(m, n, k, batch) > 65535) return false;
+    return tensor_cores_available();
+}
+
+void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
+                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    const int64_t splits = k_splits(m, n, k, batch);
+    const int64_t k_per_split = ceil_div(ceil_div(k, splits), kBlockK) * kBlockK;
+    const int64_t used_splits = ceil_div(k, k_per_split);  // rounding up may leave the last part empty
+    Tensor partial;
+    GemmArgs args{a, b, bias, c, ldc, c_batch_stride, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+                  static_cast<int>(used_splits), static_cast<int>(k_per_split), false};
+    if (used_splits > 1) {
+        int device = 0;
+        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+        partial = Tensor::empty({batch * used_splits, m, n}, {.dtype = DType::f32, .device = Device::cuda(device)});
+        args.bias = nullptr;
+        args.c = static_cast<float*>(partial.raw_data());
+        args.ldc = n;
+        args.c_stride = m * n;
+    }
+    args.pairs = args.ldc % 2 == 0 && (used_splits > 1 || batch == 1 || args.c_stride % 2 == 0) && aligned_to(args.c, 8);
+
+    const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, kBlockM)),
+                    static_cast<unsigned>(batch * used_splits));
+    auto launch = [&]<bool kAK, bool kBK>() {
+        constexpr size_t bytes = kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) * sizeof(float);
+        const auto kernel = tf32x3_gemm_kernel<kAK, kBK>;
+        // Above 48 KiB of shared memory a kernel must opt in, once per device.
+        constexpr int kDevices = 64;
+        static std::atomic<bool> configured[kDevices];
+        int device = 0;
+        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+        if (device >= kDevices || !configured[device].load(std::memory_order_relaxed)) {
+            KASMINA_CUDA_CHECK(
+                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+            if (device < kDevices) configured[device].store(true, std::memory_order_relaxed);
+        }
+        kernel<<<grid, kGemmThreads, bytes, launch_stream()>>>(args);
+    };
+    const bool a_k = k_contiguous_a(a), b_k = k_contiguous_b(b);
+    if (a_k && b_k) launch.operator()<true, true>();
+    else if (a_k) launch.operator()<true, false>();
+    else if (b_k) launch.operator()<false, true>();
+    else launch.operator()<false, false>();
+    check_launch("matmul");
+    if (used_splits > 1) {
+        sum_splits_kernel<<<grid_for(batch * m * n), kThreads, 0, launch_stream()>>>(
+            static_cast<const float*>(partial.raw_data()), static_cast<int>(used_splits), m, n, batch, bias, c, ldc,
+            c_batch_stride);
+        check_launch("matmul");
+    }
+}
+
+}  // namespace kasmina::kernels::cuda
