@@ -183,13 +183,22 @@ constexpr int64_t kMinSplitDepth = 512;  // k per split: below this the partial 
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// How many parts k is split into: enough for a block on every multiprocessor (one fits at a time)
-// when the output tiles alone give fewer, each part at least kMinSplitDepth deep.
+// How many parts k is split into when the output tiles alone leave multiprocessors idle (one block
+// fits on each at a time): the count whose blocks fill the last wave best (the fewest on a tie),
+// each part at least kMinSplitDepth deep.
 int64_t k_splits(int64_t m, int64_t n, int64_t k, int64_t batch) {
     const int64_t tiles = ceil_div(m, kBlockM) * ceil_div(n, kBlockN) * batch;
     const int64_t processors = current_device_attribute<cudaDevAttrMultiProcessorCount>();
     if (tiles >= processors) return 1;
-    return std::clamp<int64_t>(ceil_div(processors, tiles), 1, std::max<int64_t>(k / kMinSplitDepth, 1));
+    const int64_t most = std::clamp<int64_t>(k / kMinSplitDepth, 1, 4 * ceil_div(processors, tiles));
+    int64_t best = 1;
+    double best_fill = 0;
+    for (int64_t splits = 1; splits <= most; ++splits) {
+        const int64_t blocks = tiles * splits;
+        const double fill = static_cast<double>(blocks) / static_cast<double>(ceil_div(blocks, processors) * processors);
+        if (fill > best_fill + 0.02) best = splits, best_fill = fill;
+    }
+    return best;
 }
 
 bool k_contiguous_a(const GemmOperand& a) { return a.col_stride == 1; }
