@@ -11,8 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/cuda/tf32x3.cuh"
@@ -20,48 +18,40 @@
 namespace kasmina::kernels::cuda {
 namespace {
 
-// A block shape: kBlockM x kBlockN of C per block, k in slices of kBlockK through kStages stages,
-// kWarpsM x kWarpsN warps of 64 x 32 each, kBlocksPerProcessor blocks resident on a multiprocessor.
-template <int kBlockM_, int kBlockN_, int kBlockK_, int kStages_, int kWarpsM_, int kWarpsN_, int kBlocksPerProcessor_>
-struct GemmShape {
-    static constexpr int kBlockM = kBlockM_, kBlockN = kBlockN_, kBlockK = kBlockK_, kStages = kStages_;
-    static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_, kThreads = 32 * kWarpsM * kWarpsN;
-    static constexpr int kBlocksPerProcessor = kBlocksPerProcessor_;
-    static constexpr int kWarpM = kBlockM / kWarpsM, kWarpN = kBlockN / kWarpsN;
-    static constexpr int kFragmentsM = kWarpM / 16, kFragmentsN = kWarpN / 8;
-    static_assert(kWarpM == 64 && kWarpN == 32, "warps own 64 x 32 of C");
-};
-using WideShape = GemmShape<128, 128, 32, 4, 2, 4, 1>;
-using NarrowShape = GemmShape<128, 64, 16, 4, 2, 2, 3>;
+constexpr int kBlockM = 128, kBlockN = 128, kBlockK = 32, kStages = 4;
+constexpr int kWarpsM = 2, kWarpsN = 4, kGemmThreads = 32 * kWarpsM * kWarpsN;
+constexpr int kWarpM = kBlockM / kWarpsM, kWarpN = kBlockN / kWarpsN;  // 64 x 32
+constexpr int kFragmentsM = kWarpM / 16, kFragmentsN = kWarpN / 8;     // 4 x 4 MMA tiles a warp
+static_assert(kBlockM == kBlockN, "the operand tiles share one shape");
 
-// One stage of an operand in shared memory: kFree entries of its free dimension (m for A, n for B)
-// by kBlockK of k, stored with the dimension that is contiguous in global memory contiguous here
-// too (16-byte copies). The row padding makes the fragment loads conflict-free: lanes read
-// (free g, k t) for g < 8, t < 4, which land in banks 20g + t or 36g + t (k contiguous, rows of 20
-// or 36) or 8t + g (free dimension contiguous, rows of 72 or 136).
-template <class Shape, int kFree, bool kKContiguous>
+// One stage of an operand in shared memory: kBlockM (or kBlockN) entries of its free dimension
+// (m for A, n for B) by kBlockK of k, stored with the dimension that is contiguous in global memory
+// contiguous here too (16-byte copies). The row padding makes the fragment loads conflict-free:
+// lanes read (free g, k t) for g < 8, t < 4, which land in banks 4g + t (k contiguous, rows of 36)
+// or 8t + g (free dimension contiguous, rows of 136).
+template <bool kKContiguous>
 struct OperandTile {
-    static constexpr int kOuter = kKContiguous ? kFree : Shape::kBlockK;
-    static constexpr int kInner = kKContiguous ? Shape::kBlockK : kFree;
+    static constexpr int kOuter = kKContiguous ? kBlockM : kBlockK;
+    static constexpr int kInner = kKContiguous ? kBlockK : kBlockM;
     static constexpr int kLd = kInner + (kKContiguous ? 4 : 8);
     static constexpr int kFloats = kOuter * kLd;
     static constexpr int kChunks = kOuter * kInner / 4;
-    static_assert(kChunks % Shape::kThreads == 0, "every thread copies the same number of chunks");
+    static_assert(kChunks % kGemmThreads == 0, "every thread copies the same number of chunks");
 
     __device__ static float at(const float* tile, int free, int k) {
         return kKContiguous ? tile[free * kLd + k] : tile[k * kLd + free];
     }
 
-    // Copies entries [free0, free0 + kFree) x [k0, k0 + kBlockK) of an operand whose entry (free, k)
-    // is at matrix[free * free_stride + k] (k contiguous) or matrix[k * k_stride + free]; zero past
+    // Copies entries [free0, free0 + 128) x [k0, k0 + 32) of an operand whose entry (free, k) is at
+    // matrix[free * free_stride + k] (k contiguous) or matrix[k * k_stride + free]; zero past
     // free_count and k_end. The unit-stride extent is a multiple of 4, so a chunk is wholly in or out.
     __device__ static void stage(float* tile, const float* matrix, int64_t outer_stride, int free0, int free_count,
                                  int k0, int k_end) {
         const int outer0 = kKContiguous ? free0 : k0, outer_end = kKContiguous ? free_count : k_end;
         const int inner0 = kKContiguous ? k0 : free0, inner_end = kKContiguous ? k_end : free_count;
 #pragma unroll
-        for (int i = 0; i < kChunks / Shape::kThreads; ++i) {
-            const int index = threadIdx.x + i * Shape::kThreads;
+        for (int i = 0; i < kChunks / kGemmThreads; ++i) {
+            const int index = threadIdx.x + i * kGemmThreads;
             const int outer = index / (kInner / 4), inner = index % (kInner / 4) * 4;
             const bool inside = outer0 + outer < outer_end && inner0 + inner < inner_end;
             const float* source = inside ? matrix + (outer0 + outer) * outer_stride + inner0 + inner : matrix;
@@ -91,13 +81,10 @@ __device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row,
     if (col + 1 < p.n) out[1] = y;
 }
 
-template <class Shape, bool kAKContiguous, bool kBKContiguous>
-__global__ void __launch_bounds__(Shape::kThreads, Shape::kBlocksPerProcessor) tf32x3_gemm_kernel(GemmArgs p) {
-    constexpr int kBlockM = Shape::kBlockM, kBlockN = Shape::kBlockN, kBlockK = Shape::kBlockK, kStages = Shape::kStages;
-    constexpr int kWarpsN = Shape::kWarpsN, kWarpM = Shape::kWarpM, kWarpN = Shape::kWarpN;
-    constexpr int kFragmentsM = Shape::kFragmentsM, kFragmentsN = Shape::kFragmentsN;
-    using ATile = OperandTile<Shape, kBlockM, kAKContiguous>;
-    using BTile = OperandTile<Shape, kBlockN, kBKContiguous>;
+template <bool kAKContiguous, bool kBKContiguous>
+__global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p) {
+    using ATile = OperandTile<kAKContiguous>;
+    using BTile = OperandTile<kBKContiguous>;
     extern __shared__ float4 shared_memory[];
     float* const a_tiles = reinterpret_cast<float*>(shared_memory);
     float* const b_tiles = a_tiles + kStages * ATile::kFloats;
@@ -197,13 +184,11 @@ constexpr int64_t kMinSplitDepth = 512;  // k per split: below this the partial 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // How many parts k is split into when the output tiles alone leave multiprocessors idle (one block
-// slot on each, kBlocksPerProcessor of them): the count whose blocks fill the last wave best (the fewest on a tie),
+// fits on each at a time): the count whose blocks fill the last wave best (the fewest on a tie),
 // each part at least kMinSplitDepth deep.
-template <class Shape>
 int64_t k_splits(int64_t m, int64_t n, int64_t k, int64_t batch) {
-    const int64_t tiles = ceil_div(m, Shape::kBlockM) * ceil_div(n, Shape::kBlockN) * batch;
-    const int64_t processors =
-        current_device_attribute<cudaDevAttrMultiProcessorCount>() * int64_t{Shape::kBlocksPerProcessor};
+    const int64_t tiles = ceil_div(m, kBlockM) * ceil_div(n, kBlockN) * batch;
+    const int64_t processors = current_device_attribute<cudaDevAttrMultiProcessorCount>();
     if (tiles >= processors) return 1;
     const int64_t most = std::clamp<int64_t>(k / kMinSplitDepth, 1, 4 * ceil_div(processors, tiles));
     int64_t best = 1;
@@ -232,20 +217,23 @@ bool stageable(const GemmOperand& x, int64_t rows, int64_t cols, int64_t batch) 
 // Below this many multiply-adds a product is launch-bound and cuBLAS is as fast.
 constexpr int64_t kMinMultiplyAdds = int64_t{1} << 27;
 
-// The block shape of the products: KASMINA_GEMM_SHAPE=narrow picks the 128 x 64 blocks (trial).
-bool narrow_shape() {
-    static const bool narrow = [] {
-        const char* value = std::getenv("KASMINA_GEMM_SHAPE");
-        return value != nullptr && std::string(value) == "narrow";
-    }();
-    return narrow;
+}  // namespace
+
+bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
+    if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
+    if (ceil_div(m, kBlockM) > 65535 || ceil_div(n, kBlockN) > INT_MAX || batch > 65535) return false;
+    if (m * n * k * batch < kMinMultiplyAdds) return false;
+    if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
+    // Split k only when the split fits the grid (blockIdx.z up to 65535) and covers the whole k.
+    if (batch * k_splits(m, n, k, batch) > 65535) return false;
+    return tensor_cores_available();
 }
 
-template <class Shape>
-void run_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
-              int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch) {
-    const int64_t splits = k_splits<Shape>(m, n, k, batch);
-    const int64_t k_per_split = ceil_div(ceil_div(k, splits), Shape::kBlockK) * Shape::kBlockK;
+void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
+                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    const int64_t splits = k_splits(m, n, k, batch);
+    const int64_t k_per_split = ceil_div(ceil_div(k, splits), kBlockK) * kBlockK;
     const int64_t used_splits = ceil_div(k, k_per_split);  // rounding up may leave the last part empty
     Tensor partial;
     GemmArgs args{a, b, bias, c, ldc, c_batch_stride, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
@@ -261,13 +249,11 @@ void run_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, flo
     }
     args.pairs = args.ldc % 2 == 0 && (used_splits > 1 || batch == 1 || args.c_stride % 2 == 0) && aligned_to(args.c, 8);
 
-    const dim3 grid(static_cast<unsigned>(ceil_div(n, Shape::kBlockN)), static_cast<unsigned>(ceil_div(m, Shape::kBlockM)),
+    const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, kBlockM)),
                     static_cast<unsigned>(batch * used_splits));
     auto launch = [&]<bool kAK, bool kBK>() {
-        constexpr size_t bytes = Shape::kStages *
-                                 (OperandTile<Shape, Shape::kBlockM, kAK>::kFloats + OperandTile<Shape, Shape::kBlockN, kBK>::kFloats) *
-                                 sizeof(float);
-        const auto kernel = tf32x3_gemm_kernel<Shape, kAK, kBK>;
+        constexpr size_t bytes = kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) * sizeof(float);
+        const auto kernel = tf32x3_gemm_kernel<kAK, kBK>;
         // Above 48 KiB of shared memory a kernel must opt in, once per device.
         constexpr int kDevices = 64;
         static std::atomic<bool> configured[kDevices];
@@ -278,13 +264,13 @@ void run_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, flo
                 cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
             if (device < kDevices) configured[device].store(true, std::memory_order_relaxed);
         }
-        kernel<<<grid, Shape::kThreads, bytes, launch_stream()>>>(args);
+        kernel<<<grid, kGemmThreads, bytes, launch_stream()>>>(args);
     };
     const bool a_k = k_contiguous_a(a), b_k = k_contiguous_b(b);
-    if (a_k && b_k) launch.template operator()<true, true>();
-    else if (a_k) launch.template operator()<true, false>();
-    else if (b_k) launch.template operator()<false, true>();
-    else launch.template operator()<false, false>();
+    if (a_k && b_k) launch.operator()<true, true>();
+    else if (a_k) launch.operator()<true, false>();
+    else if (b_k) launch.operator()<false, true>();
+    else launch.operator()<false, false>();
     check_launch("matmul");
     if (used_splits > 1) {
         sum_splits_kernel<<<grid_for(batch * m * n), kThreads, 0, launch_stream()>>>(
@@ -292,26 +278,6 @@ void run_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, flo
             c_batch_stride);
         check_launch("matmul");
     }
-}
-
-}  // namespace
-
-bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
-    if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
-    if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
-    if (ceil_div(m, 128) > 65535 || batch > 65535) return false;
-    if (m * n * k * batch < kMinMultiplyAdds) return false;
-    if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
-    // Split k only when the split fits the grid (blockIdx.z up to 65535).
-    const int64_t splits = narrow_shape() ? k_splits<NarrowShape>(m, n, k, batch) : k_splits<WideShape>(m, n, k, batch);
-    if (batch * splits > 65535) return false;
-    return tensor_cores_available();
-}
-
-void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
-                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch) {
-    if (narrow_shape()) run_gemm<NarrowShape>(a, b, bias, c, ldc, c_batch_stride, m, n, k, batch);
-    else run_gemm<WideShape>(a, b, bias, c, ldc, c_batch_stride, m, n, k, batch);
 }
 
 }  // namespace kasmina::kernels::cuda
