@@ -81,6 +81,11 @@ __device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row,
     if (col + 1 < p.n) out[1] = y;
 }
 
+// An output from its two accumulators. An infinite operand's remainder is a NaN (infinity minus
+// infinity), so the cross terms are NaN wherever the TF32 parts' products already hold the infinity
+// float32 gives; that infinity is the result (and a NaN there stays a NaN).
+__device__ __forceinline__ float total(float big, float cross) { return isinf(big) ? big : big + cross; }
+
 template <bool kAKContiguous, bool kBKContiguous>
 __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p) {
     using ATile = OperandTile<kAKContiguous>;
@@ -159,8 +164,10 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
 #pragma unroll
         for (int i = 0; i < kFragmentsM; ++i) {
             const int row = m0 + warp_m + 16 * i + g;
-            store_pair(p, c, row, col, acc[i][j][0] + cross[i][j][0] + bias0, acc[i][j][1] + cross[i][j][1] + bias1);
-            store_pair(p, c, row + 8, col, acc[i][j][2] + cross[i][j][2] + bias0, acc[i][j][3] + cross[i][j][3] + bias1);
+            const float (&big)[4] = acc[i][j];
+            const float (&rest)[4] = cross[i][j];
+            store_pair(p, c, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
+            store_pair(p, c, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
         }
     }
 }

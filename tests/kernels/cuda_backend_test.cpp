@@ -201,6 +201,26 @@ TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
     set_matmul_tensor_cores(true);
     expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
                                 {randn({2000, 516}), randn({1028, 516}), randn({1028})}, 1e-3);
+    // Infinities and NaNs in the operands give what SGEMM gives: row 0 of a holds +inf (its outputs
+    // are +-inf by the sign of b's row 3, NaN where it meets b's -inf), row 1 a NaN, b's column 2 a -inf.
+    std::vector<float> a_values = randn({1100, 300}).to_vector<float>(), b_values = randn({300, 1032}).to_vector<float>();
+    a_values[0 * 300 + 3] = std::numeric_limits<float>::infinity();
+    a_values[1 * 300 + 7] = std::numeric_limits<float>::quiet_NaN();
+    b_values[5 * 1032 + 2] = -std::numeric_limits<float>::infinity();
+    const Tensor a = Tensor::from_vector(a_values, {1100, 300}), b = Tensor::from_vector(b_values, {300, 1032});
+    set_matmul_tensor_cores(false);
+    const Tensor sgemm = matmul(a.to(kGpu), b.to(kGpu)).to(Device::cpu());
+    set_matmul_tensor_cores(true);
+    const Tensor tensor_cores = matmul(a.to(kGpu), b.to(kGpu)).to(Device::cpu());
+    const std::vector<double> expected = sgemm.to_vector<double>(), actual = tensor_cores.to_vector<double>();
+    int64_t special = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+        if (std::isfinite(expected[i])) continue;
+        ++special;
+        if (std::isnan(expected[i])) EXPECT_TRUE(std::isnan(actual[i])) << "element " << i << ": " << actual[i];
+        else EXPECT_EQ(actual[i], expected[i]) << "element " << i;
+    }
+    EXPECT_GT(special, 2000);  // rows 0 and 1, column 2
     expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].transpose(-1, -2), v[1]); },
                                 {randn({4, 700, 256}), randn({4, 700, 300})}, 1e-3);
 }
