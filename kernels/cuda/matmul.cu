@@ -281,20 +281,22 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
 
 bool linear_blend(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const std::vector<Tensor>& kernel_outputs,
                   const std::vector<double>& coefficients, const std::vector<Tensor>& guards, const Tensor& out) {
-    if (x.dtype() != DType::f32 || kernel_outputs.size() != 1) return false;
+    if (x.dtype() != DType::f32 || kernel_outputs.size() > GemmBlend::kMaxKernels) return false;
     if (bias.defined() && bias.stride(0) != 1) return false;
     const Tensor weight = gemm_ready(weight_in);
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
-    const Tensor& kernel_output = kernel_outputs[0];
-    if (k == 0 || out.numel() == 0 || n % 4 != 0 || !aligned_to(kernel_output.raw_data(), 16)) return false;
+    if (k == 0 || out.numel() == 0) return false;
     const auto [left, right] = linear_operands(x, weight);
     // Any size: the fused blend saves a pass over the output even where cuBLAS would multiply as fast.
     if (!on_tensor_cores(left, right, m, n, k, 1, /*any_size=*/true)) return false;
     GemmBlend blend;
-    blend.kernel = static_cast<const float*>(kernel_output.raw_data());
-    blend.guard = !guards.empty() && guards[0].defined() ? static_cast<const bool*>(guards[0].raw_data()) : nullptr;
+    blend.count = static_cast<int>(kernel_outputs.size());
     blend.c0 = static_cast<float>(coefficients[0]);
-    blend.c1 = static_cast<float>(coefficients[1]);
+    for (size_t i = 0; i < kernel_outputs.size(); ++i) {
+        blend.kernels[i] = static_cast<const float*>(kernel_outputs[i].raw_data());
+        blend.coefficients[i] = static_cast<float>(coefficients[i + 1]);
+        blend.guards[i] = i < guards.size() && guards[i].defined() ? static_cast<const bool*>(guards[i].raw_data()) : nullptr;
+    }
     tf32x3_gemm(left, right, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                 static_cast<float*>(out.raw_data()), n, m * n, m, n, k, 1, blend);
     return true;

@@ -71,27 +71,21 @@ struct GemmArgs {
     GemmBlend blend;          // applied as outputs are stored (never with split k)
 };
 
-// The blend of the stored value v with the kernel output's value there, in the order the blend
-// kernel uses (kernels/cuda/blend.cu), so the fused and separate paths round alike.
-__device__ __forceinline__ float blended(const GemmBlend& blend, bool taken, float v, float kernel_value) {
-    const float out = blend.c0 * v;
-    return out + blend.c1 * (taken ? kernel_value : v);
+// Bit i set when the blend takes k_i (its guard is absent or true); read once per thread.
+__device__ __forceinline__ unsigned taken_kernels(const GemmBlend& blend) {
+    unsigned taken = 0;
+    for (int i = 0; i < blend.count; ++i)
+        if (!blend.guards[i] || *blend.guards[i]) taken |= 1u << i;
+    return taken;
 }
 
-// The blend's kernel output tile of one block in shared memory ([kBlockM][kBlendLd], conflict-free
-// float2 reads), staged with the block's last slice of k so it arrives behind the products.
-constexpr int kBlendLd = kBlockN + 8;
-constexpr int kBlendTileFloats = kBlockM * kBlendLd;
-
-__device__ __forceinline__ void stage_blend_tile(float* tile, const GemmArgs& p, int m0, int n0) {
-    constexpr int kChunksPerRow = kBlockN / 4;
-#pragma unroll
-    for (int i = 0; i < kBlockM * kChunksPerRow / kGemmThreads; ++i) {
-        const int index = threadIdx.x + i * kGemmThreads, r = index / kChunksPerRow, col = index % kChunksPerRow * 4;
-        const bool inside = m0 + r < p.m && n0 + col < p.n;
-        const float* source = inside ? p.blend.kernel + static_cast<int64_t>(m0 + r) * p.n + n0 + col : p.blend.kernel;
-        cp_async_16(tile + r * kBlendLd + col, source, inside);
-    }
+// The blend of the stored value v at element `index` of the [m, n] output, in the order the blend
+// kernel uses (kernels/cuda/blend.cu), so the fused and separate paths round alike.
+__device__ __forceinline__ float blended(const GemmBlend& blend, unsigned taken, int64_t index, float v) {
+    if (blend.count == 0) return v;
+    float out = blend.c0 * v;
+    for (int i = 0; i < blend.count; ++i) out += blend.coefficients[i] * ((taken >> i) & 1u ? blend.kernels[i][index] : v);
+    return out;
 }
 
 __device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row, int col, float x, float y) {
@@ -119,7 +113,6 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
     extern __shared__ float4 shared_memory[];
     float* const a_tiles = reinterpret_cast<float*>(shared_memory);
     float* const b_tiles = a_tiles + kStages * ATile::kFloats;
-    float* const blend_tile = b_tiles + kStages * BTile::kFloats;  // kBlend only
 
     const int m0 = blockIdx.y * kBlockM, n0 = blockIdx.x * kBlockN;
     const int batch = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
@@ -136,8 +129,6 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
         const int slot = slice % kStages, k0 = k_begin + slice * kBlockK;
         ATile::stage(a_tiles + slot * ATile::kFloats, a, a_outer_stride, m0, p.m, k0, k_end);
         BTile::stage(b_tiles + slot * BTile::kFloats, b, b_outer_stride, n0, p.n, k0, k_end);
-        if constexpr (kBlend)
-            if (slice == slices - 1) stage_blend_tile(blend_tile, p, m0, n0);
     };
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
@@ -185,16 +176,28 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
     cp_async_wait<0>();
 
     float* c = p.c + blockIdx.z * p.c_stride;
-    bool taken = false;
-    if constexpr (kBlend) {
-        __syncthreads();  // the kernel output tile (every thread's copies have landed above)
-        taken = !p.blend.guard || *p.blend.guard;
-    }
+    const unsigned taken = kBlend ? taken_kernels(p.blend) : 0u;
 #pragma unroll
     for (int j = 0; j < kFragmentsN; ++j) {
         const int col = n0 + warp_n + 8 * j + 2 * t;
         const float bias0 = p.bias && col < p.n ? p.bias[col] : 0.0f;
         const float bias1 = p.bias && col + 1 < p.n ? p.bias[col + 1] : 0.0f;
+        // The kernel outputs at this column pair, loaded for every row before any store: as far as the
+        // compiler knows a store may alias them, so loads between stores would each wait a round trip.
+        float kernel_values[GemmBlend::kMaxKernels][kFragmentsM][4];
+        if constexpr (kBlend) {
+#pragma unroll
+            for (int q = 0; q < GemmBlend::kMaxKernels; ++q)
+#pragma unroll
+                for (int i = 0; i < kFragmentsM; ++i)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int row = m0 + warp_m + 16 * i + g + (e >= 2 ? 8 : 0), at = col + (e & 1);
+                        kernel_values[q][i][e] = q < p.blend.count && row < p.m && at < p.n
+                                                     ? __ldg(p.blend.kernels[q] + static_cast<int64_t>(row) * p.n + at)
+                                                     : 0.0f;
+                    }
+        }
 #pragma unroll
         for (int i = 0; i < kFragmentsM; ++i) {
             const int row = m0 + warp_m + 16 * i + g;
@@ -203,11 +206,14 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
             for (int e = 0; e < 4; ++e) v[e] = total(acc[i][j][e], cross[i][j][e]) + (e & 1 ? bias1 : bias0);
             if constexpr (kBlend) {
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const float2 kernel_values =
-                        *reinterpret_cast<const float2*>(blend_tile + (row - m0 + 8 * half) * kBlendLd + col - n0);
-                    v[2 * half] = blended(p.blend, taken, v[2 * half], kernel_values.x);
-                    v[2 * half + 1] = blended(p.blend, taken, v[2 * half + 1], kernel_values.y);
+                for (int e = 0; e < 4; ++e) {
+                    // The blend kernel's order (kernels/cuda/blend.cu), so fused and separate paths round alike.
+                    float out = p.blend.c0 * v[e];
+#pragma unroll
+                    for (int q = 0; q < GemmBlend::kMaxKernels; ++q)
+                        if (q < p.blend.count)
+                            out += p.blend.coefficients[q] * ((taken >> q) & 1u ? kernel_values[q][i][e] : v[e]);
+                    v[e] = out;
                 }
             }
             store_pair(p, c, row, col, v[0], v[1]);
@@ -220,15 +226,14 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t m, int64_t n, int64_t batch,
                                   const float* bias, float* c, int64_t ldc, int64_t c_batch_stride, GemmBlend blend) {
     const int64_t plane = m * n;
-    const bool taken = !blend.guard || *blend.guard;
+    const unsigned taken = taken_kernels(blend);
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * plane;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         const int64_t b = i / plane, r = i % plane / n, col = i % n;
         const float* first = partial + b * splits * plane + r * n + col;
         float sum = bias ? bias[col] : 0.0f;
         for (int s = 0; s < splits; ++s) sum += first[s * plane];
-        if (blend.kernel) sum = blended(blend, taken, sum, blend.kernel[r * n + col]);
-        c[b * c_batch_stride + r * ldc + col] = sum;
+        c[b * c_batch_stride + r * ldc + col] = blended(blend, taken, r * n + col, sum);
     }
 }
 
@@ -306,11 +311,9 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
 
     const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, kBlockM)),
                     static_cast<unsigned>(batch * used_splits));
-    const bool blend_here = args.blend.kernel != nullptr;
+    const bool blend_here = args.blend.count > 0;
     auto launch = [&]<bool kAK, bool kBK, bool kBlend>() {
-        constexpr size_t bytes =
-            (kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) + (kBlend ? kBlendTileFloats : 0)) *
-            sizeof(float);
+        constexpr size_t bytes = kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) * sizeof(float);
         const auto kernel = tf32x3_gemm_kernel<kAK, kBK, kBlend>;
         // Above 48 KiB of shared memory a kernel must opt in, once per device.
         constexpr int kDevices = 64;

@@ -15,13 +15,15 @@ struct GemmOperand {
     int64_t row_stride = 0, col_stride = 0, batch_stride = 0;
 };
 
-// A seed blend (kernels/blend.h) with one kernel output, applied to the product as it is stored:
-// out = c0 v + c1 k with v = a b + bias, where k [m, n] (contiguous, 16-byte aligned, n a multiple
-// of 4) counts as v when its device-side guard is false.
+// A seed blend (kernels/blend.h) applied to the product as it is stored: out = c0 v + sum_i c_i k_i
+// with v = a b + bias, where k_i [m, n] (contiguous) counts as v when its device-side guard is false.
 struct GemmBlend {
-    const float* kernel = nullptr;  // null: no blend, out = v
-    const bool* guard = nullptr;    // null: always taken
-    float c0 = 1.0f, c1 = 0.0f;
+    static constexpr int kMaxKernels = 4;
+    int count = 0;  // 0: no blend, out = v
+    float c0 = 1.0f;
+    const float* kernels[kMaxKernels] = {};
+    float coefficients[kMaxKernels] = {};
+    const bool* guards[kMaxKernels] = {};  // null: always taken
 };
 
 // True when the tensor-core GEMM takes c [batch, m, n] = a [batch, m, k] b [batch, k, n]: the device
