@@ -88,9 +88,15 @@ __device__ __forceinline__ float blended(const GemmBlend& blend, unsigned taken,
     return out;
 }
 
-__device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row, int col, float x, float y) {
+template <bool kBlend>
+__device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, unsigned taken, int row, int col, float x, float y) {
     if (row >= p.m) return;
     float* out = c + row * p.ldc + col;
+    if constexpr (kBlend) {
+        const int64_t index = static_cast<int64_t>(row) * p.n + col;
+        if (col < p.n) x = blended(p.blend, taken, index, x);
+        if (col + 1 < p.n) y = blended(p.blend, taken, index + 1, y);
+    }
     if (p.pairs && col + 1 < p.n) {
         *reinterpret_cast<float2*>(out) = make_float2(x, y);
         return;
@@ -182,42 +188,13 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
         const int col = n0 + warp_n + 8 * j + 2 * t;
         const float bias0 = p.bias && col < p.n ? p.bias[col] : 0.0f;
         const float bias1 = p.bias && col + 1 < p.n ? p.bias[col + 1] : 0.0f;
-        // The kernel outputs at this column pair, loaded for every row before any store: as far as the
-        // compiler knows a store may alias them, so loads between stores would each wait a round trip.
-        float kernel_values[GemmBlend::kMaxKernels][kFragmentsM][4];
-        if constexpr (kBlend) {
-#pragma unroll
-            for (int q = 0; q < GemmBlend::kMaxKernels; ++q)
-#pragma unroll
-                for (int i = 0; i < kFragmentsM; ++i)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int row = m0 + warp_m + 16 * i + g + (e >= 2 ? 8 : 0), at = col + (e & 1);
-                        kernel_values[q][i][e] = q < p.blend.count && row < p.m && at < p.n
-                                                     ? __ldg(p.blend.kernels[q] + static_cast<int64_t>(row) * p.n + at)
-                                                     : 0.0f;
-                    }
-        }
 #pragma unroll
         for (int i = 0; i < kFragmentsM; ++i) {
             const int row = m0 + warp_m + 16 * i + g;
-            float v[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) v[e] = total(acc[i][j][e], cross[i][j][e]) + (e & 1 ? bias1 : bias0);
-            if constexpr (kBlend) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    // The blend kernel's order (kernels/cuda/blend.cu), so fused and separate paths round alike.
-                    float out = p.blend.c0 * v[e];
-#pragma unroll
-                    for (int q = 0; q < GemmBlend::kMaxKernels; ++q)
-                        if (q < p.blend.count)
-                            out += p.blend.coefficients[q] * ((taken >> q) & 1u ? kernel_values[q][i][e] : v[e]);
-                    v[e] = out;
-                }
-            }
-            store_pair(p, c, row, col, v[0], v[1]);
-            store_pair(p, c, row + 8, col, v[2], v[3]);
+            const float (&big)[4] = acc[i][j];
+            const float (&rest)[4] = cross[i][j];
+            store_pair<kBlend>(p, c, taken, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
+            store_pair<kBlend>(p, c, taken, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
         }
     }
 }
