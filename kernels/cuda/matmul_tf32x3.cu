@@ -88,15 +88,12 @@ __device__ __forceinline__ float blended(const GemmBlend& blend, unsigned taken,
     return out;
 }
 
-template <bool kBlend>
 __device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, unsigned taken, int row, int col, float x, float y) {
     if (row >= p.m) return;
     float* out = c + row * p.ldc + col;
-    if constexpr (kBlend) {
-        const int64_t index = static_cast<int64_t>(row) * p.n + col;
-        if (col < p.n) x = blended(p.blend, taken, index, x);
-        if (col + 1 < p.n) y = blended(p.blend, taken, index + 1, y);
-    }
+    const int64_t index = static_cast<int64_t>(row) * p.n + col;
+    if (col < p.n) x = blended(p.blend, taken, index, x);
+    if (col + 1 < p.n) y = blended(p.blend, taken, index + 1, y);
     if (p.pairs && col + 1 < p.n) {
         *reinterpret_cast<float2*>(out) = make_float2(x, y);
         return;
@@ -110,9 +107,7 @@ __device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, unsigned
 // float32 gives; that infinity is the result (and a NaN there stays a NaN).
 __device__ __forceinline__ float total(float big, float cross) { return isinf(big) ? big : big + cross; }
 
-// kBlend: the epilogue blends (a separate instantiation, so the plain product's registers and
-// schedule are those of a kernel without it: the blend code cost the plain GEMM 14% when shared).
-template <bool kAKContiguous, bool kBKContiguous, bool kBlend>
+template <bool kAKContiguous, bool kBKContiguous>
 __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p) {
     using ATile = OperandTile<kAKContiguous>;
     using BTile = OperandTile<kBKContiguous>;
@@ -182,7 +177,7 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
     cp_async_wait<0>();
 
     float* c = p.c + blockIdx.z * p.c_stride;
-    const unsigned taken = kBlend ? taken_kernels(p.blend) : 0u;
+    const unsigned taken = taken_kernels(p.blend);
 #pragma unroll
     for (int j = 0; j < kFragmentsN; ++j) {
         const int col = n0 + warp_n + 8 * j + 2 * t;
@@ -193,8 +188,8 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
             const int row = m0 + warp_m + 16 * i + g;
             const float (&big)[4] = acc[i][j];
             const float (&rest)[4] = cross[i][j];
-            store_pair<kBlend>(p, c, taken, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
-            store_pair<kBlend>(p, c, taken, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
+            store_pair(p, c, taken, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
+            store_pair(p, c, taken, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
         }
     }
 }
@@ -288,10 +283,9 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
 
     const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, kBlockM)),
                     static_cast<unsigned>(batch * used_splits));
-    const bool blend_here = args.blend.count > 0;
-    auto launch = [&]<bool kAK, bool kBK, bool kBlend>() {
+    auto launch = [&]<bool kAK, bool kBK>() {
         constexpr size_t bytes = kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) * sizeof(float);
-        const auto kernel = tf32x3_gemm_kernel<kAK, kBK, kBlend>;
+        const auto kernel = tf32x3_gemm_kernel<kAK, kBK>;
         // Above 48 KiB of shared memory a kernel must opt in, once per device.
         constexpr int kDevices = 64;
         static std::atomic<bool> configured[kDevices];
@@ -305,14 +299,10 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
         kernel<<<grid, kGemmThreads, bytes, launch_stream()>>>(args);
     };
     const bool a_k = k_contiguous_a(a), b_k = k_contiguous_b(b);
-    auto launch_layout = [&]<bool kBlend>() {
-        if (a_k && b_k) launch.template operator()<true, true, kBlend>();
-        else if (a_k) launch.template operator()<true, false, kBlend>();
-        else if (b_k) launch.template operator()<false, true, kBlend>();
-        else launch.template operator()<false, false, kBlend>();
-    };
-    if (blend_here) launch_layout.operator()<true>();
-    else launch_layout.operator()<false>();
+    if (a_k && b_k) launch.operator()<true, true>();
+    else if (a_k) launch.operator()<true, false>();
+    else if (b_k) launch.operator()<false, true>();
+    else launch.operator()<false, false>();
     check_launch("matmul");
     if (used_splits > 1) {
         sum_splits_kernel<<<grid_for(batch * m * n), kThreads, 0, launch_stream()>>>(
