@@ -1,8 +1,6 @@
 // Checks and output allocation for the seed blend, above the backends.
 #include "kernels/blend.h"
 
-#include <algorithm>
-
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_blend.h"
 #include "kernels/kernels.h"
@@ -52,27 +50,6 @@ Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const s
     Tensor out = Tensor::empty(d.shape(), d.options());
     KASMINA_BACKEND(d.device(), blend, dense(d), dense(kernel_outputs), coefficients, guards, out);
     return out;
-}
-
-Tensor linear_blend(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::vector<Tensor>& kernel_outputs,
-                    const std::vector<double>& coefficients, const std::vector<Tensor>& guards) {
-#ifdef KASMINA_WITH_CUDA
-    if (x.device().is_cuda() && x.dim() >= 1 && weight.dim() == 2 && x.size(-1) == weight.size(1) && !kernel_outputs.empty() &&
-        x.dtype() == DType::f32 && weight.dtype() == x.dtype() && weight.device() == x.device() &&
-        (!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0) && bias.dtype() == x.dtype() &&
-                             bias.device() == x.device()))) {
-        Shape out_shape = x.shape();
-        out_shape.back() = weight.size(0);
-        Tensor out = Tensor::empty(out_shape, x.options());
-        check_operands("linear_blend", out, kernel_outputs, coefficients, guards);
-        const int64_t rows = out.numel() / std::max<int64_t>(weight.size(0), 1);
-        const Tensor x_rows = dense(x).reshape({rows, x.size(-1)});
-        if (cuda::linear_blend(x_rows, weight, bias, dense(kernel_outputs), coefficients, guards,
-                               out.reshape({rows, weight.size(0)})))
-            return out;
-    }
-#endif
-    return blend(linear(x, weight, bias), kernel_outputs, coefficients, guards);
 }
 
 BlendBackward blend_backward(const Tensor& grad, const Tensor& d, const std::vector<Tensor>& kernel_outputs,

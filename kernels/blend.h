@@ -15,12 +15,6 @@ namespace kasmina::kernels {
 Tensor blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std::vector<double>& coefficients,
              const std::vector<Tensor>& guards = {});
 
-// blend(linear(x, weight, bias), kernel_outputs, coefficients, guards) without storing the layer's
-// output where the backend can blend in the product's epilogue (float32 on a GPU with the
-// tensor-core GEMM); elsewhere exactly that composition. No gradient: for forwards without autograd.
-Tensor linear_blend(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::vector<Tensor>& kernel_outputs,
-                    const std::vector<double>& coefficients, const std::vector<Tensor>& guards = {});
-
 struct BlendBackward {
     Tensor grad_d;                       // c0 * grad (undefined unless requested)
     std::vector<Tensor> grad_kernels;    // c_i * grad

@@ -32,10 +32,4 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
                         const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes,
                         bool tensor_cores);
 
-// matmul.cu — out [M, N] = blend(x W^T + bias, kernel_outputs, coefficients, guards) (kernels/blend.h)
-// in one GEMM whose epilogue blends, the layer's own output never stored; x [M, K] dense, kernel
-// outputs [M, N] contiguous. False (nothing queued) when the tensor-core GEMM cannot take it.
-bool linear_blend(const Tensor& x, const Tensor& weight, const Tensor& bias, const std::vector<Tensor>& kernel_outputs,
-                  const std::vector<double>& coefficients, const std::vector<Tensor>& guards, const Tensor& out);
-
 }  // namespace kasmina::kernels::cuda

@@ -94,14 +94,8 @@ GemmOperand gemm_operand(const Tensor& t) {
 
 // The float32 products that run on tensor cores at float32 accuracy: asked for, TF32 not opted into
 // (then cuBLAS's TF32 is faster), and a shape and layout the kernel takes.
-bool on_tensor_cores(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch,
-                     bool any_size = false) {
-    return matmul_tensor_cores() && !allow_tf32() && tf32x3_gemm_applies(a, b, m, n, k, batch, any_size);
-}
-
-// x [M, K] and W [N, K] as the tensor-core GEMM reads out [M, N] = x W^T: W^T's element (k, n) is weight[n][k].
-std::pair<GemmOperand, GemmOperand> linear_operands(const Tensor& x, const Tensor& weight) {
-    return {gemm_operand(x), {static_cast<const float*>(weight.raw_data()), weight.stride(1), weight.stride(0), 0}};
+bool on_tensor_cores(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
+    return matmul_tensor_cores() && !allow_tf32() && tf32x3_gemm_applies(a, b, m, n, k, batch);
 }
 
 void require_floating(const Tensor& t, const char* op) {
@@ -250,7 +244,9 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
     const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
     if (out.numel() == 0) return;
     if (x.dtype() == DType::f32 && k > 0 && (!bias.defined() || bias.stride(0) == 1)) {
-        const auto [left, right] = linear_operands(x, weight);
+        // out [M, N] = x [M, K] W^T, with W^T's element (k, n) at weight[n][k].
+        const GemmOperand left = gemm_operand(x);
+        const GemmOperand right{static_cast<const float*>(weight.raw_data()), weight.stride(1), weight.stride(0), 0};
         if (on_tensor_cores(left, right, m, n, k, 1)) {
             tf32x3_gemm(left, right, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                         static_cast<float*>(out.raw_data()), n, m * n, m, n, k, 1);
@@ -277,29 +273,6 @@ void linear(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const 
                                 static_cast<const T*>(x.raw_data()), k, 0, bias.defined() ? T(1) : T(0), out_data, n,
                                 m * n, 1);
     });
-}
-
-bool linear_blend(const Tensor& x, const Tensor& weight_in, const Tensor& bias, const std::vector<Tensor>& kernel_outputs,
-                  const std::vector<double>& coefficients, const std::vector<Tensor>& guards, const Tensor& out) {
-    if (x.dtype() != DType::f32 || kernel_outputs.size() > GemmBlend::kMaxKernels) return false;
-    if (bias.defined() && bias.stride(0) != 1) return false;
-    const Tensor weight = gemm_ready(weight_in);
-    const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
-    if (k == 0 || out.numel() == 0) return false;
-    const auto [left, right] = linear_operands(x, weight);
-    // Any size: the fused blend saves a pass over the output even where cuBLAS would multiply as fast.
-    if (!on_tensor_cores(left, right, m, n, k, 1, /*any_size=*/true)) return false;
-    GemmBlend blend;
-    blend.count = static_cast<int>(kernel_outputs.size());
-    blend.c0 = static_cast<float>(coefficients[0]);
-    for (size_t i = 0; i < kernel_outputs.size(); ++i) {
-        blend.kernels[i] = static_cast<const float*>(kernel_outputs[i].raw_data());
-        blend.coefficients[i] = static_cast<float>(coefficients[i + 1]);
-        blend.guards[i] = i < guards.size() && guards[i].defined() ? static_cast<const bool*>(guards[i].raw_data()) : nullptr;
-    }
-    tf32x3_gemm(left, right, bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
-                static_cast<float*>(out.raw_data()), n, m * n, m, n, k, 1, blend);
-    return true;
 }
 
 }  // namespace kasmina::kernels::cuda

@@ -68,32 +68,11 @@ struct GemmArgs {
     int m, n, k;
     int splits, k_per_split;  // blockIdx.z = batch * splits + split; split s takes k in [s, s + 1) * k_per_split
     bool pairs;               // output pairs may be stored as float2 (ldc, c_stride and c even-aligned)
-    GemmBlend blend;          // applied as outputs are stored (never with split k)
 };
 
-// Bit i set when the blend takes k_i (its guard is absent or true); read once per thread.
-__device__ __forceinline__ unsigned taken_kernels(const GemmBlend& blend) {
-    unsigned taken = 0;
-    for (int i = 0; i < blend.count; ++i)
-        if (!blend.guards[i] || *blend.guards[i]) taken |= 1u << i;
-    return taken;
-}
-
-// The blend of the stored value v at element `index` of the [m, n] output, in the order the blend
-// kernel uses (kernels/cuda/blend.cu), so the fused and separate paths round alike.
-__device__ __forceinline__ float blended(const GemmBlend& blend, unsigned taken, int64_t index, float v) {
-    if (blend.count == 0) return v;
-    float out = blend.c0 * v;
-    for (int i = 0; i < blend.count; ++i) out += blend.coefficients[i] * ((taken >> i) & 1u ? blend.kernels[i][index] : v);
-    return out;
-}
-
-__device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, unsigned taken, int row, int col, float x, float y) {
+__device__ __forceinline__ void store_pair(const GemmArgs& p, float* c, int row, int col, float x, float y) {
     if (row >= p.m) return;
     float* out = c + row * p.ldc + col;
-    const int64_t index = static_cast<int64_t>(row) * p.n + col;
-    if (col < p.n) x = blended(p.blend, taken, index, x);
-    if (col + 1 < p.n) y = blended(p.blend, taken, index + 1, y);
     if (p.pairs && col + 1 < p.n) {
         *reinterpret_cast<float2*>(out) = make_float2(x, y);
         return;
@@ -177,7 +156,6 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
     cp_async_wait<0>();
 
     float* c = p.c + blockIdx.z * p.c_stride;
-    const unsigned taken = taken_kernels(p.blend);
 #pragma unroll
     for (int j = 0; j < kFragmentsN; ++j) {
         const int col = n0 + warp_n + 8 * j + 2 * t;
@@ -188,24 +166,23 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
             const int row = m0 + warp_m + 16 * i + g;
             const float (&big)[4] = acc[i][j];
             const float (&rest)[4] = cross[i][j];
-            store_pair(p, c, taken, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
-            store_pair(p, c, taken, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
+            store_pair(p, c, row, col, total(big[0], rest[0]) + bias0, total(big[1], rest[1]) + bias1);
+            store_pair(p, c, row + 8, col, total(big[2], rest[2]) + bias0, total(big[3], rest[3]) + bias1);
         }
     }
 }
 
-// c[batch][r][col] = sum over s of partial[batch][s][r][col] (+ bias[col]), s in order, then blended.
+// c[batch][r][col] = sum over s of partial[batch][s][r][col] (+ bias[col]), s in order.
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t m, int64_t n, int64_t batch,
-                                  const float* bias, float* c, int64_t ldc, int64_t c_batch_stride, GemmBlend blend) {
+                                  const float* bias, float* c, int64_t ldc, int64_t c_batch_stride) {
     const int64_t plane = m * n;
-    const unsigned taken = taken_kernels(blend);
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * plane;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         const int64_t b = i / plane, r = i % plane / n, col = i % n;
         const float* first = partial + b * splits * plane + r * n + col;
         float sum = bias ? bias[col] : 0.0f;
         for (int s = 0; s < splits; ++s) sum += first[s * plane];
-        c[b * c_batch_stride + r * ldc + col] = blended(blend, taken, r * n + col, sum);
+        c[b * c_batch_stride + r * ldc + col] = sum;
     }
 }
 
@@ -249,12 +226,11 @@ constexpr int64_t kMinMultiplyAdds = int64_t{1} << 27;
 
 }  // namespace
 
-bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch,
-                         bool any_size) {
+bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
     if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
     if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
     if (ceil_div(m, kBlockM) > 65535 || ceil_div(n, kBlockN) > INT_MAX || batch > 65535) return false;
-    if (!any_size && m * n * k * batch < kMinMultiplyAdds) return false;
+    if (m * n * k * batch < kMinMultiplyAdds) return false;
     if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
     // Split k only when the split fits the grid (blockIdx.z up to 65535) and covers the whole k.
     if (batch * k_splits(m, n, k, batch) > 65535) return false;
@@ -262,19 +238,18 @@ bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, 
 }
 
 void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
-                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch, const GemmBlend& blend) {
+                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch) {
     const int64_t splits = k_splits(m, n, k, batch);
     const int64_t k_per_split = ceil_div(ceil_div(k, splits), kBlockK) * kBlockK;
     const int64_t used_splits = ceil_div(k, k_per_split);  // rounding up may leave the last part empty
     Tensor partial;
     GemmArgs args{a, b, bias, c, ldc, c_batch_stride, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-                  static_cast<int>(used_splits), static_cast<int>(k_per_split), false, blend};
+                  static_cast<int>(used_splits), static_cast<int>(k_per_split), false};
     if (used_splits > 1) {
         int device = 0;
         KASMINA_CUDA_CHECK(cudaGetDevice(&device));
         partial = Tensor::empty({batch * used_splits, m, n}, {.dtype = DType::f32, .device = Device::cuda(device)});
         args.bias = nullptr;
-        args.blend = GemmBlend{};
         args.c = static_cast<float*>(partial.raw_data());
         args.ldc = n;
         args.c_stride = m * n;
@@ -307,7 +282,7 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
     if (used_splits > 1) {
         sum_splits_kernel<<<grid_for(batch * m * n), kThreads, 0, launch_stream()>>>(
             static_cast<const float*>(partial.raw_data()), static_cast<int>(used_splits), m, n, batch, bias, c, ldc,
-            c_batch_stride, blend);
+            c_batch_stride);
         check_launch("matmul");
     }
 }

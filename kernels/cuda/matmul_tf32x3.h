@@ -15,29 +15,16 @@ struct GemmOperand {
     int64_t row_stride = 0, col_stride = 0, batch_stride = 0;
 };
 
-// A seed blend (kernels/blend.h) applied to the product as it is stored: out = c0 v + sum_i c_i k_i
-// with v = a b + bias, where k_i [m, n] (contiguous) counts as v when its device-side guard is false.
-struct GemmBlend {
-    static constexpr int kMaxKernels = 4;
-    int count = 0;  // 0: no blend, out = v
-    float c0 = 1.0f;
-    const float* kernels[kMaxKernels] = {};
-    float coefficients[kMaxKernels] = {};
-    const bool* guards[kMaxKernels] = {};  // null: always taken
-};
-
 // True when the tensor-core GEMM takes c [batch, m, n] = a [batch, m, k] b [batch, k, n]: the device
 // has TF32 tensor cores, the sizes fit in int, each operand's unit-stride dimension is a multiple of
 // 4 long, its other strides are multiples of 4 and its data 16-byte aligned (the tiles are copied
 // 16 bytes at a time), and the product fills the device at least once with 128 x 128 output tiles
-// (smaller products stay with cuBLAS, which splits them further, unless `any_size`).
-bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch,
-                         bool any_size = false);
+// (smaller products stay with cuBLAS, which splits them further).
+bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch);
 
 // Queues c [batch, m, n] (row-major, rows ldc apart, matrices c_batch_stride apart) = a b (+ bias [n]
-// broadcast over rows when bias is not null), then blended (batch 1, c contiguous), on the current
-// stream. tf32x3_gemm_applies must hold.
+// broadcast over rows when bias is not null) on the current stream. tf32x3_gemm_applies must hold.
 void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, float* c, int64_t ldc,
-                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch, const GemmBlend& blend = {});
+                 int64_t c_batch_stride, int64_t m, int64_t n, int64_t k, int64_t batch);
 
 }  // namespace kasmina::kernels::cuda

@@ -8,16 +8,13 @@
 
 #include <memory>
 #include <string>
-#include <type_traits>
 
-#include "kernels/blend.h"
 #include "layers/conv2d.h"
 #include "layers/kasmina/seed_bank.h"
 #include "layers/kasmina/telemetry.h"
 #include "layers/linear.h"
 #include "layers/multihead_attention.h"
 #include "layers/normalization.h"
-#include "runtime/grad_mode.h"
 
 namespace kasmina::morph {
 
@@ -79,22 +76,6 @@ template <typename Host, KernelInput Reads>
 class SeededLayer : public Host, public KasminaLayerBase {
 public:
     Tensor forward(const Tensor& input) override {
-        if constexpr (std::is_same_v<Host, nn::Linear>) {
-            // Without autograd (and without telemetry, which reads d) the blend runs in the epilogue of
-            // the layer's own product: d is never stored nor read back.
-            if (!bank_.idle() && !telemetry_on() && !GradMode::is_enabled() && input.dim() >= 1 &&
-                input.size(-1) == this->weight.size(1)) {
-                bank_.begin_forward(this->is_training());
-                Shape out_shape = input.shape();
-                out_shape.back() = this->weight.size(0);
-                return bank_.blend_into(out_shape, input, [&](const std::vector<Tensor>& outputs,
-                                                              const std::vector<double>& coefficients,
-                                                              const std::vector<Tensor>& guards) {
-                    if (outputs.empty()) return Host::forward(input);
-                    return kernels::linear_blend(input, this->weight, this->bias, outputs, coefficients, guards);
-                });
-            }
-        }
         const Tensor d = Host::forward(input);
         if (bank_.idle() && !telemetry_on()) {
             bank_.begin_forward(this->is_training());

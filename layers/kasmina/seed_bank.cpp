@@ -330,12 +330,10 @@ std::vector<std::vector<size_t>> SeedBank::fusion_groups(const std::vector<Blend
 
 // A fused group enters the blend as one output, sum_i (a_i / a_G) k_i, with alpha a_G = sum_i a_i:
 // its coefficient A a_G / S times that output is sum_i (A a_i / S) k_i, the per-seed blend's terms.
-SeedBank::SeedOutputs SeedBank::seed_outputs(const Shape& output_shape, const Tensor& kernel_input) {
+Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
     const std::vector<BlendingSeed> seeds = snapshot();
-    SeedOutputs result;  // a guard is the device-side check of its output (undefined on the CPU)
-    std::vector<Tensor>& outputs = result.outputs;
-    std::vector<Tensor>& guards = result.guards;
-    std::vector<double>& alphas = result.alphas;
+    std::vector<Tensor> outputs, guards;  // a guard is the device-side check of its output (undefined on the CPU)
+    std::vector<double> alphas;
     std::vector<bool> done(seeds.size(), false);
     for (const std::vector<size_t>& group : fusion_groups(seeds, kernel_input.device())) {
         std::vector<BlendingSeed> members;
@@ -348,8 +346,7 @@ SeedBank::SeedOutputs SeedBank::seed_outputs(const Shape& output_shape, const Te
         }
         std::vector<double> shares;
         for (const BlendingSeed& member : members) shares.push_back(member.alpha / total);
-        const Checked k =
-            run_checked(members, output_shape, [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
+        const Checked k = run_checked(members, d.shape(), [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
         if (!k.output.defined()) continue;
         fused_group_runs_.fetch_add(1, std::memory_order_relaxed);
         outputs.push_back(k.output);
@@ -359,26 +356,15 @@ SeedBank::SeedOutputs SeedBank::seed_outputs(const Shape& output_shape, const Te
     }
     for (size_t i = 0; i < seeds.size(); ++i) {
         if (done[i]) continue;
-        const Checked k = run_checked({seeds[i]}, output_shape, [&] { return seeds[i].network->forward(kernel_input); });
+        const Checked k = run_checked({seeds[i]}, d.shape(), [&] { return seeds[i].network->forward(kernel_input); });
         if (!k.output.defined()) continue;  // this step falls back to the layer's own path for that seed
         outputs.push_back(k.output);
         guards.push_back(k.guard);
         alphas.push_back(seeds[i].alpha);
     }
-    return result;
-}
-
-Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
-    const SeedOutputs seeds = seed_outputs(d.shape(), kernel_input);
-    if (seeds.outputs.empty()) return d;
+    if (outputs.empty()) return d;
     // The guards select d for an output found non-finite on the device, inside the blend's one pass.
-    const Tensor alphas = Tensor::from_vector<double>(seeds.alphas, {static_cast<int64_t>(seeds.alphas.size())});
-    return blend_seeds(d, seeds.outputs, alphas, seeds.guards);
-}
-
-Tensor SeedBank::blend_into(const Shape& output_shape, const Tensor& kernel_input, const HostBlend& blend_into_host) {
-    const SeedOutputs seeds = seed_outputs(output_shape, kernel_input);
-    return blend_into_host(seeds.outputs, blend_coefficients(seeds.alphas), seeds.guards);
+    return blend_seeds(d, outputs, Tensor::from_vector<double>(alphas, {static_cast<int64_t>(alphas.size())}), guards);
 }
 
 std::vector<SeedReport> SeedBank::reports() const {

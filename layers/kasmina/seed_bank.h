@@ -97,13 +97,6 @@ public:
     // which finds and records the failing one (on a GPU: from the next forward, until the group changes
     // or kFusionRetrySteps training steps have passed).
     Tensor blend(const Tensor& d, const Tensor& kernel_input);
-    // blend() for a layer that blends in its own product's epilogue (KasminaLayer without autograd:
-    // kernels::linear_blend), so d is never stored: the same seeds run and are checked, then
-    // `blend_into_host` gets their outputs (none when no seed produced one), the blend coefficients
-    // {c0, c_1, ...} and the guards, and returns the layer's output blended with them.
-    using HostBlend = std::function<Tensor(const std::vector<Tensor>& outputs, const std::vector<double>& coefficients,
-                                           const std::vector<Tensor>& guards)>;
-    Tensor blend_into(const Shape& output_shape, const Tensor& kernel_input, const HostBlend& blend_into_host);
     static constexpr int64_t kFusionRetrySteps = 1024;
     // automatic (the default): fused on a GPU, per seed on the CPU, where the fused projections measured
     // no faster (bench/NOTES.md). KASMINA_FUSE_SEEDS=1 or 0 in the environment sets on or off for new layers.
@@ -148,12 +141,6 @@ private:
     struct Checked {
         Tensor output, guard;
     };
-    // What blend() mixes into d: the outputs of the seeds (and fused groups) that ran, their guards and alphas.
-    struct SeedOutputs {
-        std::vector<Tensor> outputs, guards;
-        std::vector<double> alphas;
-    };
-    SeedOutputs seed_outputs(const Shape& output_shape, const Tensor& kernel_input);
     Checked run_checked(const std::vector<BlendingSeed>& seeds, const Shape& expected_shape,
                         const std::function<Tensor()>& compute);
     // The fusable groups among `seeds` (indices into it, two or more each), by bottleneck form, for a

@@ -1,8 +1,6 @@
 // The seed blend: SPEC.md's formula against hand-computed values (1, 2 and 4 seeds, alphas summing
 // above 1), float64 gradient checks including the alphas, and bad operands.
 #include "autograd/blend.h"
-#include "kernels/blend.h"
-#include "kernels/kernels.h"
 #include "test_util.h"
 
 using namespace kasmina;
@@ -108,16 +106,4 @@ TEST(BlendSeeds, AFalseGuardReplacesItsOutputByTheLayerOutput) {
     kasmina::testing::expect_tensors_close(blend_seeds(d, {k0}, alphas_of({0.5}), {Tensor()}), blend_seeds(d, {k0}, alphas_of({0.5})), 0.0);
     EXPECT_THROW(blend_seeds(d, {k0}, alphas_of({0.5}), {on, on}), ShapeError);
     EXPECT_THROW(blend_seeds(d, {k0}, alphas_of({0.5}), {Tensor::ones({2}).to(DType::boolean)}), ShapeError);
-}
-
-// linear_blend is the blend of the layer's linear output; on the CPU it is that composition, and it
-// checks its operands like the blend does.
-TEST(BlendSeeds, LinearBlendIsTheBlendOfTheLinearOutput) {
-    const Tensor x = Tensor::randn({2, 5, 6}), weight = Tensor::randn({4, 6}), bias = Tensor::randn({4});
-    const Tensor k1 = Tensor::randn({2, 5, 4}), k2 = Tensor::randn({2, 5, 4});
-    const std::vector<double> coefficients{0.5, 0.3, 0.2};
-    const Tensor expected = kernels::blend(kernels::linear(x, weight, bias), {k1, k2}, coefficients);
-    kasmina::testing::expect_tensors_close(kernels::linear_blend(x, weight, bias, {k1, k2}, coefficients), expected, 0);
-    EXPECT_THROW(kernels::linear_blend(x, weight, bias, {Tensor::randn({2, 5, 3})}, {0.5, 0.5}), ShapeError);
-    EXPECT_THROW(kernels::linear_blend(x, weight, bias, {k1}, {0.5, 0.3, 0.2}), ShapeError);
 }

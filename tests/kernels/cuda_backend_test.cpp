@@ -8,7 +8,6 @@
 #include <tuple>
 
 #include "kasmina.h"
-#include "kernels/blend.h"
 #include "kernels/kernels.h"
 #include "kernels/settings.h"
 #include "runtime/allocator.h"
@@ -224,32 +223,6 @@ TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
     EXPECT_GT(special, 2000);  // rows 0 and 1, column 2
     expect_same_on_both_devices([](const Inputs& v) { return matmul(v[0].transpose(-1, -2), v[1]); },
                                 {randn({4, 700, 256}), randn({4, 700, 300})}, 1e-3);
-}
-
-// linear_blend on the GPU blends in the tensor-core GEMM's epilogue (the layer's output never
-// stored): the same values as the blend of the linear output, with a true and a false guard, large
-// and small products, a k split among blocks; an operand the GEMM cannot stage (k = 30) takes the
-// composition.
-TEST(CudaBackend, LinearBlendMatchesTheBlendOfTheLinearOutput) {
-    REQUIRE_GPU();
-    const Tensor taken = Tensor::scalar(1.0, {.dtype = DType::boolean}).to(kGpu);
-    const Tensor refused = Tensor::scalar(0.0, {.dtype = DType::boolean}).to(kGpu);
-    const std::vector<double> coefficients{0.5, 0.3, 0.2};
-    for (const auto& [m, k, n] : {std::tuple{2001, 516, 1028}, std::tuple{40, 64, 48}, std::tuple{33, 30, 20},
-                                  std::tuple{200, 4096, 256}}) {
-        SCOPED_TRACE(std::to_string(m) + " x " + std::to_string(k) + " -> " + std::to_string(n));
-        const Tensor x = randn({m, k}).to(kGpu), weight = randn({n, k}).to(kGpu), bias = randn({n}).to(kGpu);
-        const Tensor k1 = randn({m, n}).to(kGpu), k2 = randn({m, n}).to(kGpu);
-        for (const Tensor& guard : {taken, refused}) {
-            const std::vector<Tensor> guards{taken, guard};
-            const Tensor expected = kernels::blend(kernels::linear(x, weight, bias), {k1, k2}, coefficients, guards);
-            const Tensor fused = kernels::linear_blend(x, weight, bias, {k1, k2}, coefficients, guards);
-            kasmina::testing::expect_tensors_close(fused.to(Device::cpu()), expected.to(Device::cpu()), 1e-5);
-        }
-        const Tensor no_bias = kernels::blend(kernels::linear(x, weight, Tensor()), {k1}, {0.6, 0.4});
-        kasmina::testing::expect_tensors_close(kernels::linear_blend(x, weight, Tensor(), {k1}, {0.6, 0.4}).to(Device::cpu()),
-                                               no_bias.to(Device::cpu()), 1e-5);
-    }
 }
 
 TEST(CudaBackend, SoftmaxAndLossesMatchTheCpu) {

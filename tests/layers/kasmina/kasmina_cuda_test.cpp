@@ -188,49 +188,6 @@ TEST(KasminaCuda, AFusedGroupWithANonFiniteMemberFallsBackThenTheMemberIsFound) 
     EXPECT_EQ(layer.layer_stats()[1].consecutive_errors, 1u);
 }
 
-// Without autograd a KasminaLayer blends in the epilogue of its own product (kernels::linear_blend):
-// the same output as the forward that records the graph, for a fused group, for single seeds, with a
-// non-finite seed (its guard replaces it by the layer's output) and for inputs with leading dims.
-TEST(KasminaCuda, ForwardsWithoutAutogradBlendInTheLayersEpilogue) {
-    REQUIRE_GPU();
-    Store store("epilogue");
-    Generator generator(11);
-    nn::Linear original(64, 48);
-    original.to(kGpu);
-    KasminaLayer layer(original, {.cache = store.cache});
-    layer.load_kernel(0, store.add(make_linear_bottleneck(64, 48, 8, 0.3, "a", &generator)), {.alpha = 0.3});
-    layer.load_kernel(1, store.add(make_linear_bottleneck(64, 48, 8, 0.3, "b", &generator)), {.alpha = 0.2});
-    auto expect_same_without_autograd = [&](const Tensor& x) {
-        const Tensor recorded = layer.forward(x);
-        ASSERT_TRUE(recorded.requires_grad());
-        Tensor unrecorded;
-        {
-            NoGradGuard no_grad;
-            unrecorded = layer.forward(x);
-        }
-        EXPECT_FALSE(unrecorded.requires_grad());
-        kasmina::testing::expect_tensors_close(unrecorded.to(Device::cpu()), recorded.detach().to(Device::cpu()), 1e-5);
-    };
-    {
-        SCOPED_TRACE("fused group");
-        expect_same_without_autograd(Tensor::randn({40, 64}).to(kGpu));
-        expect_same_without_autograd(Tensor::randn({2, 20, 64}).to(kGpu));
-    }
-    layer.seeds().set_fusion(SeedBank::Fusion::off);
-    {
-        SCOPED_TRACE("one output per seed");
-        expect_same_without_autograd(Tensor::randn({40, 64}).to(kGpu));
-    }
-    kasmina::testing::fill_parameter(layer, "seeds.1.w0", std::numeric_limits<double>::quiet_NaN());
-    {
-        SCOPED_TRACE("seed 1 not finite");
-        expect_same_without_autograd(Tensor::randn({40, 64}).to(kGpu));
-    }
-    layer.seeds().settle_checks();
-    EXPECT_GE(layer.layer_stats()[1].consecutive_errors, 1u);
-    EXPECT_EQ(layer.layer_stats()[0].consecutive_errors, 0u);
-}
-
 TEST(KasminaCuda, ConvAttentionAndNormSeedsRunOnTheDevice) {
     REQUIRE_GPU();
     Store store("kinds");
