@@ -230,7 +230,9 @@ bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, 
     if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
     if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
     if (ceil_div(m, kBlockM) > 65535 || ceil_div(n, kBlockN) > INT_MAX || batch > 65535) return false;
-    if (m * n * k * batch < kMinMultiplyAdds) return false;
+    if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(batch) <
+        static_cast<double>(kMinMultiplyAdds))
+        return false;  // in double: the int64 product could overflow
     if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
     // Split k only when the split fits the grid (blockIdx.z up to 65535) and covers the whole k.
     if (batch * k_splits(m, n, k, batch) > 65535) return false;
