@@ -5,7 +5,9 @@
 // MMAs with them. Either operand may be stored with k or its other dimension contiguous, so
 // x W^T, dY W and dY^T X all read their operands in place. When the output tiles cannot fill the
 // device, k is split among blocks that write partial products to a workspace, summed (with the
-// bias) by a second kernel in a fixed order: the results do not depend on timing.
+// bias) by a second kernel in a fixed order: the results do not depend on timing. The TF32 parts'
+// products and the two cross terms go to separate accumulators (the tensor cores truncate each MMA's
+// sum, so one accumulator would take three truncations a step).
 #include "kernels/cuda/matmul_tf32x3.h"
 
 #include <algorithm>
