@@ -53,9 +53,9 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 // eval: running_mean, running_var [C] are constants: grad_x = grad * weight * invstd
 // both: grad_weight = sum(grad * xhat), grad_bias = sum(grad) per channel
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double momentum, double eps) {
+                  const Tensor& bias, bool training, double momentum, double eps, const Tensor& batches_tracked) {
     kernels::BatchNormForward forward =
-        kernels::batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps);
+        kernels::batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, batches_tracked);
     if (!needs_grad({&x, &weight, &bias})) return forward.output;
     const bool need_x = x.requires_grad(), need_weight = weight.defined() && weight.requires_grad();
     const bool need_bias = bias.defined() && bias.requires_grad();

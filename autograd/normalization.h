@@ -16,7 +16,9 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 // running statistics). Training normalizes with the batch statistics and updates defined running
 // statistics in place (running = (1 - momentum) * running + momentum * batch, unbiased variance);
 // eval normalizes with the running statistics, which are then constants for the gradient.
+// batches_tracked (optional, an int64 scalar on x's device: a module's num_batches_tracked) is advanced
+// by one in training, together with the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
-                  const Tensor& bias, bool training, double momentum, double eps);
+                  const Tensor& bias, bool training, double momentum, double eps, const Tensor& batches_tracked = {});
 
 }  // namespace kasmina

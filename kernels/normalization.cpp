@@ -122,9 +122,14 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
 // ---- batch normalization ----------------------------------------------------------------------------
 
 BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                            const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+                            const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps,
+                            const Tensor& batches_tracked) {
     const char* op = "batch_norm";
-    require_backend(op, {&x, &running_mean, &running_var, &weight, &bias});
+    require_backend(op, {&x, &running_mean, &running_var, &weight, &bias, &batches_tracked});
+    if (batches_tracked.defined() &&
+        (batches_tracked.dtype() != DType::i64 || batches_tracked.numel() != 1 || !batches_tracked.is_contiguous()))
+        raise<DTypeError>(op, "batches_tracked must be one contiguous int64 element, got ", batches_tracked.describe());
+    if (batches_tracked.defined()) detail::check_inplace_allowed(batches_tracked, op);
     require_floating(op, x);
     if (x.dim() < 2)
         raise<ShapeError>(op, "expected an input [N, C] or [N, C, *] with at least 2 dims, got ", shape_str(x.shape()));
@@ -158,6 +163,10 @@ BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const T
         // No values: statistics of an empty batch are undefined, so leave the running ones untouched.
         result.save_mean.fill_(std::nan(""));
         result.save_invstd.fill_(std::nan(""));
+        if (batches_tracked.defined()) {
+            add_into(batches_tracked, Tensor::scalar(1.0, {.dtype = DType::i64, .device = x.device()}));
+            batches_tracked.impl()->storage->bump_version();
+        }
         return result;
     }
     // The running statistics are updated in place: through a dense copy when they are strided views.
@@ -167,13 +176,14 @@ BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const T
     }
     const Tensor mean_target = dense(running_mean), var_target = dense(running_var);
     KASMINA_BACKEND(x.device(), batch_norm_training, x_dense, dense(weight), dense(bias), eps, momentum, output, result.save_mean,
-                             result.save_invstd, mean_target, var_target);
+                             result.save_invstd, mean_target, var_target, batches_tracked);
     if (running_mean.defined()) {
         if (!mean_target.same_storage(running_mean)) copy_into(running_mean, mean_target);
         if (!var_target.same_storage(running_var)) copy_into(running_var, var_target);
         running_mean.impl()->storage->bump_version();
         running_var.impl()->storage->bump_version();
     }
+    if (batches_tracked.defined()) batches_tracked.impl()->storage->bump_version();
     return result;
 }
 

@@ -39,13 +39,16 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
 //   running_var  = (1 - momentum) * running_var  + momentum * batch_var * n / (n - 1)
 // with n = N * prod(*) values per channel; n == 1 raises ShapeError (as PyTorch), n == 0 leaves the
 // running statistics untouched and returns NaN save_mean/save_invstd.
+// batches_tracked, an int64 scalar on x's device or undefined, is advanced by one in training, on the
+// device with the running statistics (a module's num_batches_tracked, counted without a launch of its own).
 // Eval: normalizes with the running statistics and returns save_mean/save_invstd undefined.
 //   output [x.shape]; save_mean [C], save_invstd [C] = 1 / sqrt(batch_var + eps)
 struct BatchNormForward {
     Tensor output, save_mean, save_invstd;
 };
 BatchNormForward batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                            const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps);
+                            const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps,
+                            const Tensor& batches_tracked = {});
 
 // input [x.shape]; weight and bias [C]. Training backward differentiates through the batch statistics
 // (save_mean, save_invstd); eval backward treats running_mean/running_var as constants.

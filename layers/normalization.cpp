@@ -74,9 +74,9 @@ Tensor BatchNorm::forward(const Tensor& input) {
         if (counts_batches()) count_batch();
         return output;
     }
-    Tensor output = batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, average_factor(), options_.eps);
-    if (counts_batches()) count_batch();
-    return output;
+    // Counted on the device with the running statistics (no launch of its own).
+    return batch_norm(input, running_mean, running_var, weight, bias, use_batch_stats, average_factor(), options_.eps,
+                      counts_batches() ? num_batches_tracked : Tensor());
 }
 
 // The global batch's statistics from per-replica sums (two passes: the mean first, then the centred

@@ -26,6 +26,10 @@
 #include "tools/command_line.h"
 #include "tools/train/model.h"
 
+#ifdef KASMINA_WITH_CUDA
+#include "runtime/cuda/stream.h"
+#endif
+
 using namespace kasmina;
 using namespace kasmina::bench;
 using Json = nlohmann::json;
@@ -71,14 +75,31 @@ void progress(const std::string& what, int done, int total) {
     if (done == total) std::fprintf(stderr, "\n");
 }
 
+// How a run is timed. On a GPU, device work is timed as the peer script times it: CUDA events recorded
+// on the stream before and after (launch gaps inside the run count, the host's wake-up after the last
+// kernel does not). Host-side work (cache lookups, whole training steps) keeps the wall clock.
+enum class Timing { device, wall };
+
 // Runs `work` warmup + repeats times, ending each run with the device idle.
 Measurement measure(const Config& config, const std::string& workload, const std::string& pass,
-                    const std::function<void()>& work) {
+                    const std::function<void()>& work, Timing timing = Timing::device) {
     Measurement m{workload, pass, {}, 0, 0};
     const std::string label = workload + " " + pass;
     for (int i = 0; i < config.warmup; ++i) work();
     synchronize(config.device);
     for (int i = 0; i < config.repeats; ++i) {
+#ifdef KASMINA_WITH_CUDA
+        if (timing == Timing::device && config.device.is_cuda()) {
+            cuda::Event begin({.enable_timing = true}), end({.enable_timing = true});
+            begin.record(cuda::current_stream());
+            work();
+            end.record(cuda::current_stream());
+            end.synchronize();
+            m.samples_us.push_back(static_cast<double>(begin.elapsed_ms(end)) * 1e3);
+            progress(label, i + 1, config.repeats);
+            continue;
+        }
+#endif
         const auto start = Clock::now();
         work();
         synchronize(config.device);
@@ -118,8 +139,12 @@ double floor_us(const std::string& workload, const std::string& pass, const Shap
     const double elements = static_cast<double>(shape_numel(input));
     auto memory = [&](double passes) { return passes * elements * 4 / (c.copy_gbps * 1e3); };
     auto compute = [&](double flops) { return (both ? 3 : 1) * flops / (c.gemm_gflops * 1e3); };
-    if (workload == "layernorm" || workload == "batchnorm2d" || workload == "batchnorm1d")
-        return memory(both ? 5 : 2);  // fwd: read x, write y; bwd adds read x, read dy, write dx
+    // Layer norm's statistics are per row, so one read of x serves both them and y: fwd reads x and
+    // writes y; bwd adds reads of x and dy and a write of dx. Batch norm's statistics span the whole
+    // batch, which no cache holds, so x is read once for them and again to normalize (fwd: 3 passes),
+    // and dy and x once for the gradient's sums and again for dx (bwd: 5 more). BENCHMARKS.md's floors.
+    if (workload == "layernorm") return memory(both ? 5 : 2);
+    if (workload == "batchnorm2d" || workload == "batchnorm1d") return memory(both ? 8 : 3);
     if (workload == "linear") return compute(2.0 * elements * static_cast<double>(input.back()));
     if (workload == "conv2d") return compute(2.0 * elements * static_cast<double>(input[1]) * 9);
     if (workload == "mha") {
@@ -173,11 +198,13 @@ std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std
             }
             if (name == "cache_hit") {
                 cache->get(ids[0], config.device);
-                results.push_back(measure(config, name, "get", [&] { cache->get(ids[0], config.device); }));
+                results.push_back(
+                    measure(config, name, "get", [&] { cache->get(ids[0], config.device); }, Timing::wall));
             } else {
                 auto bounded = std::make_shared<morph::KernelCache>(cache->store(), morph::CacheOptions{.max_entries = 1});
                 int i = 0;
-                results.push_back(measure(config, name, "get", [&] { bounded->get(ids[i++ % 2], config.device); }));
+                results.push_back(measure(
+                    config, name, "get", [&] { bounded->get(ids[i++ % 2], config.device); }, Timing::wall));
             }
             continue;
         }
@@ -195,7 +222,7 @@ std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std
                 optimizer.zero_grad();
                 cross_entropy(model.forward(images), labels).backward();
                 optimizer.step();
-            }));
+            }, Timing::wall));
             continue;
         }
         if (name.rfind("kasmina_active_", 0) == 0) {

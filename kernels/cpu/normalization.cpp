@@ -633,16 +633,19 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
 
 void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, double momentum,
                          const Tensor& output, const Tensor& save_mean, const Tensor& save_invstd,
-                         const Tensor& running_mean, const Tensor& running_var) {
-    if (onednn_batch_norm_fits(x))
-        return onednn_batch_norm_training(x, weight, bias, eps, momentum, output, save_mean, save_invstd, running_mean,
-                                          running_var);
-    dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-        batch_norm_training_loop(channel_geometry(x), static_cast<const T*>(x.raw_data()), data_or_null<T>(weight),
-                                 data_or_null<T>(bias), eps, momentum, static_cast<T*>(output.raw_data()),
-                                 static_cast<T*>(save_mean.raw_data()), static_cast<T*>(save_invstd.raw_data()),
-                                 mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var));
-    });
+                         const Tensor& running_mean, const Tensor& running_var, const Tensor& batches_tracked) {
+    if (onednn_batch_norm_fits(x)) {
+        onednn_batch_norm_training(x, weight, bias, eps, momentum, output, save_mean, save_invstd, running_mean,
+                                   running_var);
+    } else {
+        dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
+            batch_norm_training_loop(channel_geometry(x), static_cast<const T*>(x.raw_data()), data_or_null<T>(weight),
+                                     data_or_null<T>(bias), eps, momentum, static_cast<T*>(output.raw_data()),
+                                     static_cast<T*>(save_mean.raw_data()), static_cast<T*>(save_invstd.raw_data()),
+                                     mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var));
+        });
+    }
+    if (batches_tracked.defined()) ++*static_cast<int64_t*>(batches_tracked.raw_data());
 }
 
 void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,

@@ -742,7 +742,7 @@ template <typename Kernel, typename Params>
 void launch_attention(Kernel kernel, int shared_elements, size_t element_size, dim3 grid, const char* op,
                       const Params& params, int threads = kAttentionThreads) {
     const size_t bytes = static_cast<size_t>(shared_elements) * element_size;
-    KASMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    allow_shared_memory(kernel, bytes);
     kernel<<<grid, threads, bytes, launch_stream()>>>(params);
     check_launch(op);
 }

@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "runtime/cuda/cuda_check.h"
@@ -61,6 +62,31 @@ int current_device_attribute() {
         if (device < kDevices) known[device].store(value, std::memory_order_relaxed);
     }
     return value;
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in on
+// each device; the opt-in is asked of the driver once per kernel, device and larger size.
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel, size_t bytes) {
+    constexpr size_t kDefaultLimit = 48 * 1024;
+    if (bytes <= kDefaultLimit) return;
+    struct Granted {
+        const void* kernel;
+        int device;
+        size_t bytes;
+    };
+    static std::mutex mutex;
+    static std::vector<Granted> granted;
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    const void* key = reinterpret_cast<const void*>(kernel);
+    std::lock_guard<std::mutex> lock(mutex);
+    auto found = std::find_if(granted.begin(), granted.end(),
+                              [&](const Granted& g) { return g.kernel == key && g.device == device; });
+    if (found != granted.end() && found->bytes >= bytes) return;
+    KASMINA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    if (found != granted.end()) found->bytes = bytes;
+    else granted.push_back({key, device, bytes});
 }
 
 // Element offsets of N operands for a linear index over the (merged) iteration shape.

@@ -11,7 +11,6 @@
 #include "kernels/cuda/matmul_tf32x3.h"
 
 #include <algorithm>
-#include <atomic>
 #include <climits>
 
 #include "kernels/cuda/cuda_launch.cuh"
@@ -231,7 +230,7 @@ constexpr int64_t kMinMultiplyAdds = int64_t{1} << 27;
 bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, int64_t n, int64_t k, int64_t batch) {
     if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return false;
     if (m >= INT_MAX / 2 || n >= INT_MAX / 2 || k >= INT_MAX / 2) return false;
-    if (ceil_div(m, kBlockM) > 65535 || ceil_div(n, kBlockN) > INT_MAX || batch > 65535) return false;
+    if (ceil_div(m, kBlockM) > 65535 || batch > 65535) return false;
     if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(batch) <
         static_cast<double>(kMinMultiplyAdds))
         return false;  // in double: the int64 product could overflow
@@ -265,16 +264,7 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
     auto launch = [&]<bool kAK, bool kBK>() {
         constexpr size_t bytes = kStages * (OperandTile<kAK>::kFloats + OperandTile<kBK>::kFloats) * sizeof(float);
         const auto kernel = tf32x3_gemm_kernel<kAK, kBK>;
-        // Above 48 KiB of shared memory a kernel must opt in, once per device.
-        constexpr int kDevices = 64;
-        static std::atomic<bool> configured[kDevices];
-        int device = 0;
-        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-        if (device >= kDevices || !configured[device].load(std::memory_order_relaxed)) {
-            KASMINA_CUDA_CHECK(
-                cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-            if (device < kDevices) configured[device].store(true, std::memory_order_relaxed);
-        }
+        allow_shared_memory(kernel, bytes);
         kernel<<<grid, kGemmThreads, bytes, launch_stream()>>>(args);
     };
     const bool a_k = k_contiguous_a(a), b_k = k_contiguous_b(b);

@@ -2,9 +2,11 @@
 //   layer norm   one block per row with the row in registers (x read once; rows over 4096 elements
 //                fall back to a two-pass kernel); backward likewise, weight/bias gradients by the
 //                tiled column sum.
-//   batch norm   per-channel statistics as column sums over [N, C*S] (tiled, two passes, deterministic)
-//                folded per channel, then an elementwise pass; backward likewise.
+//   batch norm   per-channel sums in one pass over the data (blocks over (channel, batch slice) on
+//                [N, C, S], tiled column sums on [N, C]), finished per channel in a fixed order
+//                (deterministic), then an elementwise pass; backward likewise. Packs of four floats.
 #include <algorithm>
+#include <initializer_list>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
@@ -264,178 +266,273 @@ struct GradTimesXhatAndGrad {
     }
 };
 
-// ---- batch norm statistics as [N, C*S] column sums, then one block per channel over its S sums ------
+// ---- batch norm over [N, C, S] (contiguous) ------------------------------------------------------------
+// Every pass finds each element's channel without dividing: with S == 1 (batch norm 1d) a thread owns
+// channels and walks rows; with S >= kPlaneMin a block walks (n, c) planes; between them a flat kernel
+// divides. Where rows (S == 1) or planes (S > 1) split into whole 16-byte packs and the pointers are
+// aligned, every load and store moves a pack (four floats). A pass is given as a per-channel op: its
+// constants, op.channel(c), loaded once per channel, and op(constants, x, g) per element (g is the
+// gradient, or 0 where the pass reads none).
 
-// The first value of each channel, x[0, c, 0]: the shift of its moments.
-template <typename T>
-__device__ __forceinline__ T channel_shift(const T* x, int64_t c, int64_t spatial) {
-    return x[spatial == 1 ? c : c / spatial * spatial];
+constexpr int64_t kPlaneMin = 128;
+constexpr int64_t kRowsPerThread = 8;
+
+// kPack consecutive elements moved as one access.
+template <typename T, int kPack>
+struct alignas(sizeof(T) * kPack) Pack {
+    T v[kPack];
+};
+
+template <typename T, int kPack>
+__device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
+    if (data == nullptr) return Pack<T, kPack>{};
+    return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
 }
 
-// Moments about each channel's first value K: d = x - K gives (sum d, sum d^2) in one pass. |mean - K|
-// is of the order of the spread, so variance = E[d^2] - E[d]^2 keeps float32's precision for any
-// offset of the data (raw moments would cancel it away).
+// Moments about each channel's first value K = x[0, c, 0]: d = x - K gives (sum d, sum d^2) in one
+// pass. |mean - K| is of the order of the spread, so variance = E[d^2] - E[d]^2 keeps float32's
+// precision for any offset of the data (raw moments would cancel it away).
 template <typename T>
 struct ShiftedMoments {
     const T* x;
-    int64_t cols, spatial;
-    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
-        const T d = x[r * cols + c] - channel_shift(x, c, spatial);
+    int64_t spatial;
+    struct Channel {
+        T shift;
+    };
+    __device__ Channel channel(int64_t c) const { return {x[c * spatial]}; }
+    __device__ PairSum<T> operator()(const Channel& k, T value, T) const {
+        const T d = value - k.shift;
         return {d, d * d};
     }
 };
 
-// (sum dy, sum dy * xhat) per column in one pass: the backward's two channel sums.
+// (dy, dy * xhat): the backward's two channel sums in one pass.
 template <typename T>
 struct GradAndGradTimesNormalized {
-    const T *grad, *x, *mean, *invstd;
-    int64_t cols, spatial;
-    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
-        const int64_t channel = spatial == 1 ? c : c / spatial;
-        const T g = grad[r * cols + c];
-        return {g, g * (x[r * cols + c] - mean[channel]) * invstd[channel]};
-    }
+    const T *mean, *invstd;
+    struct Channel {
+        T mean, invstd;
+    };
+    __device__ Channel channel(int64_t c) const { return {mean[c], invstd[c]}; }
+    __device__ PairSum<T> operator()(const Channel& k, T x, T g) const { return {g, g * (x - k.mean) * k.invstd}; }
 };
-
-// first[c], second[c] = scale * the sums of columns c * S .. c * S + S of the two column-total arrays.
-template <typename T>
-__global__ void channel_totals_kernel(const T* column_first, const T* column_second, T* first, T* second,
-                                      int64_t channels, int64_t spatial, T scale) {
-    for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
-        T total_first = 0, total_second = 0;
-#pragma unroll 4
-        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) {
-            total_first += column_first[c * spatial + s];
-            total_second += column_second[c * spatial + s];
-        }
-        total_first = block_sum(total_first);
-        total_second = block_sum(total_second);
-        if (threadIdx.x == 0) first[c] = total_first * scale, second[c] = total_second * scale;
-    }
-}
-
-// From the shifted moments (E[d] in `mean`, E[d^2]): the mean (in place), invstd, and the running
-// statistics (unbiased variance) when tracked.
-template <typename T>
-__global__ void batch_norm_finish_kernel(const T* x, int64_t spatial, T* mean, const T* second_moment, T eps, T momentum,
-                                         int64_t count, T* save_invstd, T* running_mean, T* running_var, int64_t channels) {
-    for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < channels;
-         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const T shifted_mean = mean[c];
-        const T variance = max(second_moment[c] - shifted_mean * shifted_mean, T(0));
-        mean[c] = x[c * spatial] + shifted_mean;
-        save_invstd[c] = T(1) / sqrt(variance + eps);
-        if (running_mean) {
-            running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean[c];
-            running_var[c] = (T(1) - momentum) * running_var[c] +
-                             momentum * variance * static_cast<T>(count) / static_cast<T>(count - 1);
-        }
-    }
-}
-
-// Per channel c of [N, C, S]: first[c], second[c] = scale * the two sums over n, s of value(n, c * S + s).
-template <typename T, typename Value>
-void channel_sums(Value value, int64_t batch, int64_t channels, int64_t spatial, T scale, T* first, T* second,
-                  const Tensor& like) {
-    const int64_t cols = channels * spatial;
-    const int64_t partials = column_chunks(batch, cols) * cols;
-    const int64_t column_totals = spatial == 1 ? 0 : 2 * cols;
-    const Tensor scratch = Tensor::empty({2 * partials + column_totals}, like.options());
-    auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
-    if (spatial == 1) {  // a column is a channel
-        column_sums(value, batch, cols, partial, StorePairScaled<T>{first, second, scale});
-        return;
-    }
-    T* column_first = reinterpret_cast<T*>(partial + partials);
-    T* column_second = column_first + cols;
-    column_sums(value, batch, cols, partial, StorePairScaled<T>{column_first, column_second});
-    // A block of 1024 threads a channel, loads unrolled: a few channels' sums are latency-bound.
-    channel_totals_kernel<T><<<blocks_for(channels), 1024, 0, launch_stream()>>>(column_first, column_second, first, second,
-                                                                                 channels, spatial, scale);
-}
-
-// ---- batch norm ([N, C, S] contiguous) ----------------------------------------------------------------
-
-// Elementwise passes over [N, C, S] that find each element's channel without a division: with S == 1
-// a thread owns one channel and walks rows; with S >= kPlaneMin a block walks one (n, c) plane at a
-// time; between them, the flat kernel divides. `make(c)` builds the per-channel functor (its constants
-// loaded once), which is then called with each element's index.
-constexpr int64_t kPlaneMin = 128;
-constexpr int64_t kRowsPerThread = 8;
-
-template <typename Make>
-__global__ void channel_rows_kernel(Make make, int64_t batch, int64_t channels) {
-    const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-    if (c >= channels) return;
-    const auto element = make(c);
-    for (int64_t n = blockIdx.y; n < batch; n += gridDim.y) element(n * channels + c);
-}
-
-template <typename Make>
-__global__ void channel_planes_kernel(Make make, int64_t planes, int64_t channels, int64_t spatial) {
-    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
-        const auto element = make(p % channels);
-        const int64_t base = p * spatial;
-        for (int64_t s = threadIdx.x; s < spatial; s += blockDim.x) element(base + s);
-    }
-}
-
-template <typename Make>
-__global__ void channel_flat_kernel(Make make, int64_t total, int64_t channels, int64_t spatial) {
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        make((i / spatial) % channels)(i);
-}
-
-template <typename Make>
-void for_each_channel_element(Make make, int64_t batch, int64_t channels, int64_t spatial) {
-    const int64_t total = batch * channels * spatial;
-    if (total == 0) return;
-    if (spatial == 1) {
-        const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
-                        static_cast<unsigned>(std::clamp<int64_t>(batch / kRowsPerThread, 1, 65535)));
-        channel_rows_kernel<<<grid, kThreads, 0, launch_stream()>>>(make, batch, channels);
-    } else if (spatial >= kPlaneMin) {
-        const int64_t planes = batch * channels;
-        channel_planes_kernel<<<static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, 0, launch_stream()>>>(
-            make, planes, channels, spatial);
-    } else {
-        channel_flat_kernel<<<grid_for(total), kThreads, 0, launch_stream()>>>(make, total, channels, spatial);
-    }
-}
 
 // out = (x - mean[c]) * invstd[c] * weight[c] + bias[c], as (x - mean) * a + b with a, b per channel
 // (the subtraction first keeps a large mean from cancelling); invstd from the variance when
 // `from_variance` (eval).
 template <typename T>
-void batch_norm_apply(const T* x, const T* mean, const T* scale_source, bool from_variance, T eps, const T* weight,
-                      const T* bias, T* out, int64_t batch, int64_t channels, int64_t spatial) {
-    for_each_channel_element(
-        [=] __device__(int64_t c) {
-            const T invstd = from_variance ? T(1) / sqrt(scale_source[c] + eps) : scale_source[c];
-            const T a = weight ? invstd * weight[c] : invstd;
-            const T b = bias ? bias[c] : T(0), mu = mean[c];
-            return [=](int64_t i) { out[i] = (x[i] - mu) * a + b; };
-        },
-        batch, channels, spatial);
+struct Normalize {
+    const T *mean, *scale_source, *weight, *bias;
+    bool from_variance;
+    T eps;
+    struct Channel {
+        T mean, a, b;
+    };
+    __device__ Channel channel(int64_t c) const {
+        const T invstd = from_variance ? T(1) / sqrt(scale_source[c] + eps) : scale_source[c];
+        return {mean[c], weight ? invstd * weight[c] : invstd, bias ? bias[c] : T(0)};
+    }
+    __device__ T operator()(const Channel& k, T x, T) const { return (x - k.mean) * k.a + k.b; }
+};
+
+// training: dx = weight * invstd * (dy - (sum_dy + xhat * sum_dy_xhat) / n), written as
+// scale * (g - mean_dy - (x - mean) * slope) with slope = invstd * mean_dy_xhat; eval: dx = dy * weight * invstd.
+template <typename T>
+struct InputGradient {
+    const T *mean, *invstd, *weight, *sum_dy, *sum_dy_xhat;
+    bool training;
+    T inverse_count;
+    struct Channel {
+        T scale, mean_dy, slope, mean;
+    };
+    __device__ Channel channel(int64_t c) const {
+        return {(weight ? weight[c] : T(1)) * invstd[c], training ? sum_dy[c] * inverse_count : T(0),
+                training ? invstd[c] * sum_dy_xhat[c] * inverse_count : T(0), mean[c]};
+    }
+    __device__ T operator()(const Channel& k, T x, T g) const { return k.scale * (g - k.mean_dy - (x - k.mean) * k.slope); }
+};
+
+// The forward's store of each channel's shifted moment sums (d, d^2 about K = x[0, c, 0]): the mean,
+// invstd, the running statistics (unbiased variance) when tracked, and the batch count when given.
+template <typename T>
+struct FinishStatistics {
+    const T* x;
+    int64_t spatial, count;
+    T eps, momentum;
+    T *mean, *invstd, *running_mean, *running_var;
+    int64_t* batches_tracked;
+    __device__ void operator()(int64_t c, PairSum<T> sums) const {
+        const T inverse_count = T(1) / static_cast<T>(count);
+        const T shifted_mean = sums.first * inverse_count;
+        const T variance = max(sums.second * inverse_count - shifted_mean * shifted_mean, T(0));
+        const T batch_mean = x[c * spatial] + shifted_mean;
+        mean[c] = batch_mean;
+        invstd[c] = T(1) / sqrt(variance + eps);
+        if (running_mean) {
+            running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * batch_mean;
+            running_var[c] = (T(1) - momentum) * running_var[c] +
+                             momentum * variance * static_cast<T>(count) / static_cast<T>(count - 1);
+        }
+        if (batches_tracked && c == 0) ++*batches_tracked;
+    }
+};
+
+// ---- elementwise passes: out[i] = op(channel constants, x[i], g[i]) --------------------------------------
+
+template <int kPack, typename T, typename Op>
+__global__ void channel_rows_kernel(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t channels) {
+    const int64_t c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kPack;
+    if (c >= channels) return;
+    typename Op::Channel k[kPack];
+#pragma unroll
+    for (int j = 0; j < kPack; ++j) k[j] = op.channel(c + j);
+    for (int64_t n = blockIdx.y; n < batch; n += gridDim.y) {
+        const int64_t i = n * channels + c;
+        const Pack<T, kPack> xs = load_pack<T, kPack>(x, i), gs = load_pack<T, kPack>(g, i);
+        Pack<T, kPack> result;
+#pragma unroll
+        for (int j = 0; j < kPack; ++j) result.v[j] = op(k[j], xs.v[j], gs.v[j]);
+        *reinterpret_cast<Pack<T, kPack>*>(out + i) = result;
+    }
 }
 
-// training: dx = weight * invstd * (dy - (sum_dy + xhat * sum_dy_xhat) / n); eval: dx = dy * weight * invstd
+template <int kPack, typename T, typename Op>
+__global__ void channel_planes_kernel(Op op, const T* x, const T* g, T* out, int64_t planes, int64_t channels,
+                                      int64_t spatial) {
+    const int64_t packs = spatial / kPack;
+    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+        const typename Op::Channel k = op.channel(p % channels);
+        const int64_t base = p * spatial;
+#pragma unroll 4
+        for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
+            const int64_t i = base + j * kPack;
+            const Pack<T, kPack> xs = load_pack<T, kPack>(x, i), gs = load_pack<T, kPack>(g, i);
+            Pack<T, kPack> result;
+#pragma unroll
+            for (int e = 0; e < kPack; ++e) result.v[e] = op(k, xs.v[e], gs.v[e]);
+            *reinterpret_cast<Pack<T, kPack>*>(out + i) = result;
+        }
+    }
+}
+
+template <typename T, typename Op>
+__global__ void channel_flat_kernel(Op op, const T* x, const T* g, T* out, int64_t total, int64_t channels,
+                                    int64_t spatial) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        out[i] = op(op.channel((i / spatial) % channels), x[i], g ? g[i] : T(0));
+}
+
+// The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it.
 template <typename T>
-void batch_norm_backward_input(const T* grad, const T* x, const T* mean, const T* invstd, const T* weight,
-                               const T* sum_dy, const T* sum_dy_xhat, bool training, T* grad_input, int64_t batch,
-                               int64_t channels, int64_t spatial) {
-    const T inverse_count = T(1) / static_cast<T>(batch * spatial);
-    for_each_channel_element(
-        [=] __device__(int64_t c) {
-            const T scale = (weight ? weight[c] : T(1)) * invstd[c];
-            // training: dx = scale * (g - mean_dy - (x - mean) * slope), slope = invstd * mean_dy_xhat
-            const T mean_dy = training ? sum_dy[c] * inverse_count : T(0);
-            const T slope = training ? invstd[c] * sum_dy_xhat[c] * inverse_count : T(0);
-            const T mu = mean[c];
-            return [=](int64_t i) { grad_input[i] = scale * (grad[i] - mean_dy - (x[i] - mu) * slope); };
-        },
-        batch, channels, spatial);
+int pack_for(int64_t extent, std::initializer_list<const void*> pointers) {
+    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
+    if (kWidest < 2 || extent % kWidest != 0) return 1;
+    for (const void* pointer : pointers)
+        if (pointer != nullptr && !aligned_to(pointer, 16)) return 1;
+    return kWidest;
+}
+
+// Calls fn.template operator()<kPack>() with kPack = pack (1, or 16 bytes of T).
+template <typename T, typename Fn>
+void with_pack(int pack, Fn&& fn) {
+    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
+    if (pack == kWidest && kWidest > 1) fn.template operator()<kWidest>();
+    else fn.template operator()<1>();
+}
+
+template <typename T, typename Op>
+void channel_map(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t channels, int64_t spatial) {
+    const int64_t total = batch * channels * spatial;
+    if (total == 0) return;
+    if (spatial == 1) {
+        with_pack<T>(pack_for<T>(channels, {x, g, out}), [&]<int kPack>() {
+            const int64_t threads = channels / kPack;
+            const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
+                            static_cast<unsigned>(std::clamp<int64_t>(batch / kRowsPerThread, 1, 65535)));
+            channel_rows_kernel<kPack><<<grid, kThreads, 0, launch_stream()>>>(op, x, g, out, batch, channels);
+        });
+    } else if (spatial >= kPlaneMin) {
+        const int64_t planes = batch * channels;
+        with_pack<T>(pack_for<T>(spatial, {x, g, out}), [&]<int kPack>() {
+            channel_planes_kernel<kPack><<<static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, 0,
+                                           launch_stream()>>>(op, x, g, out, planes, channels, spatial);
+        });
+    } else {
+        channel_flat_kernel<<<grid_for(total), kThreads, 0, launch_stream()>>>(op, x, g, out, total, channels, spatial);
+    }
+}
+
+// ---- channel sums: first[c], second[c] = scale * the sums over n, s of op(constants, x, g) ----------------
+
+// S == 1: a column of [N, C] is a channel; the tiled column sums do it.
+template <typename T, typename Op>
+struct ColumnOfChannels {
+    Op op;
+    const T *x, *g;
+    int64_t channels;
+    __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
+        const int64_t i = r * channels + c;
+        return op(op.channel(c), x[i], g ? g[i] : T(0));
+    }
+};
+
+// S > 1: block (c, split) sums planes (n, c) for n = split, split + splits, ... into partial[c][split].
+template <int kPack, typename T, typename Op>
+__global__ void channel_plane_sums_kernel(Op op, const T* x, const T* g, PairSum<T>* partial, int64_t batch,
+                                          int64_t channels, int64_t spatial) {
+    const int64_t c = blockIdx.x, split = blockIdx.y, splits = gridDim.y, packs = spatial / kPack;
+    const typename Op::Channel k = op.channel(c);
+    PairSum<T> total{T(0), T(0)};
+    for (int64_t n = split; n < batch; n += splits) {
+        const int64_t base = (n * channels + c) * spatial;
+#pragma unroll 4
+        for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
+            const Pack<T, kPack> xs = load_pack<T, kPack>(x, base + j * kPack), gs = load_pack<T, kPack>(g, base + j * kPack);
+#pragma unroll
+            for (int e = 0; e < kPack; ++e) total += op(k, xs.v[e], gs.v[e]);
+        }
+    }
+    const T first = block_sum(total.first), second = block_sum(total.second);
+    if (threadIdx.x == 0) partial[c * splits + split] = {first, second};
+}
+
+// One warp a channel adds its splits' partial sums (each lane a fixed subset, then the warp: deterministic)
+// and hands the channel's total to the store.
+template <typename T, typename Store>
+__global__ void channel_split_totals_kernel(const PairSum<T>* partial, int64_t splits, int64_t channels, Store store) {
+    const int64_t warps_per_block = blockDim.x / 32;
+    const int64_t c = blockIdx.x * warps_per_block + threadIdx.x / 32;
+    if (c >= channels) return;
+    PairSum<T> total{T(0), T(0)};
+    for (int64_t s = threadIdx.x & 31; s < splits; s += 32) total += partial[c * splits + s];
+    total.first = warp_all_sum(total.first);
+    total.second = warp_all_sum(total.second);
+    if ((threadIdx.x & 31) == 0) store(c, total);
+}
+
+// Hands store(c, sums) each channel's pair of sums over n, s of op(constants, x, g).
+template <typename T, typename Op, typename Store>
+void channel_sums(Op op, const T* x, const T* g, int64_t batch, int64_t channels, int64_t spatial, Store store,
+                  const Tensor& like) {
+    if (spatial == 1) {
+        const Tensor scratch = Tensor::empty({2 * column_chunks(batch, channels) * channels}, like.options());
+        column_sums(ColumnOfChannels<T, Op>{op, x, g, channels}, batch, channels,
+                    static_cast<PairSum<T>*>(scratch.raw_data()), store);
+        return;
+    }
+    // Enough blocks for two waves of eight a multiprocessor, each over whole planes.
+    const int64_t wanted = 16 * current_device_attribute<cudaDevAttrMultiProcessorCount>();
+    const int64_t planes_per_block = std::max<int64_t>(1, batch / std::max<int64_t>(1, (wanted + channels - 1) / channels));
+    const int64_t splits = std::clamp<int64_t>((batch + planes_per_block - 1) / planes_per_block, 1, 65535);
+    const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
+    auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
+    with_pack<T>(pack_for<T>(spatial, {x, g}), [&]<int kPack>() {
+        channel_plane_sums_kernel<kPack><<<dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads,
+                                           0, launch_stream()>>>(op, x, g, partial, batch, channels, spatial);
+    });
+    channel_split_totals_kernel<T><<<static_cast<unsigned>((channels + 7) / 8), 256, 0, launch_stream()>>>(
+        partial, splits, channels, store);
 }
 
 }  // namespace
@@ -516,23 +613,26 @@ void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean
 
 void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, double momentum,
                          const Tensor& output, const Tensor& save_mean, const Tensor& save_invstd,
-                         const Tensor& running_mean, const Tensor& running_var) {
+                         const Tensor& running_mean, const Tensor& running_var, const Tensor& batches_tracked) {
     const int64_t batch = x.size(0), channels = x.size(1), spatial = x.size(2);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
         const T* xs = static_cast<const T*>(x.raw_data());
         T* mean = static_cast<T*>(save_mean.raw_data());
-        const T inverse_count = T(1) / static_cast<T>(batch * spatial);
-        // One pass over x: the moments about each channel's first value.
-        const Tensor second_moment = Tensor::empty({channels}, x.options());
-        channel_sums<T>(ShiftedMoments<T>{xs, channels * spatial, spatial}, batch, channels, spatial, inverse_count, mean,
-                        static_cast<T*>(second_moment.raw_data()), x);
-        batch_norm_finish_kernel<T><<<grid_for(channels), kThreads, 0, launch_stream()>>>(
-            xs, spatial, mean, static_cast<const T*>(second_moment.raw_data()), static_cast<T>(eps),
-            static_cast<T>(momentum), batch * spatial, static_cast<T*>(save_invstd.raw_data()),
-            mutable_or_null<T>(running_mean), mutable_or_null<T>(running_var), channels);
-        batch_norm_apply<T>(static_cast<const T*>(x.raw_data()), static_cast<const T*>(save_mean.raw_data()),
-                            static_cast<const T*>(save_invstd.raw_data()), false, T(0), data_or_null<T>(weight),
-                            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), batch, channels, spatial);
+        T* invstd = static_cast<T*>(save_invstd.raw_data());
+        // One pass over x: the moments about each channel's first value, finished per channel.
+        const FinishStatistics<T> finish{xs,
+                                         spatial,
+                                         batch * spatial,
+                                         static_cast<T>(eps),
+                                         static_cast<T>(momentum),
+                                         mean,
+                                         invstd,
+                                         mutable_or_null<T>(running_mean),
+                                         mutable_or_null<T>(running_var),
+                                         mutable_or_null<int64_t>(batches_tracked)};
+        channel_sums<T>(ShiftedMoments<T>{xs, spatial}, xs, nullptr, batch, channels, spatial, finish, x);
+        const Normalize<T> normalize{mean, invstd, data_or_null<T>(weight), data_or_null<T>(bias), false, T(0)};
+        channel_map<T>(normalize, xs, nullptr, static_cast<T*>(output.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm");
 }
@@ -541,9 +641,11 @@ void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& b
                           const Tensor& running_var, double eps, const Tensor& output) {
     const int64_t channels = x.size(1), spatial = x.size(2);
     dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() {
-        batch_norm_apply<T>(static_cast<const T*>(x.raw_data()), static_cast<const T*>(running_mean.raw_data()),
-                            static_cast<const T*>(running_var.raw_data()), true, static_cast<T>(eps), data_or_null<T>(weight),
-                            data_or_null<T>(bias), static_cast<T*>(output.raw_data()), x.size(0), channels, spatial);
+        const Normalize<T> normalize{static_cast<const T*>(running_mean.raw_data()),
+                                     static_cast<const T*>(running_var.raw_data()), data_or_null<T>(weight),
+                                     data_or_null<T>(bias), true, static_cast<T>(eps)};
+        channel_map<T>(normalize, static_cast<const T*>(x.raw_data()), nullptr, static_cast<T*>(output.raw_data()),
+                       x.size(0), channels, spatial);
     });
     check_launch("batch_norm");
 }
@@ -560,14 +662,16 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
         const T* xs = static_cast<const T*>(x.raw_data());
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* is = static_cast<const T*>(invstd.raw_data());
-        if (need_sums) {
-            channel_sums<T>(GradAndGradTimesNormalized<T>{g, xs, mu, is, channels * spatial, spatial}, batch, channels,
-                            spatial, T(1), static_cast<T*>(sum_dy.raw_data()), static_cast<T*>(sum_dy_xhat.raw_data()), x);
+        T* first = static_cast<T*>(sum_dy.raw_data());
+        T* second = static_cast<T*>(sum_dy_xhat.raw_data());
+        if (need_sums)
+            channel_sums<T>(GradAndGradTimesNormalized<T>{mu, is}, xs, g, batch, channels, spatial,
+                            StorePairScaled<T>{first, second}, x);
+        if (grad_input.defined()) {
+            const InputGradient<T> input_gradient{mu, is, data_or_null<T>(weight), first, second, training,
+                                                  T(1) / static_cast<T>(batch * spatial)};
+            channel_map<T>(input_gradient, xs, g, static_cast<T*>(grad_input.raw_data()), batch, channels, spatial);
         }
-        if (grad_input.defined())
-            batch_norm_backward_input<T>(g, xs, mu, is, data_or_null<T>(weight), static_cast<const T*>(sum_dy.raw_data()),
-                                         static_cast<const T*>(sum_dy_xhat.raw_data()), training,
-                                         static_cast<T*>(grad_input.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm_backward");
 }

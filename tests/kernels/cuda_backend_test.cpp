@@ -289,7 +289,8 @@ TEST(CudaBackend, NormalizationMatchesTheCpu) {
 // The layouts the GPU normalization kernels choose between: layer norm one warp per float32 row
 // (widths filling a lane's registers partly, fully, at the 2048 limit), the block-per-row kernel past it
 // or for widths not a multiple of 4, and a row start that is not 16-byte aligned; batch norm with one
-// element per channel and row ([N, C]), large planes, and the small-plane kernel; train and eval.
+// element per channel and row ([N, C]), large planes, and the small-plane kernel, each where rows or
+// planes split into packs of four floats (or two doubles) and where they do not; train and eval.
 TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
     REQUIRE_GPU();
     for (const int64_t n : {int64_t{8}, int64_t{200}, int64_t{1024}, int64_t{2048}, int64_t{2052}, int64_t{6}}) {
@@ -311,11 +312,14 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
         const Tensor gpu = layer_norm(flat.to(kGpu).narrow(0, 1, 9 * 64).reshape({9, 64}), {64});
         kasmina::testing::expect_tensors_close(gpu.to(Device::cpu()), cpu, 1e-5);
     }
-    for (const Shape& shape : {Shape{300, 7}, Shape{4, 3, 16, 16}, Shape{3, 5, 7}}) {
-        SCOPED_TRACE(shape_str(shape));
+    for (const auto& [shape, dtype] : {std::pair{Shape{300, 7}, DType::f32}, std::pair{Shape{300, 8}, DType::f32},
+                                       std::pair{Shape{4, 3, 16, 16}, DType::f32}, std::pair{Shape{2, 3, 130}, DType::f32},
+                                       std::pair{Shape{3, 5, 7}, DType::f32}, std::pair{Shape{70, 6}, DType::f64},
+                                       std::pair{Shape{5, 2, 12, 12}, DType::f64}}) {
+        SCOPED_TRACE(shape_str(shape) + (dtype == DType::f64 ? " float64" : " float32"));
         const int64_t channels = shape[1];
         for (bool training : {true, false}) {
-            const Tensor running_mean = randn({channels}), running_var = positive({channels});
+            const Tensor running_mean = randn({channels}).to(dtype), running_var = positive({channels}).to(dtype);
             Tensor cpu_mean = running_mean.clone(), cpu_var = running_var.clone();
             Tensor gpu_mean = running_mean.to(kGpu), gpu_var = running_var.to(kGpu);
             expect_same_on_both_devices(
@@ -324,10 +328,16 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
                     return batch_norm(v[0], on_gpu ? gpu_mean : cpu_mean, on_gpu ? gpu_var : cpu_var, v[1], v[2], training,
                                       0.1, 1e-5);
                 },
-                {randn(shape) * 2.0 + 5.0, randn({channels}), randn({channels})}, 1e-4);
+                {(randn(shape) * 2.0 + 5.0).to(dtype), randn({channels}).to(dtype), randn({channels}).to(dtype)}, 1e-4);
             kasmina::testing::expect_tensors_close(gpu_mean.to(Device::cpu()), cpu_mean, 1e-5);
             kasmina::testing::expect_tensors_close(gpu_var.to(Device::cpu()), cpu_var, 1e-5);
         }
+        // The batch count advances on the device, in the kernel that finishes the statistics.
+        Tensor batches = Tensor::scalar(3.0, {.dtype = DType::i64}).to(kGpu);
+        Tensor mean = Tensor::zeros({channels}, {.dtype = dtype}).to(kGpu), var = Tensor::ones({channels}, {.dtype = dtype}).to(kGpu);
+        batch_norm(randn(shape).to(dtype).to(kGpu), mean, var, {}, {}, true, 0.1, 1e-5, batches);
+        batch_norm(randn(shape).to(dtype).to(kGpu), mean, var, {}, {}, false, 0.1, 1e-5, batches);
+        EXPECT_EQ(batches.to(Device::cpu()).item<int64_t>(), 4);
     }
     {
         // A spread of 0.05 on an offset of 300, against float64: the one-pass statistics (moments about

@@ -323,6 +323,29 @@ TEST(BatchNorm, TrainingUpdatesRunningStatisticsWithUnbiasedVariance) {
     }
 }
 
+// The count a module keeps (num_batches_tracked) rides the forward: advanced once per training call,
+// also for an empty batch, never in eval; anything but one int64 element is refused before any update.
+TEST(BatchNorm, BatchesTrackedAdvancesWithTheRunningStatistics) {
+    const Tensor x = random_tensor({4, 3, 5});
+    Tensor running_mean = Tensor::zeros({3}), running_var = Tensor::ones({3});
+    Tensor batches = Tensor::scalar(7.0, {.dtype = DType::i64});
+    const uint64_t version = batches.version();
+    batch_norm(x, running_mean, running_var, {}, {}, true, 0.1, 1e-5, batches);
+    EXPECT_EQ(batches.item<int64_t>(), 8);
+    EXPECT_GT(batches.version(), version);
+    batch_norm(Tensor::empty({0, 3, 5}), running_mean, running_var, {}, {}, true, 0.1, 1e-5, batches);
+    EXPECT_EQ(batches.item<int64_t>(), 9);
+    batch_norm(x, running_mean, running_var, {}, {}, false, 0.1, 1e-5, batches);
+    EXPECT_EQ(batches.item<int64_t>(), 9);
+
+    const Values mean_before = host(running_mean);
+    EXPECT_THROW(batch_norm(x, running_mean, running_var, {}, {}, true, 0.1, 1e-5, Tensor::scalar(1.0)), DTypeError);
+    EXPECT_THROW(batch_norm(x, running_mean, running_var, {}, {}, true, 0.1, 1e-5,
+                            Tensor::zeros({2}, {.dtype = DType::i64})),
+                 DTypeError);
+    expect_values(running_mean, mean_before, 0.0);
+}
+
 TEST(BatchNorm, StridedRunningStatisticsAreUpdatedInPlace) {
     const Tensor x = random_tensor({4, 2});
     Tensor storage = Tensor::zeros({2, 2});
