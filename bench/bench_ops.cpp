@@ -1,5 +1,7 @@
 // CPU op benchmarks at the BENCHMARKS.md CPU sizes: matmul/linear (x[256,512] -> 512), softmax,
-// elementwise and reductions over [2048,512]; forward alone and forward + backward.
+// elementwise and reductions over [2048,512]; forward alone and forward + backward. On the GPU (skipped
+// without one): the host's cost of queueing small pieces of work (no sync inside the loop), the part of
+// a layer's latency an idle GPU waits for.
 #include <benchmark/benchmark.h>
 
 #include "kasmina.h"
@@ -132,5 +134,39 @@ void BM_CrossEntropyForwardBackward(benchmark::State& state) {
     }
 }
 BENCHMARK(BM_CrossEntropyForwardBackward)->Unit(benchmark::kMicrosecond);
+
+enum class HostStep { allocate, fill, add, layer_norm, layer_norm_module };
+
+void BM_EnqueueCuda(benchmark::State& state, HostStep step) {
+    if (!cuda_is_available()) return state.SkipWithError("no CUDA device");
+    const Device gpu = Device::cuda();
+    const Tensor x = Tensor::randn({64, 1024}).to(gpu), w = Tensor::ones({1024}).to(gpu), b = Tensor::zeros({1024}).to(gpu);
+    Tensor target = Tensor::zeros({64, 1024}).to(gpu);
+    nn::LayerNorm module(Shape{1024});
+    module.to(gpu);
+    NoGradGuard no_grad;
+    auto run = [&] {
+        switch (step) {
+            case HostStep::allocate: benchmark::DoNotOptimize(Tensor::empty({64, 1024}, {.device = gpu})); break;
+            case HostStep::fill: target.fill_(1.0); break;
+            case HostStep::add: benchmark::DoNotOptimize(x + x); break;
+            case HostStep::layer_norm: benchmark::DoNotOptimize(layer_norm(x, {1024}, w, b)); break;
+            case HostStep::layer_norm_module: benchmark::DoNotOptimize(module.forward(x)); break;
+        }
+    };
+    for (int i = 0; i < 3; ++i) run();
+    synchronize(gpu);
+    int64_t queued = 0;
+    for (auto _ : state) {
+        run();
+        if (++queued % 64 == 0) synchronize(gpu);  // never let the queue fill (a full queue blocks the host)
+    }
+    synchronize(gpu);
+}
+BENCHMARK_CAPTURE(BM_EnqueueCuda, allocate, HostStep::allocate)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EnqueueCuda, fill, HostStep::fill)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EnqueueCuda, add, HostStep::add)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EnqueueCuda, layer_norm, HostStep::layer_norm)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EnqueueCuda, layer_norm_module, HostStep::layer_norm_module)->Unit(benchmark::kMicrosecond);
 
 }  // namespace

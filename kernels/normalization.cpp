@@ -3,6 +3,7 @@
 // layouts the backends take ([rows, n] for layer norm, [N, C, S] for batch norm).
 #include "kernels/normalization.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/backend.h"
@@ -45,6 +46,16 @@ Tensor as_shape(const Tensor& x, const Shape& shape) {
     if (!x.defined()) return x;
     const Tensor contiguous = dense(x);
     return detail::make_view(contiguous, shape, contiguous_strides(shape), contiguous.offset());
+}
+
+// The gradient as the backends read it: dense with `shape`, or, on the GPU, the one element of a
+// gradient that holds one value everywhere (every stride 0: the gradient of a sum arrives so), which
+// the CUDA kernels read once instead of a materialized copy (normalization_backend.inc).
+Tensor gradient_operand(const Tensor& grad, const Tensor& x, const Shape& shape) {
+    const bool uniform = grad.numel() > 1 && std::all_of(grad.strides().begin(), grad.strides().end(),
+                                                         [](int64_t stride) { return stride == 0; });
+    if (uniform && x.device().is_cuda()) return detail::make_view(grad, Shape{1}, Shape{1}, grad.offset());
+    return as_shape(grad, shape);
 }
 
 // The [N, C, S] view of a batch norm input [N, C, *].
@@ -113,7 +124,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad, const Tensor& x, const Te
     }
     if (!need_input && !need_weight && !need_bias) return grads;
     const Shape matrix{rows, normalized_numel};
-    KASMINA_BACKEND(x.device(), layer_norm_backward, as_shape(grad, matrix), as_shape(x, matrix), dense(mean), dense(rstd),
+    KASMINA_BACKEND(x.device(), layer_norm_backward, gradient_operand(grad, x, matrix), as_shape(x, matrix), dense(mean), dense(rstd),
                              as_shape(weight, {normalized_numel}), as_shape(grads.input, matrix), grads.weight,
                              grads.bias);
     return grads;
@@ -227,7 +238,7 @@ BatchNormGrads batch_norm_backward(const Tensor& grad, const Tensor& x, const Te
     }
     if (!need_input && !need_weight && !need_bias) return grads;
     const Shape geometry = batch_norm_geometry(x);
-    KASMINA_BACKEND(x.device(), batch_norm_backward, as_shape(grad, geometry), as_shape(x, geometry), as_shape(weight, {channels}),
+    KASMINA_BACKEND(x.device(), batch_norm_backward, gradient_operand(grad, x, geometry), as_shape(x, geometry), as_shape(weight, {channels}),
                              as_shape(mean, {channels}), as_shape(invstd, {channels}), training,
                              as_shape(grads.input, geometry), grads.weight, grads.bias);
     return grads;

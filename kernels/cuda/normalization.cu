@@ -6,6 +6,7 @@
 //                [N, C, S], tiled column sums on [N, C]), finished per channel in a fixed order
 //                (deterministic), then an elementwise pass; backward likewise. Packs of four floats.
 #include <algorithm>
+#include <climits>
 #include <initializer_list>
 
 #include "kernels/cuda/cuda_kernels.h"
@@ -173,6 +174,120 @@ bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bi
     return true;
 }
 
+// The backward of the warp-per-row layer norm, on the same rows (float32, n % 4 == 0, here n <= 1024,
+// 16-byte aligned): a warp holds a row's grad and xhat in registers, packs of four, and reduces with
+// shuffles. With affine_partials, each lane also keeps its columns' (grad * xhat, grad) sums from row
+// to row; at the end the block adds its warps' sums in warp order (deterministic) and writes them to
+// affine_partials[block][column], which the column sums then finish.
+constexpr int64_t kBackwardWarpColumns = 1024;
+
+__device__ __forceinline__ float4 operator*(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
+__device__ __forceinline__ float4 operator+(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+__device__ __forceinline__ float4 operator-(float4 a, float b) { return make_float4(a.x - b, a.y - b, a.z - b, a.w - b); }
+__device__ __forceinline__ float4 operator*(float4 a, float b) { return make_float4(a.x * b, a.y * b, a.z * b, a.w * b); }
+__device__ __forceinline__ float component_sum(float4 a) { return (a.x + a.y) + (a.z + a.w); }
+
+template <int kVec>
+__global__ void __launch_bounds__(kThreads, 1)
+    layer_norm_backward_warp_kernel(const float* grad, const float* x, const float* mean, const float* rstd,
+                                    const float* weight, float* grad_input, int64_t rows, int64_t n,
+                                    PairSum<float>* affine_partials, bool uniform_grad) {
+    __shared__ PairSum<float> block_affine[kBackwardWarpColumns];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t warps = blockDim.x / 32, quads = n / 4;
+    const float4* weight4 = reinterpret_cast<const float4*>(weight);
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 affine_g_xhat[kVec], affine_g[kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) affine_g_xhat[k] = affine_g[k] = zero;
+    for (int64_t row = blockIdx.x * warps + warp; row < rows; row += static_cast<int64_t>(gridDim.x) * warps) {
+        const float4* g_row = reinterpret_cast<const float4*>(grad + row * n);
+        const float4* x_row = reinterpret_cast<const float4*>(x + row * n);
+        float4 g[kVec], xhat[kVec];
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            const int64_t j = lane + 32 * k;
+            g[k] = j >= quads ? zero : uniform_grad ? make_float4(grad[0], grad[0], grad[0], grad[0]) : g_row[j];
+            xhat[k] = j < quads ? x_row[j] : zero;
+        }
+        const float mu = mean[row], r = rstd[row];
+        float sum_g = 0.0f, sum_g_xhat = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            const int64_t j = lane + 32 * k;
+            if (j >= quads) continue;
+            xhat[k] = (xhat[k] - mu) * r;
+            affine_g_xhat[k] = affine_g_xhat[k] + g[k] * xhat[k];
+            affine_g[k] = affine_g[k] + g[k];
+            if (weight) g[k] = g[k] * weight4[j];
+            sum_g += component_sum(g[k]);
+            sum_g_xhat += component_sum(g[k] * xhat[k]);
+        }
+        const float mean_g = warp_all_sum(sum_g) / static_cast<float>(n);
+        const float mean_g_xhat = warp_all_sum(sum_g_xhat) / static_cast<float>(n);
+        float4* out = reinterpret_cast<float4*>(grad_input + row * n);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+            const int64_t j = lane + 32 * k;
+            if (j < quads) out[j] = ((g[k] - mean_g) + xhat[k] * -mean_g_xhat) * r;
+        }
+    }
+    if (!affine_partials) return;
+    for (int64_t w = 0; w < warps; ++w) {
+        if (warp == w) {
+#pragma unroll
+            for (int k = 0; k < kVec; ++k) {
+                const int64_t j = lane + 32 * k;
+                if (j >= quads) continue;
+                const float gx[4] = {affine_g_xhat[k].x, affine_g_xhat[k].y, affine_g_xhat[k].z, affine_g_xhat[k].w};
+                const float gg[4] = {affine_g[k].x, affine_g[k].y, affine_g[k].z, affine_g[k].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    PairSum<float>& slot = block_affine[4 * j + e];
+                    slot = w == 0 ? PairSum<float>{gx[e], gg[e]} : PairSum<float>{slot.first + gx[e], slot.second + gg[e]};
+                }
+            }
+        }
+        __syncthreads();
+    }
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) affine_partials[blockIdx.x * n + c] = block_affine[c];
+}
+
+// Runs the warp-per-row backward when the rows fit it; false otherwise. `affine_partials` (or null) gets
+// blocks() rows of n (grad * xhat, grad) sums.
+struct LayerNormBackwardByWarps {
+    int64_t rows, n;
+    bool fits(const Tensor& grad, bool uniform_grad, const Tensor& x, const Tensor& weight, const Tensor& grad_input) const {
+        return x.dtype() == DType::f32 && n % 4 == 0 && n <= kBackwardWarpColumns && grad_input.defined() &&
+               (uniform_grad || aligned_to(grad.raw_data(), 16)) && aligned_to(x.raw_data(), 16) &&
+               aligned_to(grad_input.raw_data(), 16) &&
+               (!weight.defined() || aligned_to(weight.raw_data(), 16));
+    }
+    // One block a multiprocessor when the affine sums ride along (their partials stay few); else
+    // enough blocks for every row's warp.
+    int64_t blocks(bool affine) const {
+        const int64_t warps = kThreads / 32, needed = (rows + warps - 1) / warps;
+        return affine ? std::min<int64_t>(needed, current_device_attribute<cudaDevAttrMultiProcessorCount>())
+                      : std::min<int64_t>(needed, 65535 * 16);
+    }
+    void launch(const Tensor& grad, bool uniform_grad, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                const Tensor& weight, const Tensor& grad_input, PairSum<float>* affine_partials) const {
+        const unsigned grid = static_cast<unsigned>(blocks(affine_partials != nullptr));
+        const int64_t per_lane = (n / 4 + 31) / 32;
+        const auto run = [&]<int kVec>() {
+            layer_norm_backward_warp_kernel<kVec><<<grid, kThreads, 0, launch_stream()>>>(
+                static_cast<const float*>(grad.raw_data()), static_cast<const float*>(x.raw_data()),
+                static_cast<const float*>(mean.raw_data()), static_cast<const float*>(rstd.raw_data()),
+                data_or_null<float>(weight), static_cast<float*>(grad_input.raw_data()), rows, n, affine_partials,
+                uniform_grad);
+        };
+        if (per_lane <= 1) run.template operator()<1>();
+        else if (per_lane <= 2) run.template operator()<2>();
+        else if (per_lane <= 4) run.template operator()<4>();
+        else run.template operator()<8>();
+    }
+};
+
 // The backward's input gradient with grad and x read once into registers (see above). With
 // affine_partials, the same pass also sums each column's (grad * xhat, grad) over the block's rows
 // (a thread keeps its columns from row to row) into affine_partials[block][column]: the affine
@@ -289,6 +404,27 @@ __device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
     return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
 }
 
+// How a pass reads the gradient: not at all (zeros), dense, or one value for every element (`uniform`:
+// the gradient of a sum, read once rather than expanded into a copy).
+template <typename T>
+struct GradRead {
+    const T* data = nullptr;
+    bool uniform = false;
+    __device__ T at(int64_t i) const { return data == nullptr ? T(0) : data[uniform ? 0 : i]; }
+    // The pointer whose alignment the packed loads need (none when nothing is read per element).
+    const void* per_element() const { return uniform ? nullptr : data; }
+};
+
+template <typename T, int kPack>
+__device__ __forceinline__ Pack<T, kPack> load_pack(GradRead<T> g, int64_t i) {
+    if (!g.uniform) return load_pack<T, kPack>(g.data, i);
+    Pack<T, kPack> pack;
+    const T value = g.data[0];
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) pack.v[e] = value;
+    return pack;
+}
+
 // Moments about each channel's first value K = x[0, c, 0]: d = x - K gives (sum d, sum d^2) in one
 // pass. |mean - K| is of the order of the spread, so variance = E[d^2] - E[d]^2 keeps float32's
 // precision for any offset of the data (raw moments would cancel it away).
@@ -380,13 +516,14 @@ struct FinishStatistics {
 // ---- elementwise passes: out[i] = op(channel constants, x[i], g[i]) --------------------------------------
 
 template <int kPack, typename T, typename Op>
-__global__ void channel_rows_kernel(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t channels) {
+__global__ void channel_rows_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_t channels) {
     const int64_t c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kPack;
     if (c >= channels) return;
     typename Op::Channel k[kPack];
 #pragma unroll
     for (int j = 0; j < kPack; ++j) k[j] = op.channel(c + j);
-    for (int64_t n = blockIdx.y; n < batch; n += gridDim.y) {
+    for (int64_t step = blockIdx.y; step < batch; step += gridDim.y) {
+        const int64_t n = batch - 1 - step;  // from the end: see channel_map
         const int64_t i = n * channels + c;
         const Pack<T, kPack> xs = load_pack<T, kPack>(x, i), gs = load_pack<T, kPack>(g, i);
         Pack<T, kPack> result;
@@ -397,10 +534,11 @@ __global__ void channel_rows_kernel(Op op, const T* x, const T* g, T* out, int64
 }
 
 template <int kPack, typename T, typename Op>
-__global__ void channel_planes_kernel(Op op, const T* x, const T* g, T* out, int64_t planes, int64_t channels,
+__global__ void channel_planes_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t planes, int64_t channels,
                                       int64_t spatial) {
     const int64_t packs = spatial / kPack;
-    for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+    for (int64_t step = blockIdx.x; step < planes; step += gridDim.x) {
+        const int64_t p = planes - 1 - step;  // from the end: see channel_map
         const typename Op::Channel k = op.channel(p % channels);
         const int64_t base = p * spatial;
 #pragma unroll 4
@@ -416,11 +554,11 @@ __global__ void channel_planes_kernel(Op op, const T* x, const T* g, T* out, int
 }
 
 template <typename T, typename Op>
-__global__ void channel_flat_kernel(Op op, const T* x, const T* g, T* out, int64_t total, int64_t channels,
+__global__ void channel_flat_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t total, int64_t channels,
                                     int64_t spatial) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        out[i] = op(op.channel((i / spatial) % channels), x[i], g ? g[i] : T(0));
+        out[i] = op(op.channel((i / spatial) % channels), x[i], g.at(i));
 }
 
 // The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it.
@@ -441,12 +579,15 @@ void with_pack(int pack, Fn&& fn) {
     else fn.template operator()<1>();
 }
 
+// The row and plane kernels walk the data from its end. Each follows a sums pass over the same data
+// that walked it from the start, so the part read last (as much as L2 holds, up to ~50 MB) is read
+// again from L2 rather than from memory.
 template <typename T, typename Op>
-void channel_map(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t channels, int64_t spatial) {
+void channel_map(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_t channels, int64_t spatial) {
     const int64_t total = batch * channels * spatial;
     if (total == 0) return;
     if (spatial == 1) {
-        with_pack<T>(pack_for<T>(channels, {x, g, out}), [&]<int kPack>() {
+        with_pack<T>(pack_for<T>(channels, {x, g.per_element(), out}), [&]<int kPack>() {
             const int64_t threads = channels / kPack;
             const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
                             static_cast<unsigned>(std::clamp<int64_t>(batch / kRowsPerThread, 1, 65535)));
@@ -454,7 +595,7 @@ void channel_map(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t c
         });
     } else if (spatial >= kPlaneMin) {
         const int64_t planes = batch * channels;
-        with_pack<T>(pack_for<T>(spatial, {x, g, out}), [&]<int kPack>() {
+        with_pack<T>(pack_for<T>(spatial, {x, g.per_element(), out}), [&]<int kPack>() {
             channel_planes_kernel<kPack><<<static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, 0,
                                            launch_stream()>>>(op, x, g, out, planes, channels, spatial);
         });
@@ -469,32 +610,40 @@ void channel_map(Op op, const T* x, const T* g, T* out, int64_t batch, int64_t c
 template <typename T, typename Op>
 struct ColumnOfChannels {
     Op op;
-    const T *x, *g;
+    const T* x;
+    GradRead<T> g;
     int64_t channels;
     __device__ PairSum<T> operator()(int64_t r, int64_t c) const {
         const int64_t i = r * channels + c;
-        return op(op.channel(c), x[i], g ? g[i] : T(0));
+        return op(op.channel(c), x[i], g.at(i));
     }
 };
 
-// S > 1: block (c, split) sums planes (n, c) for n = split, split + splits, ... into partial[c][split].
+// S > 1: block (c, split) sums planes (n, c) for n = split, split + splits, ... into partial[c][split],
+// walking them as one run of packs so each thread keeps several loads in flight. The blocks advance
+// through the batch together, so the data is read from its start to its end (see channel_map).
 template <int kPack, typename T, typename Op>
-__global__ void channel_plane_sums_kernel(Op op, const T* x, const T* g, PairSum<T>* partial, int64_t batch,
+__global__ void channel_plane_sums_kernel(Op op, const T* x, GradRead<T> g, PairSum<T>* partial, int64_t batch,
                                           int64_t channels, int64_t spatial) {
     const int64_t c = blockIdx.x, split = blockIdx.y, splits = gridDim.y, packs = spatial / kPack;
+    const int64_t planes = (batch - split + splits - 1) / splits;
     const typename Op::Channel k = op.channel(c);
     PairSum<T> total{T(0), T(0)};
-    for (int64_t n = split; n < batch; n += splits) {
-        const int64_t base = (n * channels + c) * spatial;
-#pragma unroll 4
-        for (int64_t j = threadIdx.x; j < packs; j += blockDim.x) {
-            const Pack<T, kPack> xs = load_pack<T, kPack>(x, base + j * kPack), gs = load_pack<T, kPack>(g, base + j * kPack);
+    const auto add = [&](int64_t step, int64_t j) {
+        const int64_t i = ((split + step * splits) * channels + c) * spatial + j * kPack;
+        const Pack<T, kPack> xs = load_pack<T, kPack>(x, i), gs = load_pack<T, kPack>(g, i);
 #pragma unroll
-            for (int e = 0; e < kPack; ++e) total += op(k, xs.v[e], gs.v[e]);
-        }
+        for (int e = 0; e < kPack; ++e) total += op(k, xs.v[e], gs.v[e]);
+    };
+    if (planes * packs <= INT_MAX) {  // 32-bit divisions
+        const unsigned count = static_cast<unsigned>(planes * packs), run = static_cast<unsigned>(packs);
+#pragma unroll 4
+        for (unsigned index = threadIdx.x; index < count; index += blockDim.x) add(index / run, index % run);
+    } else {
+        for (int64_t index = threadIdx.x; index < planes * packs; index += blockDim.x) add(index / packs, index % packs);
     }
-    const T first = block_sum(total.first), second = block_sum(total.second);
-    if (threadIdx.x == 0) partial[c * splits + split] = {first, second};
+    const T first_sum = block_sum(total.first), second_sum = block_sum(total.second);
+    if (threadIdx.x == 0) partial[c * splits + split] = {first_sum, second_sum};
 }
 
 // One warp a channel adds its splits' partial sums (each lane a fixed subset, then the warp: deterministic)
@@ -513,7 +662,7 @@ __global__ void channel_split_totals_kernel(const PairSum<T>* partial, int64_t s
 
 // Hands store(c, sums) each channel's pair of sums over n, s of op(constants, x, g).
 template <typename T, typename Op, typename Store>
-void channel_sums(Op op, const T* x, const T* g, int64_t batch, int64_t channels, int64_t spatial, Store store,
+void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t channels, int64_t spatial, Store store,
                   const Tensor& like) {
     if (spatial == 1) {
         const Tensor scratch = Tensor::empty({2 * column_chunks(batch, channels) * channels}, like.options());
@@ -521,13 +670,12 @@ void channel_sums(Op op, const T* x, const T* g, int64_t batch, int64_t channels
                     static_cast<PairSum<T>*>(scratch.raw_data()), store);
         return;
     }
-    // Enough blocks for two waves of eight a multiprocessor, each over whole planes.
-    const int64_t wanted = 16 * current_device_attribute<cudaDevAttrMultiProcessorCount>();
-    const int64_t planes_per_block = std::max<int64_t>(1, batch / std::max<int64_t>(1, (wanted + channels - 1) / channels));
-    const int64_t splits = std::clamp<int64_t>((batch + planes_per_block - 1) / planes_per_block, 1, 65535);
+    // About four blocks a multiprocessor, each over whole planes (long runs, few partial sums).
+    const int64_t wanted = 4 * current_device_attribute<cudaDevAttrMultiProcessorCount>();
+    const int64_t splits = std::clamp<int64_t>((wanted + channels - 1) / channels, 1, std::min<int64_t>(batch, 65535));
     const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
     auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
-    with_pack<T>(pack_for<T>(spatial, {x, g}), [&]<int kPack>() {
+    with_pack<T>(pack_for<T>(spatial, {x, g.per_element()}), [&]<int kPack>() {
         channel_plane_sums_kernel<kPack><<<dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads,
                                            0, launch_stream()>>>(op, x, g, partial, batch, channels, spatial);
     });
@@ -563,10 +711,33 @@ void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, doubl
     check_launch("layer_norm");
 }
 
-void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+void layer_norm_backward(const Tensor& grad_operand, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                          const Tensor& weight, const Tensor& grad_input, const Tensor& grad_weight,
                          const Tensor& grad_bias) {
     const int64_t rows = x.size(0), n = x.size(1);
+    const bool uniform_grad = grad_operand.numel() == 1;
+    const LayerNormBackwardByWarps by_warps{rows, n};
+    if (rows > 0 && by_warps.fits(grad_operand, uniform_grad, x, weight, grad_input)) {
+        const bool affine = grad_weight.defined() || grad_bias.defined();
+        const int64_t blocks = by_warps.blocks(affine);
+        const Tensor partials = Tensor::empty({affine ? 2 * blocks * n : 0}, x.options());
+        auto* affine_partials = affine ? static_cast<PairSum<float>*>(partials.raw_data()) : nullptr;
+        by_warps.launch(grad_operand, uniform_grad, x, mean, rstd, weight, grad_input, affine_partials);
+        if (affine) {
+            const Tensor scratch = Tensor::empty({2 * column_chunks(blocks, n) * n}, x.options());
+            column_sums(MatrixElement<PairSum<float>>{affine_partials, n}, blocks, n,
+                        static_cast<PairSum<float>*>(scratch.raw_data()),
+                        StorePairScaled<float>{mutable_or_null<float>(grad_weight), mutable_or_null<float>(grad_bias)});
+        }
+        check_launch("layer_norm_backward");
+        return;
+    }
+    // The other kernels read the gradient per element: a uniform one is expanded for them.
+    Tensor grad = grad_operand;
+    if (uniform_grad && x.numel() > 1) {
+        grad = Tensor::empty(x.shape(), x.options());
+        copy_into(grad, detail::make_view(grad_operand, x.shape(), Shape(x.shape().size(), 0), grad_operand.offset()));
+    }
     dispatch_floating(x.dtype(), "layer_norm_backward", [&]<typename T>() {
         const T* g = static_cast<const T*>(grad.raw_data());
         const T* xs = static_cast<const T*>(x.raw_data());
@@ -630,9 +801,9 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
                                          mutable_or_null<T>(running_mean),
                                          mutable_or_null<T>(running_var),
                                          mutable_or_null<int64_t>(batches_tracked)};
-        channel_sums<T>(ShiftedMoments<T>{xs, spatial}, xs, nullptr, batch, channels, spatial, finish, x);
+        channel_sums<T>(ShiftedMoments<T>{xs, spatial}, xs, GradRead<T>{}, batch, channels, spatial, finish, x);
         const Normalize<T> normalize{mean, invstd, data_or_null<T>(weight), data_or_null<T>(bias), false, T(0)};
-        channel_map<T>(normalize, xs, nullptr, static_cast<T*>(output.raw_data()), batch, channels, spatial);
+        channel_map<T>(normalize, xs, GradRead<T>{}, static_cast<T*>(output.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm");
 }
@@ -644,7 +815,7 @@ void batch_norm_inference(const Tensor& x, const Tensor& weight, const Tensor& b
         const Normalize<T> normalize{static_cast<const T*>(running_mean.raw_data()),
                                      static_cast<const T*>(running_var.raw_data()), data_or_null<T>(weight),
                                      data_or_null<T>(bias), true, static_cast<T>(eps)};
-        channel_map<T>(normalize, static_cast<const T*>(x.raw_data()), nullptr, static_cast<T*>(output.raw_data()),
+        channel_map<T>(normalize, static_cast<const T*>(x.raw_data()), GradRead<T>{}, static_cast<T*>(output.raw_data()),
                        x.size(0), channels, spatial);
     });
     check_launch("batch_norm");
@@ -658,7 +829,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
     const Tensor sum_dy = grad_bias.defined() ? grad_bias : Tensor::empty({channels}, x.options());
     const Tensor sum_dy_xhat = grad_weight.defined() ? grad_weight : Tensor::empty({channels}, x.options());
     dispatch_floating(x.dtype(), "batch_norm_backward", [&]<typename T>() {
-        const T* g = static_cast<const T*>(grad.raw_data());
+        const GradRead<T> g{static_cast<const T*>(grad.raw_data()), grad.numel() == 1};
         const T* xs = static_cast<const T*>(x.raw_data());
         const T* mu = static_cast<const T*>(mean.raw_data());
         const T* is = static_cast<const T*>(invstd.raw_data());

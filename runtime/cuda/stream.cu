@@ -36,7 +36,10 @@ DeviceGuard::DeviceGuard(int device) {
     if (previous_ != device) KASMINA_CUDA_CHECK(cudaSetDevice(device));
 }
 
-DeviceGuard::~DeviceGuard() { cudaSetDevice(previous_); }
+DeviceGuard::~DeviceGuard() {
+    int current = previous_;
+    if (cudaGetDevice(&current) != cudaSuccess || current != previous_) cudaSetDevice(previous_);
+}
 
 Stream Stream::create(int device) {
     require_device(device, "Stream::create");

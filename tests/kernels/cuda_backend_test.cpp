@@ -286,6 +286,47 @@ TEST(CudaBackend, NormalizationMatchesTheCpu) {
     }
 }
 
+// The gradient of a sum reaches the normalization backwards as one value broadcast everywhere (every
+// stride 0); the CUDA kernels read that value instead of an expanded copy. Layer norm on the
+// warp-per-row path (1024) and the others (2052, 6); batch norm on [N, C] (packed or not), planes and
+// small planes.
+TEST(CudaBackend, NormalizationBackwardOfASumMatchesTheCpu) {
+    REQUIRE_GPU();
+    auto expect_gradients_match = [](const std::function<Tensor(const Inputs&)>& function, const Inputs& inputs) {
+        Inputs cpu_inputs, gpu_inputs;
+        for (const Tensor& x : inputs) {
+            cpu_inputs.push_back(x.detach().clone().set_requires_grad(true));
+            gpu_inputs.push_back(x.detach().to(kGpu).set_requires_grad(true));
+        }
+        sum(function(cpu_inputs)).backward();
+        sum(function(gpu_inputs)).backward();
+        for (size_t i = 0; i < inputs.size(); ++i) {
+            SCOPED_TRACE(i);
+            ASSERT_TRUE(gpu_inputs[i].grad().defined());
+            kasmina::testing::expect_tensors_close(gpu_inputs[i].grad().to(Device::cpu()), cpu_inputs[i].grad(), 1e-4);
+        }
+    };
+    for (const int64_t n : {int64_t{1024}, int64_t{2052}, int64_t{6}}) {
+        SCOPED_TRACE(n);
+        expect_gradients_match([n](const Inputs& v) { return layer_norm(v[0], {n}, v[1], v[2]); },
+                               {randn({37, n}), randn({n}), randn({n})});
+    }
+    for (const Shape& shape : {Shape{300, 8}, Shape{300, 7}, Shape{4, 3, 16, 16}, Shape{3, 5, 7}}) {
+        SCOPED_TRACE(shape_str(shape));
+        const int64_t channels = shape[1];
+        for (bool training : {true, false}) {
+            const Tensor running_mean = randn({channels}), running_var = positive({channels});
+            expect_gradients_match(
+                [&](const Inputs& v) {
+                    const Device device = v[0].device();
+                    return batch_norm(v[0], running_mean.to(device), running_var.to(device), v[1], v[2], training, 0.1,
+                                      1e-5);
+                },
+                {randn(shape), randn({channels}), randn({channels})});
+        }
+    }
+}
+
 // The layouts the GPU normalization kernels choose between: layer norm one warp per float32 row
 // (widths filling a lane's registers partly, fully, at the 2048 limit), the block-per-row kernel past it
 // or for widths not a multiple of 4, and a row start that is not 16-byte aligned; batch norm with one
@@ -304,6 +345,9 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
         SCOPED_TRACE("2500 rows");
         expect_same_on_both_devices([](const Inputs& v) { return layer_norm(v[0], {64}, v[1], v[2]); },
                                     {randn({2500, 64}), randn({64}), randn({64})}, 1e-4);
+        // the widest warp-per-row backward (eight packs a lane), several rows a warp
+        expect_same_on_both_devices([](const Inputs& v) { return layer_norm(v[0], {1024}, v[1], v[2]); },
+                                    {randn({1500, 1024}), randn({1024}), randn({1024})}, 1e-4);
     }
     {
         SCOPED_TRACE("row start not 16-byte aligned");
