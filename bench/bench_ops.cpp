@@ -6,6 +6,12 @@
 
 #include "kasmina.h"
 
+#ifdef KASMINA_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "runtime/cuda/stream.h"
+#endif
+
 using namespace kasmina;
 
 namespace {
@@ -135,7 +141,7 @@ void BM_CrossEntropyForwardBackward(benchmark::State& state) {
 }
 BENCHMARK(BM_CrossEntropyForwardBackward)->Unit(benchmark::kMicrosecond);
 
-enum class HostStep { allocate, fill, add, layer_norm, layer_norm_module };
+enum class HostStep { driver_memset, allocate, fill, add, layer_norm, layer_norm_module };
 
 void BM_EnqueueCuda(benchmark::State& state, HostStep step) {
     if (!cuda_is_available()) return state.SkipWithError("no CUDA device");
@@ -147,6 +153,11 @@ void BM_EnqueueCuda(benchmark::State& state, HostStep step) {
     NoGradGuard no_grad;
     auto run = [&] {
         switch (step) {
+            case HostStep::driver_memset:  // the CUDA runtime's own cost of queueing one operation
+#ifdef KASMINA_WITH_CUDA
+                cudaMemsetAsync(target.raw_data(), 0, 4, cuda::current_stream().raw());
+#endif
+                break;
             case HostStep::allocate: benchmark::DoNotOptimize(Tensor::empty({64, 1024}, {.device = gpu})); break;
             case HostStep::fill: target.fill_(1.0); break;
             case HostStep::add: benchmark::DoNotOptimize(x + x); break;
@@ -163,6 +174,7 @@ void BM_EnqueueCuda(benchmark::State& state, HostStep step) {
     }
     synchronize(gpu);
 }
+BENCHMARK_CAPTURE(BM_EnqueueCuda, driver_memset, HostStep::driver_memset)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_EnqueueCuda, allocate, HostStep::allocate)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_EnqueueCuda, fill, HostStep::fill)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_EnqueueCuda, add, HostStep::add)->Unit(benchmark::kMicrosecond);
