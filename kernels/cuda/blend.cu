@@ -2,6 +2,7 @@
 // once, out written once; a k_i whose device-side guard is false is replaced by d), and its backward in one pass that also forms the dot products giving the
 // blend weights' gradients (read back to the host only when those gradients are wanted).
 #include <array>
+#include <vector>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
@@ -29,16 +30,23 @@ __device__ unsigned taken_outputs(const BlendOperands<T>& operands) {
     return taken;
 }
 
-template <typename T>
-__global__ void blend_kernel(const T* d, T c0, BlendOperands<T> operands, T* out, int64_t total) {
+// out = c0 * d + sum_i c_i * (k_i, or d where output i's guard is false), kPack elements at a time.
+template <int kPack, typename T>
+__global__ void blend_kernel(const T* d, T c0, BlendOperands<T> operands, T* out, int64_t packs) {
     const unsigned taken = taken_outputs(operands);
-    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < total;
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < packs;
          j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const T base = d[j];
-        T value = c0 * base;
-        for (int i = 0; i < operands.count; ++i)
-            value += operands.coefficients[i] * ((taken >> i) & 1u ? operands.kernels[i][j] : base);
-        out[j] = value;
+        const Pack<T, kPack> base = load_pack<T, kPack>(d, j * kPack);
+        Pack<T, kPack> value;
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) value.v[e] = c0 * base.v[e];
+        for (int i = 0; i < operands.count; ++i) {
+            const Pack<T, kPack> k = (taken >> i) & 1u ? load_pack<T, kPack>(operands.kernels[i], j * kPack) : base;
+            const T coefficient = operands.coefficients[i];
+#pragma unroll
+            for (int e = 0; e < kPack; ++e) value.v[e] += coefficient * k.v[e];
+        }
+        *reinterpret_cast<Pack<T, kPack>*>(out + j * kPack) = value;
     }
 }
 
@@ -96,9 +104,17 @@ void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std
     const int64_t total = d.numel();
     if (total == 0) return;
     dispatch_floating(d.dtype(), "blend_seeds", [&]<typename T>() {
-        blend_kernel<T><<<grid_for(total), kThreads, 0, launch_stream()>>>(
-            static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]),
-            operands_of<T>(kernel_outputs, coefficients, guards, nullptr), static_cast<T*>(out.raw_data()), total);
+        const BlendOperands<T> operands = operands_of<T>(kernel_outputs, coefficients, guards, nullptr);
+        std::vector<const void*> pointers{d.raw_data(), out.raw_data()};
+        for (int i = 0; i < operands.count; ++i) pointers.push_back(operands.kernels[i]);
+        int pack = pack_for<T>(total, {});
+        for (const void* pointer : pointers)
+            if (!aligned_to(pointer, 16)) pack = 1;
+        with_pack<T>(pack, [&]<int kPack>() {
+            blend_kernel<kPack, T><<<grid_for(total / kPack), kThreads, 0, launch_stream()>>>(
+                static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]), operands,
+                static_cast<T*>(out.raw_data()), total / kPack);
+        });
     });
     check_launch("blend_seeds");
 }

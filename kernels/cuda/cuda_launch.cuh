@@ -9,6 +9,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <vector>
 
@@ -171,6 +172,38 @@ __device__ __forceinline__ T warp_all_sum(T value) {
 
 // Whether `pointer` is a multiple of `bytes` (vector loads and stores need it).
 inline bool aligned_to(const void* pointer, size_t bytes) { return reinterpret_cast<uintptr_t>(pointer) % bytes == 0; }
+
+// ---- packed access: kPack consecutive elements (16 bytes at most) moved by one load or store ---------
+
+// kPack consecutive elements moved as one access.
+template <typename T, int kPack>
+struct alignas(sizeof(T) * kPack) Pack {
+    T v[kPack];
+};
+
+template <typename T, int kPack>
+__device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
+    if (data == nullptr) return Pack<T, kPack>{};
+    return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
+}
+
+// The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it.
+template <typename T>
+int pack_for(int64_t extent, std::initializer_list<const void*> pointers) {
+    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
+    if (kWidest < 2 || extent % kWidest != 0) return 1;
+    for (const void* pointer : pointers)
+        if (pointer != nullptr && !aligned_to(pointer, 16)) return 1;
+    return kWidest;
+}
+
+// Calls fn.template operator()<kPack>() with kPack = pack (1, or 16 bytes of T).
+template <typename T, typename Fn>
+void with_pack(int pack, Fn&& fn) {
+    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
+    if (pack == kWidest && kWidest > 1) fn.template operator()<kWidest>();
+    else fn.template operator()<1>();
+}
 
 // Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread receives the result.
 template <typename T>

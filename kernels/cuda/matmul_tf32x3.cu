@@ -173,17 +173,21 @@ __global__ void __launch_bounds__(kGemmThreads, 1) tf32x3_gemm_kernel(GemmArgs p
     }
 }
 
-// c[batch][r][col] = sum over s of partial[batch][s][r][col] (+ bias[col]), s in order.
+// c[batch][r][col] = sum over s of partial[batch][s][r][col] (+ bias[col]), s in order. Blocks walk
+// rows (batch * m of them, blockIdx.y) and columns (blockIdx.x): no division per element.
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t m, int64_t n, int64_t batch,
                                   const float* bias, float* c, int64_t ldc, int64_t c_batch_stride) {
     const int64_t plane = m * n;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < batch * plane;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        const int64_t b = i / plane, r = i % plane / n, col = i % n;
-        const float* first = partial + b * splits * plane + r * n + col;
-        float sum = bias ? bias[col] : 0.0f;
-        for (int s = 0; s < splits; ++s) sum += first[s * plane];
-        c[b * c_batch_stride + r * ldc + col] = sum;
+    for (int64_t row = blockIdx.y; row < batch * m; row += gridDim.y) {
+        const int64_t b = row / m, r = row - b * m;
+        const float* first = partial + b * splits * plane + r * n;
+        float* out = c + b * c_batch_stride + r * ldc;
+        for (int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; col < n;
+             col += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+            float sum = bias ? bias[col] : 0.0f;
+            for (int s = 0; s < splits; ++s) sum += first[s * plane + col];
+            out[col] = sum;
+        }
     }
 }
 
@@ -274,7 +278,10 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
     else launch.operator()<false, false>();
     check_launch("matmul");
     if (used_splits > 1) {
-        sum_splits_kernel<<<grid_for(batch * m * n), kThreads, 0, launch_stream()>>>(
+        const int threads = n <= 128 ? 128 : kThreads;
+        const dim3 sum_grid(static_cast<unsigned>(std::min<int64_t>(ceil_div(n, threads), 65535)),
+                            static_cast<unsigned>(std::min<int64_t>(batch * m, 65535)));
+        sum_splits_kernel<<<sum_grid, threads, 0, launch_stream()>>>(
             static_cast<const float*>(partial.raw_data()), static_cast<int>(used_splits), m, n, batch, bias, c, ldc,
             c_batch_stride);
         check_launch("matmul");

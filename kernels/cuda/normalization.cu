@@ -7,7 +7,6 @@
 //                (deterministic), then an elementwise pass; backward likewise. Packs of four floats.
 #include <algorithm>
 #include <climits>
-#include <initializer_list>
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
@@ -392,17 +391,6 @@ struct GradTimesXhatAndGrad {
 constexpr int64_t kPlaneMin = 128;
 constexpr int64_t kRowsPerThread = 8;
 
-// kPack consecutive elements moved as one access.
-template <typename T, int kPack>
-struct alignas(sizeof(T) * kPack) Pack {
-    T v[kPack];
-};
-
-template <typename T, int kPack>
-__device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
-    if (data == nullptr) return Pack<T, kPack>{};
-    return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
-}
 
 // How a pass reads the gradient: not at all (zeros), dense, or one value for every element (`uniform`:
 // the gradient of a sum, read once rather than expanded into a copy).
@@ -414,6 +402,8 @@ struct GradRead {
     // The pointer whose alignment the packed loads need (none when nothing is read per element).
     const void* per_element() const { return uniform ? nullptr : data; }
 };
+
+using cuda::load_pack;  // the dense loads, which the overload below would hide
 
 template <typename T, int kPack>
 __device__ __forceinline__ Pack<T, kPack> load_pack(GradRead<T> g, int64_t i) {
@@ -559,24 +549,6 @@ __global__ void channel_flat_kernel(Op op, const T* x, GradRead<T> g, T* out, in
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
         out[i] = op(op.channel((i / spatial) % channels), x[i], g.at(i));
-}
-
-// The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it.
-template <typename T>
-int pack_for(int64_t extent, std::initializer_list<const void*> pointers) {
-    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
-    if (kWidest < 2 || extent % kWidest != 0) return 1;
-    for (const void* pointer : pointers)
-        if (pointer != nullptr && !aligned_to(pointer, 16)) return 1;
-    return kWidest;
-}
-
-// Calls fn.template operator()<kPack>() with kPack = pack (1, or 16 bytes of T).
-template <typename T, typename Fn>
-void with_pack(int pack, Fn&& fn) {
-    constexpr int kWidest = static_cast<int>(16 / sizeof(T));
-    if (pack == kWidest && kWidest > 1) fn.template operator()<kWidest>();
-    else fn.template operator()<1>();
 }
 
 // The row and plane kernels walk the data from its end. Each follows a sums pass over the same data

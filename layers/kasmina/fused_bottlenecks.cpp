@@ -1,7 +1,11 @@
 #include "layers/kasmina/fused_bottlenecks.h"
 
+#include <algorithm>
+#include <bit>
+
 #include "autograd/convolution.h"
 #include "autograd/ops.h"
+#include "runtime/grad_mode.h"
 
 namespace kasmina::morph {
 
@@ -41,36 +45,87 @@ std::optional<BottleneckForm> bottleneck_form(const KernelNetwork& network) {
     return form;
 }
 
+FusedWeightsCache::Weights FusedWeightsCache::get(const std::vector<uint64_t>& key, const std::function<Weights()>& build) {
+    {
+        std::lock_guard lock(mutex_);
+        for (auto it = entries_.begin(); it != entries_.end(); ++it)
+            if (it->first == key) {
+                std::rotate(it, it + 1, entries_.end());
+                return entries_.back().second;
+            }
+    }
+    Weights built = build();
+    std::lock_guard lock(mutex_);
+    if (entries_.size() == kEntries) entries_.erase(entries_.begin());
+    entries_.emplace_back(key, built);
+    return built;
+}
+
 // With U_i, V_i the first and second projections' weights, b_i, c_i their biases and w_i the shares:
 //   h   = act(project(x, cat_i U_i (output dim), cat_i b_i))
 //   out = project(h, cat_i w_i V_i (input dim), sum_i w_i c_i)
 // which is sum_i w_i * (project(act(project(x, U_i, b_i)), V_i) + c_i).
 Tensor run_fused_bottlenecks(const std::vector<const KernelNetwork*>& networks, const std::vector<double>& shares,
-                             const Tensor& input) {
+                             const Tensor& input, FusedWeightsCache* cache) {
     if (networks.empty() || networks.size() != shares.size())
         raise<Error>("run_fused_bottlenecks", "need one share per network, got ", networks.size(), " networks and ",
                      shares.size(), " shares");
     const std::optional<BottleneckForm> form = bottleneck_form(*networks[0]);
     if (!form) raise<Error>("run_fused_bottlenecks", "kernel 0 is not a projection-activation-projection bottleneck");
-    std::vector<Tensor> first_weights, first_biases, second_weights;
-    Tensor second_bias;
+    // Each network's weights in op order: first weight, first bias, second weight, second bias (as present).
+    std::vector<std::vector<Tensor>> weights;
+    bool records_gradients = false;
     for (size_t i = 0; i < networks.size(); ++i) {
         const KernelNetwork& network = *networks[i];
         if (bottleneck_form(network) != form)
             raise<Error>("run_fused_bottlenecks", "kernel ", i, " does not have the form of kernel 0");
         const std::vector<KernelOp>& ops = network.ops();
-        first_weights.push_back(network.weight(ops[0].weight));
-        if (form->first_bias) first_biases.push_back(network.weight(ops[0].bias));
-        second_weights.push_back(network.weight(ops[2].weight) * shares[i]);
-        if (form->second_bias) {
-            const Tensor scaled = network.weight(ops[2].bias) * shares[i];
-            second_bias = second_bias.defined() ? second_bias + scaled : scaled;
-        }
+        std::vector<Tensor> own{network.weight(ops[0].weight)};
+        if (form->first_bias) own.push_back(network.weight(ops[0].bias));
+        own.push_back(network.weight(ops[2].weight));
+        if (form->second_bias) own.push_back(network.weight(ops[2].bias));
+        for (const Tensor& weight : own) records_gradients = records_gradients || weight.requires_grad();
+        weights.push_back(std::move(own));
     }
-    const Tensor first_bias = form->first_bias ? cat(first_biases, 0) : Tensor();
-    Tensor hidden = project(*form, input, cat(first_weights, 0), first_bias, form->first_conv);
+    records_gradients = records_gradients && GradMode::is_enabled();
+    const auto build = [&] {
+        std::vector<Tensor> first_weights, first_biases, second_weights;
+        Tensor second_bias;
+        for (size_t i = 0; i < networks.size(); ++i) {
+            size_t next = 0;
+            first_weights.push_back(weights[i][next++]);
+            if (form->first_bias) first_biases.push_back(weights[i][next++]);
+            second_weights.push_back(weights[i][next++] * shares[i]);
+            if (form->second_bias) {
+                const Tensor scaled = weights[i][next++] * shares[i];
+                second_bias = second_bias.defined() ? second_bias + scaled : scaled;
+            }
+        }
+        FusedWeightsCache::Weights built{cat(first_weights, 0), form->first_bias ? cat(first_biases, 0) : Tensor(),
+                                         cat(second_weights, 1), second_bias, {}};
+        for (const std::vector<Tensor>& own : weights) built.sources.insert(built.sources.end(), own.begin(), own.end());
+        return built;
+    };
+    FusedWeightsCache::Weights fused;
+    if (cache == nullptr || records_gradients) {
+        fused = build();
+    } else {
+        // The key: each network, its share (bits) and each weight's data and version. The entry holds the
+        // weights themselves, so no other storage can take their addresses while it lives.
+        std::vector<uint64_t> key;
+        for (size_t i = 0; i < networks.size(); ++i) {
+            key.push_back(reinterpret_cast<uintptr_t>(networks[i]));
+            key.push_back(std::bit_cast<uint64_t>(shares[i]));
+            for (const Tensor& weight : weights[i]) {
+                key.push_back(reinterpret_cast<uintptr_t>(weight.raw_data()));
+                key.push_back(weight.version());
+            }
+        }
+        fused = cache->get(key, build);
+    }
+    Tensor hidden = project(*form, input, fused.first_weight, fused.first_bias, form->first_conv);
     hidden = form->activation == KernelOpType::relu ? relu(hidden) : gelu(hidden);
-    return project(*form, hidden, cat(second_weights, 1), second_bias, form->second_conv);
+    return project(*form, hidden, fused.second_weight, fused.second_bias, form->second_conv);
 }
 
 }  // namespace kasmina::morph

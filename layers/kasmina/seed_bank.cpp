@@ -346,7 +346,7 @@ Tensor SeedBank::blend(const Tensor& d, const Tensor& kernel_input) {
         }
         std::vector<double> shares;
         for (const BlendingSeed& member : members) shares.push_back(member.alpha / total);
-        const Checked k = run_checked(members, d.shape(), [&] { return run_fused_bottlenecks(networks, shares, kernel_input); });
+        const Checked k = run_checked(members, d.shape(), [&] { return run_fused_bottlenecks(networks, shares, kernel_input, &fused_weights_); });
         if (!k.output.defined()) continue;
         fused_group_runs_.fetch_add(1, std::memory_order_relaxed);
         outputs.push_back(k.output);

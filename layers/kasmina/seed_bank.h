@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "layers/kasmina/artifact.h"
+#include "layers/kasmina/fused_bottlenecks.h"
 #include "layers/kasmina/kernel_cache.h"
 #include "layers/kasmina/kernel_network.h"
 #include "layers/kasmina/seed_state.h"
@@ -157,6 +158,7 @@ private:
     std::atomic<int64_t> step_{0};  // training forwards seen
     std::atomic<Fusion> fusion_;
     std::atomic<int64_t> fused_group_runs_{0};
+    FusedWeightsCache fused_weights_;  // the fused groups' weights between inference forwards
     // A fused group whose output was not finite, and when: it runs unfused while it is unchanged.
     std::vector<std::shared_ptr<KernelNetwork>> suspended_group_;  // under mutex_
     int64_t suspended_at_step_ = 0;                                 // under mutex_

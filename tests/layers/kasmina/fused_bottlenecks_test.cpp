@@ -75,6 +75,27 @@ TEST(FusedBottlenecks, RunsAsTheShareWeightedSumOfItsKernelsAndRefusesOtherForms
     EXPECT_FALSE(bottleneck_form(norm).has_value());
 }
 
+// Inference forwards reuse a group's fused weights, and drop them once a share or a weight changes.
+TEST(FusedBottlenecks, CachedWeightsFollowShareAndWeightChanges) {
+    Generator generator(12);
+    const KernelNetwork ka(make_linear_bottleneck(5, 4, 3, 0.3, "a", &generator), false);
+    const KernelNetwork kb(make_linear_bottleneck(5, 4, 2, 0.3, "b", &generator), false);
+    const Tensor x = Tensor::randn({7, 5});
+    FusedWeightsCache cache;
+    NoGradGuard no_grad;
+    const auto expect_blend = [&](double share_a, double share_b) {
+        kasmina::testing::expect_tensors_close(run_fused_bottlenecks({&ka, &kb}, {share_a, share_b}, x, &cache),
+                                               ka.forward(x) * share_a + kb.forward(x) * share_b, 1e-6);
+    };
+    expect_blend(0.25, 0.75);
+    expect_blend(0.25, 0.75);  // from the cache
+    expect_blend(0.5, 0.5);
+    Tensor second = ka.weight(ka.ops()[2].weight);
+    second.fill_(0.125);  // in place: a new version of the same storage
+    expect_blend(0.5, 0.5);
+    expect_blend(0.25, 0.75);
+}
+
 TEST(FusedBottlenecks, LinearGroupGivesThePerSeedOutputAndGradients) {
     Store store("linear");
     Generator generator(5);
