@@ -32,4 +32,8 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
                         const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, size_t workspace_bytes,
                         bool tensor_cores);
 
+// normalization.cu — out[c] = the sum over n and s of x[n, c, s] (x [N, C, S] contiguous, out [C]), by
+// the batch-norm statistics' one-pass channel sums: a convolution's bias gradient.
+void channel_totals(const Tensor& x, const Tensor& out);
+
 }  // namespace kasmina::kernels::cuda

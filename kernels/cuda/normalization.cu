@@ -478,6 +478,14 @@ struct InputGradient {
     __device__ T operator()(const Channel& k, T x, T g) const { return k.scale * (g - k.mean_dy - (x - k.mean) * k.slope); }
 };
 
+// (x, 0): plain channel totals through the pair machinery (the second sum is dropped).
+template <typename T>
+struct ValueAndNothing {
+    struct Channel {};
+    __device__ Channel channel(int64_t) const { return {}; }
+    __device__ PairSum<T> operator()(const Channel&, T x, T) const { return {x, T(0)}; }
+};
+
 // The forward's store of each channel's shifted moment sums (d, d^2 about K = x[0, c, 0]): the mean,
 // invstd, the running statistics (unbiased variance) when tracked, and the batch count when given.
 template <typename T>
@@ -819,6 +827,19 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& weig
         }
     });
     check_launch("batch_norm_backward");
+}
+
+void channel_totals(const Tensor& x, const Tensor& out) {
+    const int64_t batch = x.size(0), channels = x.size(1), spatial = x.size(2);
+    if (x.numel() == 0) {
+        if (channels > 0) KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, channels * dtype_size(x.dtype()), launch_stream()));
+        return;
+    }
+    dispatch_floating(x.dtype(), "channel_totals", [&]<typename T>() {
+        channel_sums<T>(ValueAndNothing<T>{}, static_cast<const T*>(x.raw_data()), GradRead<T>{}, batch, channels, spatial,
+                        StorePairScaled<T>{static_cast<T*>(out.raw_data()), nullptr}, x);
+    });
+    check_launch("channel_totals");
 }
 
 }  // namespace kasmina::kernels::cuda

@@ -263,6 +263,10 @@ TEST(CudaBackend, ConvolutionMatchesTheCpu) {
     }
     expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1]); },
                                 {randn({1, 3, 6, 6}, DType::f64), randn({2, 3, 3, 3}, DType::f64)}, 1e-10);
+    // The bias gradient (our channel sums): float64, planes of an odd size (5 x 5), several images.
+    expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1], v[2]); },
+                                {randn({3, 3, 7, 7}, DType::f64), randn({2, 3, 3, 3}, DType::f64), randn({2}, DType::f64)},
+                                1e-10);
 }
 
 TEST(CudaBackend, NormalizationMatchesTheCpu) {
