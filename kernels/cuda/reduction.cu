@@ -202,21 +202,30 @@ void dispatch_reduce(ReduceOp op, Fn&& fn) {
 }  // namespace
 
 // Clears *flag when x holds a non-finite element. Every writer writes false, so no ordering is needed.
-template <typename T>
-__global__ void clear_flag_on_non_finite_kernel(const T* x, int64_t count, bool* flag) {
-    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        if (!isfinite(x[i])) *flag = false;
+// *flag = false when an element of x is not finite, kPack elements a load.
+template <int kPack, typename T>
+__global__ void clear_flag_on_non_finite_kernel(const T* x, int64_t packs, bool* flag) {
+    bool finite = true;
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < packs;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const Pack<T, kPack> values = load_pack<T, kPack>(x, i * kPack);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) finite = finite && isfinite(values.v[e]);
+    }
+    if (!finite) *flag = false;
 }
 
 void finite_flag(const Tensor& x, const Tensor& out) {
     KASMINA_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 1, 1, launch_stream()));
     const int64_t count = x.numel();
     if (count > 0) {
-        const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((count + kThreads - 1) / kThreads, 2048));
         dispatch_floating(x.dtype(), "finite_flag", [&]<typename T>() {
-            clear_flag_on_non_finite_kernel<T><<<blocks, kThreads, 0, launch_stream()>>>(
-                static_cast<const T*>(x.raw_data()), count, static_cast<bool*>(out.raw_data()));
+            with_pack<T>(pack_for<T>(count, {x.raw_data()}), [&]<int kPack>() {
+                const int64_t packs = count / kPack;
+                const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((packs + kThreads - 1) / kThreads, 2048));
+                clear_flag_on_non_finite_kernel<kPack, T><<<blocks, kThreads, 0, launch_stream()>>>(
+                    static_cast<const T*>(x.raw_data()), packs, static_cast<bool*>(out.raw_data()));
+            });
         });
     }
     check_launch("finite_flag");

@@ -510,4 +510,9 @@ TEST(CudaBackend, FiniteFlagMatchesTheCpuWithoutReadingBack) {
             }
     }
     EXPECT_TRUE(kernels::finite_flag(Tensor::zeros({0}).to(kGpu)).to(Device::cpu()).item<bool>());
+    // A count that does not split into packs of four (the one-element loads).
+    Tensor odd = Tensor::randn({7, 13});
+    EXPECT_TRUE(kernels::finite_flag(odd.to(kGpu)).to(Device::cpu()).item<bool>());
+    odd.view({-1}).narrow(0, 90, 1).fill_(std::numeric_limits<double>::infinity());
+    EXPECT_FALSE(kernels::finite_flag(odd.to(kGpu)).to(Device::cpu()).item<bool>());
 }
