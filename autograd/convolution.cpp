@@ -7,21 +7,18 @@
 
 #include "autograd/node.h"
 #include "autograd/ops.h"
-#include "kernels/settings.h"
 
 namespace kasmina {
 namespace {
 
 // A 1 x 1 convolution with stride 1, no padding and one group is a product per image,
-// out[n] = W [O, C] x[n] [C, H * W]. On the GPU, in float32 with the tensor-core GEMM on
-// (set_matmul_tensor_cores), it runs as one batched GEMM at float32 accuracy: cuDNN's fastest
-// deterministic algorithm for it ran at ~14 TFLOP/s (237 us for 64 -> 128 channels on
-// [64, 64, 56, 56], H100). The gradients are the product's and the bias sum's. Anything else,
-// including operands that would not pass kernels::conv2d's checks, takes the convolution kernels.
+// out[n] = W [O, C] x[n] [C, H * W]. On the GPU that runs as one batched GEMM (tensor cores at float32
+// accuracy): cuDNN's fastest deterministic algorithm for it ran at ~14 TFLOP/s (237 us for 64 -> 128
+// channels on [64, 64, 56, 56], H100). The gradients are the product's and the bias sum's. Anything
+// else, including operands that would not pass kernels::conv2d's checks, takes the convolution kernels.
 bool runs_as_product(const Tensor& x, const Tensor& weight, const Tensor& bias, const kernels::Conv2dParams& params) {
     const auto same = [&](const Tensor& t) { return t.device() == x.device() && t.dtype() == x.dtype(); };
-    return x.defined() && weight.defined() && x.device().is_cuda() && x.dtype() == DType::f32 &&
-           matmul_tensor_cores() && !allow_tf32() && x.dim() == 4 &&
+    return x.defined() && weight.defined() && x.device().is_cuda() && is_floating(x.dtype()) && x.dim() == 4 &&
            x.numel() > 0 && weight.dim() == 4 && same(weight) && weight.size(1) == x.size(1) && weight.size(2) == 1 &&
            weight.size(3) == 1 && params.groups == 1 && params.stride == std::array<int64_t, 2>{1, 1} &&
            params.padding == std::array<int64_t, 2>{0, 0} &&
