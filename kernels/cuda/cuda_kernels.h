@@ -35,5 +35,8 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
 // normalization.cu — out[c] = the sum over n and s of x[n, c, s] (x [N, C, S] contiguous, out [C]), by
 // the batch-norm statistics' one-pass channel sums: a convolution's bias gradient.
 void channel_totals(const Tensor& x, const Tensor& out);
+// normalization.cu — x[n, c, s] += bias[c] in place (x [N, C, S] contiguous, bias [C]), by the batch-norm
+// normalize pass (packs of four, from the data's end): a convolution's bias.
+void add_channel_bias(const Tensor& x, const Tensor& bias);
 
 }  // namespace kasmina::kernels::cuda

@@ -486,6 +486,17 @@ struct ValueAndNothing {
     __device__ PairSum<T> operator()(const Channel&, T x, T) const { return {x, T(0)}; }
 };
 
+// x + bias[c].
+template <typename T>
+struct AddBias {
+    const T* bias;
+    struct Channel {
+        T bias;
+    };
+    __device__ Channel channel(int64_t c) const { return {bias[c]}; }
+    __device__ T operator()(const Channel& k, T x, T) const { return x + k.bias; }
+};
+
 // The forward's store of each channel's shifted moment sums (d, d^2 about K = x[0, c, 0]): the mean,
 // invstd, the running statistics (unbiased variance) when tracked, and the batch count when given.
 template <typename T>
@@ -840,6 +851,15 @@ void channel_totals(const Tensor& x, const Tensor& out) {
                         StorePairScaled<T>{static_cast<T*>(out.raw_data()), nullptr}, x);
     });
     check_launch("channel_totals");
+}
+
+void add_channel_bias(const Tensor& x, const Tensor& bias) {
+    dispatch_floating(x.dtype(), "add_channel_bias", [&]<typename T>() {
+        T* data = static_cast<T*>(x.raw_data());
+        channel_map<T>(AddBias<T>{static_cast<const T*>(bias.raw_data())}, data, GradRead<T>{}, data, x.size(0), x.size(1),
+                       x.size(2));
+    });
+    check_launch("add_channel_bias");
 }
 
 }  // namespace kasmina::kernels::cuda
