@@ -391,7 +391,6 @@ struct GradTimesXhatAndGrad {
 constexpr int64_t kPlaneMin = 128;
 constexpr int64_t kRowsPerThread = 8;
 
-
 // How a pass reads the gradient: not at all (zeros), dense, or one value for every element (`uniform`:
 // the gradient of a sum, read once rather than expanded into a copy).
 template <typename T>
@@ -595,7 +594,7 @@ void channel_map(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_
     }
 }
 
-// ---- channel sums: first[c], second[c] = scale * the sums over n, s of op(constants, x, g) ----------------
+// ---- channel sums: store(c, the pair of sums over n, s of op(constants, x, g)) -----------------------------
 
 // S == 1: a column of [N, C] is a channel; the tiled column sums do it.
 template <typename T, typename Op>

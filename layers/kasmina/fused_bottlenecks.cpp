@@ -72,38 +72,41 @@ Tensor run_fused_bottlenecks(const std::vector<const KernelNetwork*>& networks, 
                      shares.size(), " shares");
     const std::optional<BottleneckForm> form = bottleneck_form(*networks[0]);
     if (!form) raise<Error>("run_fused_bottlenecks", "kernel 0 is not a projection-activation-projection bottleneck");
-    // Each network's weights in op order: first weight, first bias, second weight, second bias (as present).
-    std::vector<std::vector<Tensor>> weights;
+    // Each network's own weights (a bias undefined where its form has none).
+    struct Own {
+        Tensor first_weight, first_bias, second_weight, second_bias;
+    };
+    std::vector<Own> own;
     bool records_gradients = false;
     for (size_t i = 0; i < networks.size(); ++i) {
         const KernelNetwork& network = *networks[i];
         if (bottleneck_form(network) != form)
             raise<Error>("run_fused_bottlenecks", "kernel ", i, " does not have the form of kernel 0");
         const std::vector<KernelOp>& ops = network.ops();
-        std::vector<Tensor> own{network.weight(ops[0].weight)};
-        if (form->first_bias) own.push_back(network.weight(ops[0].bias));
-        own.push_back(network.weight(ops[2].weight));
-        if (form->second_bias) own.push_back(network.weight(ops[2].bias));
-        for (const Tensor& weight : own) records_gradients = records_gradients || weight.requires_grad();
-        weights.push_back(std::move(own));
+        own.push_back({network.weight(ops[0].weight), form->first_bias ? network.weight(ops[0].bias) : Tensor(),
+                       network.weight(ops[2].weight), form->second_bias ? network.weight(ops[2].bias) : Tensor()});
+        for (const Tensor& weight : {own.back().first_weight, own.back().first_bias, own.back().second_weight,
+                                     own.back().second_bias})
+            records_gradients = records_gradients || (weight.defined() && weight.requires_grad());
     }
     records_gradients = records_gradients && GradMode::is_enabled();
     const auto build = [&] {
+        FusedWeightsCache::Weights built;
         std::vector<Tensor> first_weights, first_biases, second_weights;
-        Tensor second_bias;
         for (size_t i = 0; i < networks.size(); ++i) {
-            size_t next = 0;
-            first_weights.push_back(weights[i][next++]);
-            if (form->first_bias) first_biases.push_back(weights[i][next++]);
-            second_weights.push_back(weights[i][next++] * shares[i]);
+            first_weights.push_back(own[i].first_weight);
+            second_weights.push_back(own[i].second_weight * shares[i]);
+            if (form->first_bias) first_biases.push_back(own[i].first_bias);
             if (form->second_bias) {
-                const Tensor scaled = weights[i][next++] * shares[i];
-                second_bias = second_bias.defined() ? second_bias + scaled : scaled;
+                const Tensor scaled = own[i].second_bias * shares[i];
+                built.second_bias = built.second_bias.defined() ? built.second_bias + scaled : scaled;
             }
+            for (const Tensor& weight : {own[i].first_weight, own[i].first_bias, own[i].second_weight, own[i].second_bias})
+                if (weight.defined()) built.sources.push_back(weight);
         }
-        FusedWeightsCache::Weights built{cat(first_weights, 0), form->first_bias ? cat(first_biases, 0) : Tensor(),
-                                         cat(second_weights, 1), second_bias, {}};
-        for (const std::vector<Tensor>& own : weights) built.sources.insert(built.sources.end(), own.begin(), own.end());
+        built.first_weight = cat(first_weights, 0);
+        built.first_bias = form->first_bias ? cat(first_biases, 0) : Tensor();
+        built.second_weight = cat(second_weights, 1);
         return built;
     };
     FusedWeightsCache::Weights fused;
@@ -116,7 +119,8 @@ Tensor run_fused_bottlenecks(const std::vector<const KernelNetwork*>& networks, 
         for (size_t i = 0; i < networks.size(); ++i) {
             key.push_back(reinterpret_cast<uintptr_t>(networks[i]));
             key.push_back(std::bit_cast<uint64_t>(shares[i]));
-            for (const Tensor& weight : weights[i]) {
+            for (const Tensor& weight : {own[i].first_weight, own[i].first_bias, own[i].second_weight, own[i].second_bias}) {
+                if (!weight.defined()) continue;
                 key.push_back(reinterpret_cast<uintptr_t>(weight.raw_data()));
                 key.push_back(weight.version());
             }
