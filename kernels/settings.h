@@ -32,6 +32,17 @@ bool attention_tensor_cores();
 void set_matmul_tensor_cores(bool enable);
 bool matmul_tensor_cores();
 
+// Float32 convolutions as implicit GEMMs on tensor cores at float32 accuracy (3xTF32, the GEMM's
+// main loop reading the image in place; kernels/cuda/convolution_tf32x3.h) instead of cuDNN, for the
+// geometries they take (groups 1; the input gradient needs stride 1). measured (the default): the
+// first call of each geometry and pass times them against cuDNN's fastest deterministic algorithm
+// and keeps the faster, as cuDNN's own search does; always: wherever they apply (tests, timings);
+// off: cuDNN only. Not with set_allow_tf32(true) (cuDNN's TF32 is faster). The environment's
+// KASMINA_CONVOLUTION_TENSOR_CORES=0 or =always sets the starting value.
+enum class ConvolutionTensorCores { off, measured, always };
+void set_convolution_tensor_cores(ConvolutionTensorCores mode);
+ConvolutionTensorCores convolution_tensor_cores();
+
 // The most bytes of attention scores the fused backward may hold at once (default 64 MiB, L2-sized
 // chunks of heads computed with cuBLAS); a head whose scores exceed it — or a budget of 0 — takes the
 // tiled kernels that hold none. Not used on tensor cores (which hold no scores).

@@ -1,16 +1,21 @@
-// 2-D convolution on the GPU through cuDNN: forward, backward data, backward filter (+ bias
-// gradient). The algorithm for each geometry is chosen once by cuDNN's measured search (PyTorch's
-// benchmark mode, restricted to deterministic algorithms) and cached; workspaces come from the caching allocator. float32 runs with FMA math
-// (no TF32) unless kasmina::set_allow_tf32(true).
+// 2-D convolution on the GPU: forward, backward data, backward filter (+ bias gradient), by cuDNN or,
+// for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h).
+// The algorithm for each geometry and pass is chosen once by measurement and cached: cuDNN's search
+// (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernel timed against
+// its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
+// float32 runs with FMA math (no TF32) unless kasmina::set_allow_tf32(true).
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/convolution_tf32x3.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/settings.h"
@@ -86,18 +91,83 @@ struct Descriptors {
     Descriptors& operator=(const Descriptors&) = delete;
 };
 
+// cuDNN's side of one pass, set up on first use: a pass that runs our kernel never touches it.
+class CudnnPass {
+public:
+    CudnnPass(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p, DType dtype, const char* op)
+        : x_(x), w_(w), y_(y), params_(p), dtype_(dtype), op_(op) {}
+    const Descriptors& descriptors() {
+        if (!descriptors_) descriptors_.emplace(x_, w_, y_, params_, dtype_, op_);
+        return *descriptors_;
+    }
+
+private:
+    Shape x_, w_, y_;
+    Conv2dParams params_;
+    DType dtype_;
+    const char* op_;
+    std::optional<Descriptors> descriptors_;
+};
+
 std::string geometry_key(const char* pass, const Shape& x, const Shape& w, const Conv2dParams& p, DType dtype) {
     int device = 0;
     cudaGetDevice(&device);
     return make_message(pass, device, dtype_name(dtype), shape_str(x), shape_str(w), p.stride[0], ",", p.stride[1], ",",
                         p.padding[0], ",", p.padding[1], ",", p.dilation[0], ",", p.dilation[1], ",", p.groups,
-                        allow_tf32() ? "tf32" : "fp32");
+                        allow_tf32() ? "tf32" : "fp32", static_cast<int>(convolution_tensor_cores()));
 }
 
 struct Choice {
     int algorithm = 0;
     size_t workspace = 0;
+    float milliseconds = 0;      // what the search measured
+    bool implicit_gemm = false;  // our tensor-core kernel instead of cuDNN's algorithm
 };
+
+bool search_log() {
+    static const bool log = [] {
+        const char* value = std::getenv("KASMINA_CUDNN_SEARCH_LOG");
+        return value != nullptr && std::string(value) == "1";
+    }();
+    return log;
+}
+
+// Whether our implicit GEMM is to be considered for a pass it applies to (`applies`).
+bool implicit_gemm_wanted(bool applies) {
+    return applies && convolution_tensor_cores() != ConvolutionTensorCores::off && !allow_tf32();
+}
+
+// cuDNN's choice, or our kernel (`run`) where it measured faster: the median of five runs on the
+// current stream after one to warm up, against the time cuDNN's search gave its winner.
+template <typename Run>
+Choice faster_of(Choice cudnn, Run&& run, const char* op) {
+    cudaEvent_t begin = nullptr, end = nullptr;
+    KASMINA_CUDA_CHECK(cudaEventCreate(&begin));
+    KASMINA_CUDA_CHECK(cudaEventCreate(&end));
+    run();
+    float samples[5];
+    for (float& sample : samples) {
+        KASMINA_CUDA_CHECK(cudaEventRecord(begin, launch_stream()));
+        run();
+        KASMINA_CUDA_CHECK(cudaEventRecord(end, launch_stream()));
+        KASMINA_CUDA_CHECK(cudaEventSynchronize(end));
+        KASMINA_CUDA_CHECK(cudaEventElapsedTime(&sample, begin, end));
+    }
+    cudaEventDestroy(begin);
+    cudaEventDestroy(end);
+    std::sort(std::begin(samples), std::end(samples));
+    const float ours = samples[2];
+    if (search_log())
+        std::fprintf(stderr, "cudnn search %s: implicit GEMM on tensor cores %.1f us against algo %d %.1f us\n", op,
+                     ours * 1e3, cudnn.algorithm, cudnn.milliseconds * 1e3);
+    cudnn.implicit_gemm = ours < cudnn.milliseconds;  // cuDNN's choice stays for operands ours does not take
+    return cudnn;
+}
+
+// Runs our kernel (`ours`) or cuDNN's choice (`theirs(choice)`) for one pass: always, or as the
+// cached measurement of this geometry (`search` gives cuDNN's choice) decided.
+template <typename Search, typename Ours, typename Theirs>
+void run_pass(const std::string& key, bool ours_applies, Search&& search, Ours&& ours, Theirs&& theirs, const char* op);
 
 // The fastest algorithm cuDNN measures for this geometry (found once, then cached).
 template <typename Find>
@@ -120,18 +190,27 @@ Choice choose(const std::string& key, Find&& find) {
 // determinism) to stderr: what the choice was made from.
 template <typename Perf>
 Choice best_of(const Perf* results, int count, const char* op) {
-    static const bool log = [] {
-        const char* value = std::getenv("KASMINA_CUDNN_SEARCH_LOG");
-        return value != nullptr && std::string(value) == "1";
-    }();
+    const bool log = search_log();
     for (int i = 0; log && i < count; ++i)
         std::fprintf(stderr, "cudnn search %s: algo %d status %d %.1f us %zu bytes %s\n", op, static_cast<int>(results[i].algo),
                      static_cast<int>(results[i].status), results[i].time * 1e3, results[i].memory,
                      results[i].determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic");
     for (int i = 0; i < count; ++i)
         if (results[i].status == CUDNN_STATUS_SUCCESS && results[i].determinism == CUDNN_DETERMINISTIC)
-            return {static_cast<int>(results[i].algo), results[i].memory};
+            return {static_cast<int>(results[i].algo), results[i].memory, results[i].time};
     raise<DeviceError>(op, "cuDNN found no deterministic algorithm for this geometry");
+}
+
+template <typename Search, typename Ours, typename Theirs>
+void run_pass(const std::string& key, bool ours_applies, Search&& search, Ours&& ours, Theirs&& theirs, const char* op) {
+    const bool consider_ours = implicit_gemm_wanted(ours_applies);
+    if (consider_ours && convolution_tensor_cores() == ConvolutionTensorCores::always) return ours();
+    const Choice choice = choose(key, [&] {
+        const Choice cudnn = search();
+        return consider_ours ? faster_of(cudnn, ours, op) : cudnn;
+    });
+    if (choice.implicit_gemm && consider_ours) return ours();
+    theirs(choice);
 }
 
 // A dense [N, C, H, W] tensor as [N, C, H * W], the layout of the per-channel passes.
@@ -155,64 +234,85 @@ struct Scale {
 
 void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
                     const Tensor& out) {
-    const Descriptors d(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
-    cudnnHandle_t h = handle();
-    const Choice choice = choose(geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()), [&] {
-        cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-        int count = 0;
-        check_cudnn(cudnnFindConvolutionForwardAlgorithm(h, d.input, d.filter, d.convolution, d.output,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, results),
-                    "cudnnFindConvolutionForwardAlgorithm");
-        return best_of(results, count, "conv2d");
-    });
-    const Tensor space = workspace(choice.workspace);
-    dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
-        const Scale<T> s;
-        check_cudnn(cudnnConvolutionForward(h, &s.one, d.input, x.raw_data(), d.filter, weight.raw_data(), d.convolution,
-                                            static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm), space.raw_data(),
-                                            choice.workspace, &s.zero, d.output, out.raw_data()),
-                    "cudnnConvolutionForward");
-    });
-    // The bias by our packed per-channel pass, which starts from the output's end, the part the
-    // convolution wrote last (still in L2). Against cudnnAddTensor, same H200 call: the conv2d
-    // workload's forward 319-330 -> 300-302 us.
-    if (bias.defined()) add_channel_bias(as_planes(out), bias);
+    CudnnPass cudnn(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
+    run_pass(
+        geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
+        tf32x3_conv2d_forward_applies(x, weight, params, out),
+        [&] {
+            const Descriptors& d = cudnn.descriptors();
+            cudnnHandle_t h = handle();
+            cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+            int count = 0;
+            check_cudnn(cudnnFindConvolutionForwardAlgorithm(h, d.input, d.filter, d.convolution, d.output,
+                                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, results),
+                        "cudnnFindConvolutionForwardAlgorithm");
+            return best_of(results, count, "conv2d");
+        },
+        [&] { tf32x3_conv2d_forward(x, weight, bias, params, out); },
+        [&](const Choice& choice) {
+            const Descriptors& d = cudnn.descriptors();
+            cudnnHandle_t h = handle();
+            const Tensor space = workspace(choice.workspace);
+            dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
+                const Scale<T> s;
+                check_cudnn(cudnnConvolutionForward(h, &s.one, d.input, x.raw_data(), d.filter, weight.raw_data(),
+                                                    d.convolution, static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm),
+                                                    space.raw_data(), choice.workspace, &s.zero, d.output,
+                                                    out.raw_data()),
+                            "cudnnConvolutionForward");
+            });
+            // The bias by our packed per-channel pass, which starts from the output's end, the part the
+            // convolution wrote last (still in L2). Against cudnnAddTensor, same H200 call: the conv2d
+            // workload's forward 319-330 -> 300-302 us.
+            if (bias.defined()) add_channel_bias(as_planes(out), bias);
+        },
+        "conv2d");
 }
 
 void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
                           const Tensor& grad_input) {
-    const Descriptors d(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
-    cudnnHandle_t h = handle();
-    const Choice choice = choose(geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()), [&] {
-        cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-        int count = 0;
-        check_cudnn(cudnnFindConvolutionBackwardDataAlgorithm(h, d.filter, d.output, d.convolution, d.input,
-                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, results),
-                    "cudnnFindConvolutionBackwardDataAlgorithm");
-        return best_of(results, count, "conv2d backward data");
-    });
-    const Tensor space = workspace(choice.workspace);
-    dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
-        const Scale<T> s;
-        check_cudnn(cudnnConvolutionBackwardData(h, &s.one, d.filter, weight.raw_data(), d.output, grad_output.raw_data(),
-                                                 d.convolution, static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm),
-                                                 space.raw_data(), choice.workspace, &s.zero, d.input,
-                                                 grad_input.raw_data()),
-                    "cudnnConvolutionBackwardData");
-    });
+    CudnnPass cudnn(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
+    run_pass(
+        geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
+        tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
+        [&] {
+            const Descriptors& d = cudnn.descriptors();
+            cudnnHandle_t h = handle();
+            cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+            int count = 0;
+            check_cudnn(cudnnFindConvolutionBackwardDataAlgorithm(h, d.filter, d.output, d.convolution, d.input,
+                                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, results),
+                        "cudnnFindConvolutionBackwardDataAlgorithm");
+            return best_of(results, count, "conv2d backward data");
+        },
+        [&] { tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input); },
+        [&](const Choice& choice) {
+            const Descriptors& d = cudnn.descriptors();
+            cudnnHandle_t h = handle();
+            const Tensor space = workspace(choice.workspace);
+            dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
+                const Scale<T> s;
+                check_cudnn(cudnnConvolutionBackwardData(h, &s.one, d.filter, weight.raw_data(), d.output,
+                                                         grad_output.raw_data(), d.convolution,
+                                                         static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm),
+                                                         space.raw_data(), choice.workspace, &s.zero, d.input,
+                                                         grad_input.raw_data()),
+                            "cudnnConvolutionBackwardData");
+            });
+        },
+        "conv2d backward data");
 }
 
 void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
                              const Tensor& grad_weight, const Tensor& grad_bias) {
-    cudnnHandle_t h = handle();
-    const Shape weight_shape = grad_weight.defined()
-                                   ? grad_weight.shape()
-                                   : Shape{grad_output.size(1), x.size(1) / params.groups, 1, 1};  // only the bias wanted
-    const Descriptors d(x.shape(), weight_shape, grad_output.shape(), params, x.dtype(), "conv2d");
-    dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
-        const Scale<T> s;
-        if (grad_weight.defined()) {
-            const Choice choice = choose(geometry_key("bwd_filter", x.shape(), weight_shape, params, x.dtype()), [&] {
+    if (grad_weight.defined()) {
+        CudnnPass cudnn(x.shape(), grad_weight.shape(), grad_output.shape(), params, x.dtype(), "conv2d");
+        run_pass(
+            geometry_key("bwd_filter", x.shape(), grad_weight.shape(), params, x.dtype()),
+            tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
+            [&] {
+                const Descriptors& d = cudnn.descriptors();
+                cudnnHandle_t h = handle();
                 cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
                 int count = 0;
                 check_cudnn(cudnnFindConvolutionBackwardFilterAlgorithm(h, d.input, d.output, d.convolution, d.filter,
@@ -220,16 +320,23 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                                                                         results),
                             "cudnnFindConvolutionBackwardFilterAlgorithm");
                 return best_of(results, count, "conv2d backward filter");
-            });
-            const Tensor space = workspace(choice.workspace);
-            check_cudnn(cudnnConvolutionBackwardFilter(h, &s.one, d.input, x.raw_data(), d.output, grad_output.raw_data(),
-                                                       d.convolution,
-                                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm),
-                                                       space.raw_data(), choice.workspace, &s.zero, d.filter,
-                                                       grad_weight.raw_data()),
-                        "cudnnConvolutionBackwardFilter");
-        }
-    });
+            },
+            [&] { tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight); },
+            [&](const Choice& choice) {
+                const Descriptors& d = cudnn.descriptors();
+                cudnnHandle_t h = handle();
+                const Tensor space = workspace(choice.workspace);
+                dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
+                    const Scale<T> s;
+                    check_cudnn(cudnnConvolutionBackwardFilter(
+                                    h, &s.one, d.input, x.raw_data(), d.output, grad_output.raw_data(), d.convolution,
+                                    static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm), space.raw_data(),
+                                    choice.workspace, &s.zero, d.filter, grad_weight.raw_data()),
+                                "cudnnConvolutionBackwardFilter");
+                });
+            },
+            "conv2d backward filter");
+    }
     // The bias gradient by our channel sums: cuDNN's cudnnConvolutionBackwardBias ran 64 blocks, ~200 us
     // on [64, 64, 56, 56] (H200, under ncu) for one read of the gradient.
     if (grad_bias.defined()) channel_totals(as_planes(grad_output), grad_bias);

@@ -39,6 +39,13 @@ __device__ __forceinline__ void cp_async_16(float* destination, const float* sou
                               "r"(inside ? 16 : 0));
 }
 
+// The same for 4 bytes (for operands gathered one float at a time, like an image read as im2col).
+__device__ __forceinline__ void cp_async_4(float* destination, const float* source, bool inside) {
+    const auto shared = static_cast<uint32_t>(__cvta_generic_to_shared(destination));
+    KASMINA_SM80_ASM_VOLATILE("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(shared), "l"(source),
+                              "r"(inside ? 4 : 0));
+}
+
 __device__ __forceinline__ void cp_async_commit() { KASMINA_SM80_ASM_VOLATILE("cp.async.commit_group;\n" ::); }
 
 // Waits until at most `kPending` of this thread's committed groups are still in flight.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <string>
 #include <tuple>
 
 #include "kasmina.h"
@@ -267,6 +268,109 @@ TEST(CudaBackend, ConvolutionMatchesTheCpu) {
     expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1], v[2]); },
                                 {randn({3, 3, 7, 7}, DType::f64), randn({2, 3, 3, 3}, DType::f64), randn({2}, DType::f64)},
                                 1e-10);
+}
+
+namespace {
+
+// Errors of a float32 convolution on the GPU (forward, input and weight gradients for a random output
+// gradient g) against float64 on the CPU, each in units of float32's rounding (2^-24) times the sum
+// of the absolute terms that make the entry (the same convolution of |x|, |w| and |g|): recursive
+// float32 summation over n terms stays below n of those units.
+struct ConvolutionErrors {
+    double forward = 0, input = 0, weight = 0;
+    Tensor output;  // the GPU's forward, on the CPU
+};
+
+ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& params) {
+    Tensor xg = x.to(kGpu), wg = w.to(kGpu), bg = b.to(kGpu);
+    xg.set_requires_grad(true);
+    wg.set_requires_grad(true);
+    const Tensor out = conv2d(xg, wg, bg, params);
+    const Tensor g = randn(out.shape());
+    sum(out * g.to(kGpu)).backward();
+
+    auto leaf = [](const Tensor& t) {
+        Tensor copy = t.to(DType::f64);
+        copy.set_requires_grad(true);
+        return copy;
+    };
+    const Tensor x64 = leaf(x), w64 = leaf(w), b64 = b.to(DType::f64), g64 = g.to(DType::f64);
+    const Tensor out64 = conv2d(x64, w64, b64, params);
+    sum(out64 * g64).backward();
+    const Tensor ax = leaf(abs(x)), aw = leaf(abs(w));
+    const Tensor bound = conv2d(ax, aw, Tensor(), params);
+    sum(bound * abs(g64)).backward();
+
+    auto in_roundings = [](const Tensor& value, const Tensor& reference, const Tensor& scale) {
+        const Tensor error = abs(value.to(Device::cpu()).to(DType::f64) - reference);
+        return amax(error / ((scale + 1e-30) * std::ldexp(1.0, -24)), {}).item();
+    };
+    ConvolutionErrors errors;
+    errors.output = out.detach().to(Device::cpu());
+    errors.forward = in_roundings(out.detach(), out64.detach(), bound.detach() + abs(b64).view({1, -1, 1, 1}));
+    errors.input = in_roundings(xg.grad(), x64.grad(), ax.grad());
+    errors.weight = in_roundings(wg.grad(), w64.grad(), aw.grad());
+    return errors;
+}
+
+}  // namespace
+
+// The implicit-GEMM convolutions on tensor cores (3xTF32), forced on, over geometries that exercise
+// their edges: partial tiles of output channels and pixels, odd pixel counts (columns crossing
+// images), strides, padding, dilation, a non-square kernel, one image (k split among blocks). Each
+// stays within float32's bound against float64 and gives other bits than cuDNN (so it really ran).
+TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
+    REQUIRE_GPU();
+    struct Case {
+        std::string name;
+        Shape x, w;
+        Conv2dParams params;
+    };
+    const Conv2dParams padded{{1, 1}, {1, 1}, {1, 1}, 1};
+    const std::vector<Case> cases = {
+        {"72 outputs, 9 x 9, padding 1", {2, 8, 9, 9}, {72, 8, 3, 3}, padded},
+        {"stride 2", {2, 4, 8, 8}, {16, 4, 3, 3}, {{2, 2}, {1, 1}, {1, 1}, 1}},
+        {"dilation 2", {2, 4, 10, 9}, {8, 4, 3, 3}, {{1, 1}, {2, 2}, {2, 2}, 1}},
+        {"1 x 1, 7 x 7 planes", {3, 64, 7, 7}, {128, 64, 1, 1}, {{1, 1}, {0, 0}, {1, 1}, 1}},
+        {"one image, deep", {1, 128, 6, 6}, {64, 128, 3, 3}, padded},
+        {"5 x 3 kernel", {2, 4, 9, 8}, {12, 4, 5, 3}, {{1, 1}, {2, 1}, {1, 1}, 1}},
+        {"several images and slices", {4, 32, 20, 20}, {64, 32, 3, 3}, padded},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        const Conv2dParams& params = c.params;
+        const Tensor x = randn(c.x), w = randn(c.w), b = randn({c.w[0]});
+        set_convolution_tensor_cores(ConvolutionTensorCores::always);
+        const ConvolutionErrors ours = convolution_errors(x, w, b, params);
+        set_convolution_tensor_cores(ConvolutionTensorCores::off);
+        const ConvolutionErrors cudnn = convolution_errors(x, w, b, params);
+        set_convolution_tensor_cores(ConvolutionTensorCores::measured);
+        const double taps = static_cast<double>(c.w[1] * c.w[2] * c.w[3]);
+        const double pixels = static_cast<double>(ours.output.size(0) * ours.output.size(2) * ours.output.size(3));
+        EXPECT_LT(ours.forward, taps) << "cuDNN: " << cudnn.forward;
+        EXPECT_LT(ours.input, static_cast<double>(c.w[0] * c.w[2] * c.w[3])) << "cuDNN: " << cudnn.input;
+        EXPECT_LT(ours.weight, pixels) << "cuDNN: " << cudnn.weight;
+        EXPECT_GT(amax(abs(ours.output - cudnn.output), {}).item(), 0.0) << "the tensor-core convolution did not run";
+    }
+}
+
+// Operands the tensor-core convolutions do not take (a weight that is not 16-byte aligned, taps not
+// a multiple of 4, groups, float64) go to cuDNN even when they are forced on.
+TEST(CudaBackend, ConvolutionOutsideTheTensorCoreKernelsFallsBackToCudnn) {
+    REQUIRE_GPU();
+    set_convolution_tensor_cores(ConvolutionTensorCores::always);
+    expect_same_on_both_devices(
+        [](const Inputs& v) { return conv2d(v[0], v[1].narrow(0, 1, 8 * 4 * 9).view({8, 4, 3, 3}), v[2]); },
+        {randn({2, 4, 6, 6}), randn({1 + 8 * 4 * 9}), randn({8})}, 1e-4);
+    expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1], v[2]); },
+                                {randn({2, 3, 6, 6}), randn({8, 3, 3, 3}), randn({8})}, 1e-4);
+    expect_same_on_both_devices(
+        [](const Inputs& v) { return conv2d(v[0], v[1], v[2], Conv2dParams{{1, 1}, {1, 1}, {1, 1}, 2}); },
+        {randn({2, 8, 6, 6}), randn({8, 4, 3, 3}), randn({8})}, 1e-4);
+    expect_same_on_both_devices([](const Inputs& v) { return conv2d(v[0], v[1], v[2]); },
+                                {randn({2, 4, 6, 6}, DType::f64), randn({8, 4, 3, 3}, DType::f64), randn({8}, DType::f64)},
+                                1e-10);
+    set_convolution_tensor_cores(ConvolutionTensorCores::measured);
 }
 
 TEST(CudaBackend, NormalizationMatchesTheCpu) {

@@ -1,0 +1,292 @@
+// Implicit-GEMM convolutions on the 3xTF32 main loop (contract in convolution_tf32x3.h), blocks of
+// 64 x 128 outputs (four warps; two blocks a multiprocessor), for NCHW float32:
+// - forward: out[o, (image, pixel)] = W[o, (c, r, s)] im2col[(c, r, s), (image, pixel)], the output
+//   channels as rows (m = O), the pixels of every image as columns (n = N * OH * OW, written straight
+//   into NCHW through the GEMM's column groups), the bias added per row;
+// - input gradient (stride 1): the forward over grad_output with the kernel flipped and its input
+//   and output channels swapped;
+// - weight gradient: dW[o, (c, r, s)] = dY[o, (image, pixel)] im2col[(image, pixel), (c, r, s)], the
+//   long sum over images and pixels split among blocks and added in a fixed order.
+// The im2col entries are gathered 4 bytes at a time (cp.async, zero-filled outside the image).
+#include "kernels/cuda/convolution_tf32x3.h"
+
+#include <climits>
+#include <initializer_list>
+
+#include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/cuda/tf32x3_gemm.cuh"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+using tf32x3::kBlockK;
+using tf32x3::kBlockN;
+using Block = tf32x3::BlockShape<64>;
+constexpr int kThreadsPerBlock = Block::kThreads;
+static_assert(kThreadsPerBlock == kBlockN, "the im2col loaders give each thread one column or one lane of rows");
+
+// An image batch read as an im2col matrix, and the convolution that reads it.
+struct ImageSource {
+    const float* x;                  // [N, channels, height, width]
+    int channels, height, width;     // of the input
+    int out_width, pixels;           // of the output: OW and OH * OW
+    int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+
+    __device__ int64_t image_offset(int image) const {
+        return static_cast<int64_t>(image) * channels * height * width;
+    }
+    __device__ bool inside(int ih, int iw) const {
+        return static_cast<unsigned>(ih) < static_cast<unsigned>(height) &&
+               static_cast<unsigned>(iw) < static_cast<unsigned>(width);
+    }
+};
+
+// B (k, n) of the forward: k = (channel, r, s), n = (image, output pixel), entry x[image, channel,
+// oh * stride_h - pad_h + r * dilation_h, ow * stride_w - pad_w + s * dilation_w], zero outside the
+// image. Each thread gathers one column: its pixel is the same in every slice, so it is worked out
+// once, and k steps through (channel, r, s) without divisions. Pixels contiguous in shared memory,
+// as in the image: a warp reads 32 neighbouring pixels and writes 32 neighbouring floats.
+struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
+    static constexpr int kTableInts = 0;
+    using Source = ImageSource;
+
+    struct Loader {
+        ImageSource g;
+        const float* image;  // this thread's image
+        int top, left;       // the input position of tap (0, 0) for this thread's pixel
+        bool valid;          // the column exists
+
+        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
+            const int column = n0 + static_cast<int>(threadIdx.x);
+            valid = column < n_count;
+            const int image_index = valid ? column / g.pixels : 0;
+            const int pixel = valid ? column - image_index * g.pixels : 0;
+            const int oh = pixel / g.out_width, ow = pixel - oh * g.out_width;
+            top = oh * g.stride_h - g.pad_h;
+            left = ow * g.stride_w - g.pad_w;
+            image = g.x + g.image_offset(image_index);
+        }
+
+        __device__ void stage(float* tile, int k0, int k_end) const {
+            const int taps = g.kernel_h * g.kernel_w, plane_size = g.height * g.width;
+            const int channel = k0 / taps, tap = k0 - channel * taps;
+            int r = tap / g.kernel_w, s = tap - r * g.kernel_w;
+            const float* plane = image + static_cast<int64_t>(channel) * plane_size;
+            int ih = top + r * g.dilation_h, iw = left + s * g.dilation_w;
+            float* const column = tile + threadIdx.x;
+#pragma unroll 8
+            for (int kk = 0; kk < kBlockK; ++kk) {
+                const bool inside = valid && k0 + kk < k_end && g.inside(ih, iw);
+                cp_async_4(column + kk * kLd, inside ? plane + ih * g.width + iw : g.x, inside);
+                iw += g.dilation_w;
+                if (++s == g.kernel_w) {
+                    s = 0;
+                    iw = left;
+                    ih += g.dilation_h;
+                    if (++r == g.kernel_h) {
+                        r = 0;
+                        ih = top;
+                        plane += plane_size;
+                    }
+                }
+            }
+        }
+    };
+};
+
+// B (k, n) of the weight gradient: k = (image, output pixel), n = (channel, r, s), the transpose of
+// the forward's. A block's 128 taps are fixed, so their offsets go to a shared table once; in each
+// slice lane l of every warp takes pixel k0 + l (worked out once a slice) and the warps take the taps
+// four apart. k contiguous in shared memory (rows of 36): a warp writes 32 neighbouring floats.
+struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
+    static constexpr int kTableInts = 3 * kBlockN;  // per tap: offset in the image, r * dh, s * dw
+    static constexpr int kOutside = -(1 << 29);     // a row offset that puts every read of a missing tap outside
+    using Source = ImageSource;
+
+    struct Loader {
+        ImageSource g;
+        const int* table;
+
+        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* shared_table)
+            : g(source), table(shared_table) {
+            const int row = static_cast<int>(threadIdx.x), tap_index = n0 + row;
+            const int taps = g.kernel_h * g.kernel_w;
+            const int channel = tap_index / taps, tap = tap_index - channel * taps;
+            const int r = tap / g.kernel_w, s = tap - r * g.kernel_w;
+            const bool valid = tap_index < n_count;
+            shared_table[row] = valid ? (channel * g.height + r * g.dilation_h) * g.width + s * g.dilation_w : 0;
+            shared_table[kBlockN + row] = valid ? r * g.dilation_h : kOutside;
+            shared_table[2 * kBlockN + row] = s * g.dilation_w;
+        }
+
+        __device__ void stage(float* tile, int k0, int k_end) const {
+            const int lane = static_cast<int>(threadIdx.x % 32), first_row = static_cast<int>(threadIdx.x / 32);
+            const int position = k0 + lane;
+            const bool valid = position < k_end;
+            const int image_index = valid ? position / g.pixels : 0;
+            const int pixel = valid ? position - image_index * g.pixels : 0;
+            const int oh = pixel / g.out_width, ow = pixel - oh * g.out_width;
+            const int top = oh * g.stride_h - g.pad_h, left = ow * g.stride_w - g.pad_w;
+            const int64_t corner = g.image_offset(image_index) + static_cast<int64_t>(top) * g.width + left;
+#pragma unroll 8
+            for (int row = first_row; row < kBlockN; row += kThreadsPerBlock / 32) {
+                const bool inside = valid && g.inside(top + table[kBlockN + row], left + table[2 * kBlockN + row]);
+                cp_async_4(tile + row * kLd + lane, inside ? g.x + corner + table[row] : g.x, inside);
+            }
+        }
+    };
+};
+
+// A (m, k) of the weight gradient: grad_output [N, O, P] as (o, (image, pixel)), k contiguous within
+// an image. P is a multiple of 4, so a 16-byte chunk never straddles two images.
+struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
+    static constexpr int kTableInts = 0;
+    static constexpr int kChunks = Block::kBlockM * kBlockK / 4;
+    static_assert(kChunks % kThreadsPerBlock == 0, "every thread copies the same number of chunks");
+
+    struct Source {
+        const float* data;
+        int pixels, channels;  // P and O
+    };
+
+    struct Loader {
+        Source source;
+        int m0, m_count;
+
+        __device__ Loader(const Source& s, int /*batch*/, int first_row, int rows, int* /*table*/)
+            : source(s), m0(first_row), m_count(rows) {}
+
+        __device__ void stage(float* tile, int k0, int k_end) const {
+#pragma unroll
+            for (int i = 0; i < kChunks / kThreadsPerBlock; ++i) {
+                const int index = static_cast<int>(threadIdx.x) + i * kThreadsPerBlock;
+                const int row = index / (kBlockK / 4), inner = index % (kBlockK / 4) * 4;
+                const int position = k0 + inner;
+                const bool inside = m0 + row < m_count && position < k_end;
+                const int image = inside ? position / source.pixels : 0;
+                const int64_t offset = (static_cast<int64_t>(image) * source.channels + m0 + row) * source.pixels +
+                                       (position - image * source.pixels);
+                cp_async_16(tile + row * kLd + inner, inside ? source.data + offset : source.data, inside);
+            }
+        }
+    };
+};
+
+using WeightTile = tf32x3::DenseTile<true, Block::kBlockM, kThreadsPerBlock>;
+
+// out[c, o, r, s] = w[o, c, KH - 1 - r, KW - 1 - s]: the kernel of the input gradient as a forward.
+__global__ void flip_kernel_kernel(const float* w, float* out, int outputs, int inputs, int taps_h, int taps_w) {
+    const int64_t count = static_cast<int64_t>(outputs) * inputs * taps_h * taps_w;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        int64_t rest = i;
+        const int s = static_cast<int>(rest % taps_w);
+        rest /= taps_w;
+        const int r = static_cast<int>(rest % taps_h);
+        rest /= taps_h;
+        const int o = static_cast<int>(rest % outputs);
+        const int c = static_cast<int>(rest / outputs);
+        out[i] = w[((static_cast<int64_t>(o) * inputs + c) * taps_h + taps_h - 1 - r) * taps_w + taps_w - 1 - s];
+    }
+}
+
+bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
+
+bool float32_on_tensor_cores(std::initializer_list<const Tensor*> tensors) {
+    for (const Tensor* t : tensors)
+        if (t->dtype() != DType::f32 || !t->is_contiguous()) return false;
+    return tensor_cores_available();
+}
+
+ImageSource image_source(const Tensor& x, const Shape& weight, const Shape& out, const Conv2dParams& p) {
+    auto to_int = [](int64_t v) { return static_cast<int>(v); };
+    return {static_cast<const float*>(x.raw_data()),
+            to_int(x.size(1)), to_int(x.size(2)), to_int(x.size(3)),
+            to_int(out[3]), to_int(out[2] * out[3]),
+            to_int(weight[2]), to_int(weight[3]),
+            to_int(p.stride[0]), to_int(p.stride[1]), to_int(p.padding[0]), to_int(p.padding[1]),
+            to_int(p.dilation[0]), to_int(p.dilation[1])};
+}
+
+// The sizes every im2col GEMM indexes in int: the image, the product's sides, the tap offsets.
+bool geometry_fits(const Shape& x, const Shape& weight, const Shape& out) {
+    const int64_t taps = weight[1] * weight[2] * weight[3], pixels = out[2] * out[3];
+    return fits_int(x[1] * x[2] * x[3]) && fits_int(x[0] * pixels) && fits_int(taps) && fits_int(weight[0]) &&
+           (weight[0] + Block::kBlockM - 1) / Block::kBlockM <= tf32x3::kMaxGridYZ && x[0] > 0 && weight[0] > 0 &&
+           pixels > 0 && taps > 0;
+}
+
+Conv2dParams input_gradient_params(const Tensor& weight, const Conv2dParams& p) {
+    Conv2dParams flipped = p;
+    for (int d = 0; d < 2; ++d) flipped.padding[d] = p.dilation[d] * (weight.size(2 + d) - 1) - p.padding[d];
+    return flipped;
+}
+
+}  // namespace
+
+bool tf32x3_conv2d_forward_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& params,
+                                   const Tensor& out) {
+    if (params.groups != 1 || !float32_on_tensor_cores({&x, &weight, &out})) return false;
+    const int64_t taps = weight.size(1) * weight.size(2) * weight.size(3);
+    return taps % 4 == 0 && aligned_to(weight.raw_data(), 16) && geometry_fits(x.shape(), weight.shape(), out.shape());
+}
+
+void tf32x3_conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
+                           const Tensor& out) {
+    const int64_t outputs = weight.size(0), taps = weight.size(1) * weight.size(2) * weight.size(3);
+    const int64_t pixels = out.size(2) * out.size(3), columns = x.size(0) * pixels;
+    const WeightTile::Source w{static_cast<const float*>(weight.raw_data()), taps, 0};
+    const tf32x3::GemmOutput output{static_cast<float*>(out.raw_data()),
+                                    pixels,
+                                    0,
+                                    outputs * pixels,
+                                    pixels,
+                                    bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
+                                    true};
+    tf32x3::gemm<Block, WeightTile, Im2colColumnsTile>(w, image_source(x, weight.shape(), out.shape(), params), output,
+                                                      outputs, columns, taps, 1, 512);
+}
+
+bool tf32x3_conv2d_backward_data_applies(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
+                                         const Tensor& grad_input) {
+    if (params.stride[0] != 1 || params.stride[1] != 1 || params.groups != 1) return false;
+    const Conv2dParams flipped = input_gradient_params(weight, params);
+    if (flipped.padding[0] < 0 || flipped.padding[1] < 0) return false;
+    if (!float32_on_tensor_cores({&grad_output, &weight, &grad_input})) return false;
+    const Shape flipped_weight{weight.size(1), weight.size(0), weight.size(2), weight.size(3)};
+    const int64_t taps = weight.size(0) * weight.size(2) * weight.size(3);
+    return taps % 4 == 0 && geometry_fits(grad_output.shape(), flipped_weight, grad_input.shape());
+}
+
+void tf32x3_conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
+                                 const Tensor& grad_input) {
+    const Tensor flipped = Tensor::empty({weight.size(1), weight.size(0), weight.size(2), weight.size(3)},
+                                         {.dtype = DType::f32, .device = weight.device()});
+    flip_kernel_kernel<<<grid_for(weight.numel()), kThreads, 0, launch_stream()>>>(
+        static_cast<const float*>(weight.raw_data()), static_cast<float*>(flipped.raw_data()),
+        static_cast<int>(weight.size(0)), static_cast<int>(weight.size(1)), static_cast<int>(weight.size(2)),
+        static_cast<int>(weight.size(3)));
+    check_launch("conv2d");
+    tf32x3_conv2d_forward(grad_output, flipped, Tensor(), input_gradient_params(weight, params), grad_input);
+}
+
+bool tf32x3_conv2d_backward_weights_applies(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
+                                            const Tensor& grad_weight) {
+    if (params.groups != 1 || !float32_on_tensor_cores({&grad_output, &x, &grad_weight})) return false;
+    const int64_t pixels = grad_output.size(2) * grad_output.size(3);
+    return pixels % 4 == 0 && aligned_to(grad_output.raw_data(), 16) &&
+           geometry_fits(x.shape(), grad_weight.shape(), grad_output.shape());
+}
+
+void tf32x3_conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
+                                    const Tensor& grad_weight) {
+    const int64_t outputs = grad_weight.size(0), taps = grad_weight.size(1) * grad_weight.size(2) * grad_weight.size(3);
+    const int64_t pixels = grad_output.size(2) * grad_output.size(3), positions = x.size(0) * pixels;
+    const ImageRowsTile::Source dy{static_cast<const float*>(grad_output.raw_data()), static_cast<int>(pixels),
+                                   static_cast<int>(outputs)};
+    const tf32x3::GemmOutput output{static_cast<float*>(grad_weight.raw_data()), taps, 0, 0, taps, nullptr, false};
+    tf32x3::gemm<Block, ImageRowsTile, Im2colRowsTile>(dy, image_source(x, grad_weight.shape(), grad_output.shape(), params),
+                                                      output, outputs, taps, positions, 1, 512);
+}
+
+}  // namespace kasmina::kernels::cuda
