@@ -41,11 +41,13 @@ struct ImageSource {
     }
 };
 
-// B (k, n) of the forward: k = (channel, r, s), n = (image, output pixel), entry x[image, channel,
-// oh * stride_h - pad_h + r * dilation_h, ow * stride_w - pad_w + s * dilation_w], zero outside the
-// image. Each thread gathers one column: its pixel is the same in every slice, so it is worked out
-// once, and k steps through (channel, r, s) without divisions. Pixels contiguous in shared memory,
-// as in the image: a warp reads 32 neighbouring pixels and writes 32 neighbouring floats.
+// B (k, n) of the forward: k = (r, s, channel), channel fastest (the weights are reordered to
+// match), n = (image, output pixel); entry x[image, channel, oh * stride_h - pad_h + r * dilation_h,
+// ow * stride_w - pad_w + s * dilation_w], zero outside the image. Each thread gathers one column:
+// its pixel is the same in every slice, so its position is worked out once, and along k only the
+// channel moves (one plane further each step) until the tap changes, so whether the entry lies in
+// the image is decided once per tap. Pixels contiguous in shared memory, as in the image: a warp
+// reads 32 neighbouring pixels and writes 32 neighbouring floats.
 struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
     static constexpr int kTableInts = 0;
     using Source = ImageSource;
@@ -68,26 +70,38 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
         }
 
         __device__ void stage(float* tile, int k0, int k_end) const {
-            const int taps = g.kernel_h * g.kernel_w, plane_size = g.height * g.width;
-            const int channel = k0 / taps, tap = k0 - channel * taps;
-            int r = tap / g.kernel_w, s = tap - r * g.kernel_w;
-            const float* plane = image + static_cast<int64_t>(channel) * plane_size;
+            const int plane_size = g.height * g.width;
+            const int tap = k0 / g.channels;
+            int channel = k0 - tap * g.channels, r = tap / g.kernel_w, s = tap - r * g.kernel_w;
             int ih = top + r * g.dilation_h, iw = left + s * g.dilation_w;
+            bool in_image = valid && g.inside(ih, iw);
+            int64_t offset = static_cast<int64_t>(channel) * plane_size + ih * g.width + iw;
             float* const column = tile + threadIdx.x;
+            if (k0 + kBlockK <= k_end && channel + kBlockK <= g.channels) {
+                // The whole slice is one tap: one pixel of 32 consecutive channel planes, two
+                // instructions an entry (the address and the copy).
+                const float* source = in_image ? image + offset : g.x;
+                const int step = in_image ? plane_size : 0;
+#pragma unroll
+                for (int kk = 0; kk < kBlockK; ++kk) cp_async_4(column + kk * kLd, source + kk * step, in_image);
+                return;
+            }
 #pragma unroll 8
             for (int kk = 0; kk < kBlockK; ++kk) {
-                const bool inside = valid && k0 + kk < k_end && g.inside(ih, iw);
-                cp_async_4(column + kk * kLd, inside ? plane + ih * g.width + iw : g.x, inside);
-                iw += g.dilation_w;
-                if (++s == g.kernel_w) {
-                    s = 0;
-                    iw = left;
-                    ih += g.dilation_h;
-                    if (++r == g.kernel_h) {
-                        r = 0;
-                        ih = top;
-                        plane += plane_size;
+                const bool inside = in_image && k0 + kk < k_end;
+                cp_async_4(column + kk * kLd, inside ? image + offset : g.x, inside);
+                offset += plane_size;
+                if (++channel == g.channels) {  // the next tap, from channel 0
+                    channel = 0;
+                    iw += g.dilation_w;
+                    if (++s == g.kernel_w) {
+                        s = 0;
+                        iw = left;
+                        ih += g.dilation_h;
+                        ++r;
                     }
+                    in_image = valid && g.inside(ih, iw);
+                    offset = static_cast<int64_t>(ih) * g.width + iw;
                 }
             }
         }
@@ -174,22 +188,6 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
 
 using WeightTile = tf32x3::DenseTile<true, Block::kBlockM, kThreadsPerBlock>;
 
-// out[c, o, r, s] = w[o, c, KH - 1 - r, KW - 1 - s]: the kernel of the input gradient as a forward.
-__global__ void flip_kernel_kernel(const float* w, float* out, int outputs, int inputs, int taps_h, int taps_w) {
-    const int64_t count = static_cast<int64_t>(outputs) * inputs * taps_h * taps_w;
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        int64_t rest = i;
-        const int s = static_cast<int>(rest % taps_w);
-        rest /= taps_w;
-        const int r = static_cast<int>(rest % taps_h);
-        rest /= taps_h;
-        const int o = static_cast<int>(rest % outputs);
-        const int c = static_cast<int>(rest / outputs);
-        out[i] = w[((static_cast<int64_t>(o) * inputs + c) * taps_h + taps_h - 1 - r) * taps_w + taps_w - 1 - s];
-    }
-}
-
 bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
 
 bool float32_on_tensor_cores(std::initializer_list<const Tensor*> tensors) {
@@ -222,20 +220,49 @@ Conv2dParams input_gradient_params(const Tensor& weight, const Conv2dParams& p) 
     return flipped;
 }
 
-}  // namespace
-
-bool tf32x3_conv2d_forward_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& params,
-                                   const Tensor& out) {
-    if (params.groups != 1 || !float32_on_tensor_cores({&x, &weight, &out})) return false;
-    const int64_t taps = weight.size(1) * weight.size(2) * weight.size(3);
-    return taps % 4 == 0 && aligned_to(weight.raw_data(), 16) && geometry_fits(x.shape(), weight.shape(), out.shape());
+// The forward's weights as the GEMM's A [rows, (r, s, column)] (column fastest, the order of the
+// im2col rows above) from w [O, C, KH, KW]: rows = O, columns = C for the forward; for the input
+// gradient (`flipped`) rows = C, columns = O and the kernel turned by 180 degrees, which makes the
+// input gradient of a stride-1 convolution a forward over grad_output.
+__global__ void reorder_weights_kernel(const float* w, float* out, int outputs, int inputs, int taps_h, int taps_w,
+                                       bool flipped) {
+    const int columns = flipped ? outputs : inputs;
+    const int64_t count = static_cast<int64_t>(outputs) * inputs * taps_h * taps_w;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        int64_t rest = i;
+        const int column = static_cast<int>(rest % columns);
+        rest /= columns;
+        int s = static_cast<int>(rest % taps_w);
+        rest /= taps_w;
+        int r = static_cast<int>(rest % taps_h);
+        const int row = static_cast<int>(rest / taps_h);
+        const int o = flipped ? column : row, c = flipped ? row : column;
+        if (flipped) r = taps_h - 1 - r, s = taps_w - 1 - s;
+        out[i] = w[((static_cast<int64_t>(o) * inputs + c) * taps_h + r) * taps_w + s];
+    }
 }
 
-void tf32x3_conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
-                           const Tensor& out) {
-    const int64_t outputs = weight.size(0), taps = weight.size(1) * weight.size(2) * weight.size(3);
+// The weights reordered (and flipped) for the forward's GEMM, as [rows, KH, KW, columns].
+Tensor reordered_weights(const Tensor& weight, bool flipped) {
+    const int64_t rows = weight.size(flipped ? 1 : 0), columns = weight.size(flipped ? 0 : 1);
+    const Tensor out = Tensor::empty({rows, weight.size(2), weight.size(3), columns},
+                                     {.dtype = DType::f32, .device = weight.device()});
+    reorder_weights_kernel<<<grid_for(weight.numel()), kThreads, 0, launch_stream()>>>(
+        static_cast<const float*>(weight.raw_data()), static_cast<float*>(out.raw_data()),
+        static_cast<int>(weight.size(0)), static_cast<int>(weight.size(1)), static_cast<int>(weight.size(2)),
+        static_cast<int>(weight.size(3)), flipped);
+    check_launch("conv2d");
+    return out;
+}
+
+// The forward's GEMM with the weights already reordered ([O, KH, KW, C] for x [N, C, H, W]).
+void forward_gemm(const Tensor& x, const Tensor& reordered, const Tensor& bias, const Conv2dParams& params,
+                  const Tensor& out) {
+    const Shape weight_shape{reordered.size(0), reordered.size(3), reordered.size(1), reordered.size(2)};
+    const int64_t outputs = weight_shape[0], taps = reordered.numel() / outputs;
     const int64_t pixels = out.size(2) * out.size(3), columns = x.size(0) * pixels;
-    const WeightTile::Source w{static_cast<const float*>(weight.raw_data()), taps, 0};
+    const WeightTile::Source w{static_cast<const float*>(reordered.raw_data()), taps, 0};
     const tf32x3::GemmOutput output{static_cast<float*>(out.raw_data()),
                                     pixels,
                                     0,
@@ -243,8 +270,22 @@ void tf32x3_conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& 
                                     pixels,
                                     bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                                     true};
-    tf32x3::gemm<Block, WeightTile, Im2colColumnsTile>(w, image_source(x, weight.shape(), out.shape(), params), output,
+    tf32x3::gemm<Block, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params), output,
                                                       outputs, columns, taps, 1, 512);
+}
+
+}  // namespace
+
+bool tf32x3_conv2d_forward_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& params,
+                                   const Tensor& out) {
+    if (params.groups != 1 || !float32_on_tensor_cores({&x, &weight, &out})) return false;
+    const int64_t taps = weight.size(1) * weight.size(2) * weight.size(3);
+    return taps % 4 == 0 && geometry_fits(x.shape(), weight.shape(), out.shape());
+}
+
+void tf32x3_conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
+                           const Tensor& out) {
+    forward_gemm(x, reordered_weights(weight, false), bias, params, out);
 }
 
 bool tf32x3_conv2d_backward_data_applies(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
@@ -260,14 +301,8 @@ bool tf32x3_conv2d_backward_data_applies(const Tensor& grad_output, const Tensor
 
 void tf32x3_conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
                                  const Tensor& grad_input) {
-    const Tensor flipped = Tensor::empty({weight.size(1), weight.size(0), weight.size(2), weight.size(3)},
-                                         {.dtype = DType::f32, .device = weight.device()});
-    flip_kernel_kernel<<<grid_for(weight.numel()), kThreads, 0, launch_stream()>>>(
-        static_cast<const float*>(weight.raw_data()), static_cast<float*>(flipped.raw_data()),
-        static_cast<int>(weight.size(0)), static_cast<int>(weight.size(1)), static_cast<int>(weight.size(2)),
-        static_cast<int>(weight.size(3)));
-    check_launch("conv2d");
-    tf32x3_conv2d_forward(grad_output, flipped, Tensor(), input_gradient_params(weight, params), grad_input);
+    forward_gemm(grad_output, reordered_weights(weight, true), Tensor(), input_gradient_params(weight, params),
+                 grad_input);
 }
 
 bool tf32x3_conv2d_backward_weights_applies(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,

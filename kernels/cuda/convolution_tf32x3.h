@@ -9,8 +9,8 @@
 namespace kasmina::kernels::cuda {
 
 // True when the forward (out = conv2d(x, weight) + bias) runs here: float32, groups 1, the device
-// has TF32 tensor cores, x, weight and out contiguous, weight 16-byte aligned with C * KH * KW a
-// multiple of 4, and the sizes fit the kernel's 32-bit indices.
+// has TF32 tensor cores, x, weight and out contiguous, C * KH * KW a multiple of 4, and the sizes fit
+// the kernel's 32-bit indices. (The weights are reordered into a workspace first: [O, KH, KW, C].)
 bool tf32x3_conv2d_forward_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& params,
                                    const Tensor& out);
 // Queues out [N, O, OH, OW] = conv2d(x, weight) (+ bias [O] when defined) on the current stream.

@@ -2,6 +2,7 @@
 // inputs (float32 and float64, broadcasting and non-contiguous operands), the caching allocator's
 // reuse and statistics, and the dropout mask drawn from the same counter-based numbers on both
 // devices. Each test skips itself on a machine without a GPU.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -190,7 +191,10 @@ TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
         const double k = static_cast<double>(c.a.size(-1));
         const double sgemm_error = error_in_roundings(sgemm, c.a, c.b), error = error_in_roundings(tensor_cores, c.a, c.b);
         EXPECT_LT(error, k) << "float32's bound; SGEMM: " << sgemm_error;
-        EXPECT_LE(error, 4 * sgemm_error) << "SGEMM: " << sgemm_error;
+        // SGEMM's largest error over a million entries is itself a draw (0.5-3 roundings here), and
+        // 3xTF32's drops terms of ~2^-22 |a_i b_i| (the small parts' product): four times SGEMM's, or
+        // four roundings where SGEMM's is below one.
+        EXPECT_LE(error, 4 * std::max(sgemm_error, 1.0)) << "SGEMM: " << sgemm_error;
         EXPECT_GT(amax(abs(tensor_cores - sgemm), {}).item(), 0.0) << "the tensor-core GEMM did not run";
     }
     // linear: x W^T + b with 2,001 rows and 1,027 outputs (no tile is whole at the edges).
@@ -354,8 +358,8 @@ TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
     }
 }
 
-// Operands the tensor-core convolutions do not take (a weight that is not 16-byte aligned, taps not
-// a multiple of 4, groups, float64) go to cuDNN even when they are forced on.
+// Operands the tensor-core convolutions do not take (taps not a multiple of 4, groups, float64) go to
+// cuDNN even when they are forced on; a weight at an odd offset is reordered into place first.
 TEST(CudaBackend, ConvolutionOutsideTheTensorCoreKernelsFallsBackToCudnn) {
     REQUIRE_GPU();
     set_convolution_tensor_cores(ConvolutionTensorCores::always);
