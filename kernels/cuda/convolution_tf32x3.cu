@@ -25,12 +25,29 @@ using Block = tf32x3::BlockShape<64>;
 constexpr int kThreadsPerBlock = Block::kThreads;
 static_assert(kThreadsPerBlock == kBlockN, "the im2col loaders give each thread one column or one lane of rows");
 
+// n / d for 0 <= n < 2^31 by a multiply-high, an add and a shift (Granlund and Montgomery's method
+// for a divisor known at launch): the loaders below divide by the same few sizes every slice, and a
+// 32-bit division takes about twenty instructions.
+struct Divisor {
+    uint32_t multiplier = 1, shift = 0;
+
+    Divisor() = default;
+    explicit Divisor(int d) {
+        while ((uint32_t{1} << shift) < static_cast<uint32_t>(d)) ++shift;
+        multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+    }
+    __device__ int divide(int n) const {
+        return static_cast<int>((__umulhi(static_cast<uint32_t>(n), multiplier) + static_cast<uint32_t>(n)) >> shift);
+    }
+};
+
 // An image batch read as an im2col matrix, and the convolution that reads it.
 struct ImageSource {
     const float* x;                  // [N, channels, height, width]
     int channels, height, width;     // of the input
     int out_width, pixels;           // of the output: OW and OH * OW
     int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+    Divisor by_channels, by_out_width, by_pixels, by_kernel_w;
 
     __device__ int64_t image_offset(int image) const {
         return static_cast<int64_t>(image) * channels * height * width;
@@ -61,9 +78,9 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
         __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
             const int column = n0 + static_cast<int>(threadIdx.x);
             valid = column < n_count;
-            const int image_index = valid ? column / g.pixels : 0;
+            const int image_index = valid ? g.by_pixels.divide(column) : 0;
             const int pixel = valid ? column - image_index * g.pixels : 0;
-            const int oh = pixel / g.out_width, ow = pixel - oh * g.out_width;
+            const int oh = g.by_out_width.divide(pixel), ow = pixel - oh * g.out_width;
             top = oh * g.stride_h - g.pad_h;
             left = ow * g.stride_w - g.pad_w;
             image = g.x + g.image_offset(image_index);
@@ -71,8 +88,8 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
 
         __device__ void stage(float* tile, int k0, int k_end) const {
             const int plane_size = g.height * g.width;
-            const int tap = k0 / g.channels;
-            int channel = k0 - tap * g.channels, r = tap / g.kernel_w, s = tap - r * g.kernel_w;
+            const int tap = g.by_channels.divide(k0);
+            int channel = k0 - tap * g.channels, r = g.by_kernel_w.divide(tap), s = tap - r * g.kernel_w;
             int ih = top + r * g.dilation_h, iw = left + s * g.dilation_w;
             bool in_image = valid && g.inside(ih, iw);
             int64_t offset = static_cast<int64_t>(channel) * plane_size + ih * g.width + iw;
@@ -108,44 +125,65 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
     };
 };
 
-// B (k, n) of the weight gradient: k = (image, output pixel), n = (channel, r, s), the transpose of
-// the forward's. A block's 128 taps are fixed, so their offsets go to a shared table once; in each
-// slice lane l of every warp takes pixel k0 + l (worked out once a slice) and the warps take the taps
-// four apart. k contiguous in shared memory (rows of 36): a warp writes 32 neighbouring floats.
+// B (k, n) of the weight gradient: k = (image, output pixel), n = (r, s, channel), channel fastest
+// (the gradient comes out in the forward's reordered layout and is put back after), the transpose of
+// the forward's. In each slice lane l of every warp takes pixel k0 + l (worked out once a slice) and
+// the four warps take the taps four apart: along a thread's taps only the channel moves until the
+// tap (r, s) changes, so the address steps by four planes and whether the entry lies in the image is
+// decided once per tap. k contiguous in shared memory (rows of 36): a warp writes 32 neighbouring
+// floats and reads 32 neighbouring pixels.
 struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
-    static constexpr int kTableInts = 3 * kBlockN;  // per tap: offset in the image, r * dh, s * dw
-    static constexpr int kOutside = -(1 << 29);     // a row offset that puts every read of a missing tap outside
+    static constexpr int kTableInts = 0;
+    static constexpr int kRowStep = kThreadsPerBlock / 32;  // the warps' taps interleave
     using Source = ImageSource;
 
     struct Loader {
         ImageSource g;
-        const int* table;
+        int first_channel, first_r, first_s;  // this thread's first tap
+        int taps_left;                        // taps of this block from its first on that exist
 
-        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* shared_table)
-            : g(source), table(shared_table) {
-            const int row = static_cast<int>(threadIdx.x), tap_index = n0 + row;
-            const int taps = g.kernel_h * g.kernel_w;
-            const int channel = tap_index / taps, tap = tap_index - channel * taps;
-            const int r = tap / g.kernel_w, s = tap - r * g.kernel_w;
-            const bool valid = tap_index < n_count;
-            shared_table[row] = valid ? (channel * g.height + r * g.dilation_h) * g.width + s * g.dilation_w : 0;
-            shared_table[kBlockN + row] = valid ? r * g.dilation_h : kOutside;
-            shared_table[2 * kBlockN + row] = s * g.dilation_w;
+        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
+            const int first = n0 + static_cast<int>(threadIdx.x / 32);
+            const int tap = g.by_channels.divide(first);
+            first_channel = first - tap * g.channels;
+            first_r = g.by_kernel_w.divide(tap);
+            first_s = tap - first_r * g.kernel_w;
+            taps_left = n_count - first;
         }
 
         __device__ void stage(float* tile, int k0, int k_end) const {
             const int lane = static_cast<int>(threadIdx.x % 32), first_row = static_cast<int>(threadIdx.x / 32);
-            const int position = k0 + lane;
+            const int position = k0 + lane, plane_size = g.height * g.width;
             const bool valid = position < k_end;
-            const int image_index = valid ? position / g.pixels : 0;
+            const int image_index = valid ? g.by_pixels.divide(position) : 0;
             const int pixel = valid ? position - image_index * g.pixels : 0;
-            const int oh = pixel / g.out_width, ow = pixel - oh * g.out_width;
+            const int oh = g.by_out_width.divide(pixel), ow = pixel - oh * g.out_width;
             const int top = oh * g.stride_h - g.pad_h, left = ow * g.stride_w - g.pad_w;
-            const int64_t corner = g.image_offset(image_index) + static_cast<int64_t>(top) * g.width + left;
+            const float* const image = g.x + g.image_offset(image_index);
+            int channel = first_channel, r = first_r, s = first_s;
+            const float* source = g.x;
+            int step = 0;
+            bool inside = false;
+            auto locate = [&](int row) {  // the tap changed (or the first): where it reads, if anywhere
+                const int ih = top + r * g.dilation_h, iw = left + s * g.dilation_w;
+                inside = valid && row - first_row < taps_left && g.inside(ih, iw);
+                source = inside ? image + static_cast<int64_t>(channel) * plane_size + ih * g.width + iw : g.x;
+                step = inside ? kRowStep * plane_size : 0;
+            };
+            locate(first_row);
+            float* const lane_column = tile + lane;
 #pragma unroll 8
-            for (int row = first_row; row < kBlockN; row += kThreadsPerBlock / 32) {
-                const bool inside = valid && g.inside(top + table[kBlockN + row], left + table[2 * kBlockN + row]);
-                cp_async_4(tile + row * kLd + lane, inside ? g.x + corner + table[row] : g.x, inside);
+            for (int row = first_row; row < kBlockN; row += kRowStep) {
+                cp_async_4(lane_column + row * kLd, source, inside);
+                source += step;
+                channel += kRowStep;
+                if (channel >= g.channels) {  // the same for the whole warp
+                    while (channel >= g.channels) {
+                        channel -= g.channels;
+                        if (++s == g.kernel_w) s = 0, ++r;
+                    }
+                    locate(row + kRowStep);
+                }
             }
         }
     };
@@ -161,6 +199,7 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
     struct Source {
         const float* data;
         int pixels, channels;  // P and O
+        Divisor by_pixels;
     };
 
     struct Loader {
@@ -177,7 +216,7 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
                 const int row = index / (kBlockK / 4), inner = index % (kBlockK / 4) * 4;
                 const int position = k0 + inner;
                 const bool inside = m0 + row < m_count && position < k_end;
-                const int image = inside ? position / source.pixels : 0;
+                const int image = inside ? source.by_pixels.divide(position) : 0;
                 const int64_t offset = (static_cast<int64_t>(image) * source.channels + m0 + row) * source.pixels +
                                        (position - image * source.pixels);
                 cp_async_16(tile + row * kLd + inner, inside ? source.data + offset : source.data, inside);
@@ -203,7 +242,9 @@ ImageSource image_source(const Tensor& x, const Shape& weight, const Shape& out,
             to_int(out[3]), to_int(out[2] * out[3]),
             to_int(weight[2]), to_int(weight[3]),
             to_int(p.stride[0]), to_int(p.stride[1]), to_int(p.padding[0]), to_int(p.padding[1]),
-            to_int(p.dilation[0]), to_int(p.dilation[1])};
+            to_int(p.dilation[0]), to_int(p.dilation[1]),
+            Divisor(to_int(x.size(1))), Divisor(to_int(out[3])), Divisor(to_int(out[2] * out[3])),
+            Divisor(to_int(weight[3]))};
 }
 
 // The sizes every im2col GEMM indexes in int: the image, the product's sides, the tap offsets.
@@ -220,12 +261,19 @@ Conv2dParams input_gradient_params(const Tensor& weight, const Conv2dParams& p) 
     return flipped;
 }
 
-// The forward's weights as the GEMM's A [rows, (r, s, column)] (column fastest, the order of the
-// im2col rows above) from w [O, C, KH, KW]: rows = O, columns = C for the forward; for the input
-// gradient (`flipped`) rows = C, columns = O and the kernel turned by 180 degrees, which makes the
-// input gradient of a stride-1 convolution a forward over grad_output.
+// How weights move between PyTorch's layout [O, C, KH, KW] and the GEMMs' [rows, KH, KW, columns]
+// (columns fastest, the order of the im2col rows above).
+enum class WeightOrder {
+    forward,        // [O, C, KH, KW] -> [O, KH, KW, C]
+    input_gradient,  // [O, C, KH, KW] -> [C, KH, KW, O], the kernel turned by 180 degrees: the input
+                     // gradient of a stride-1 convolution as a forward over grad_output
+    restore,         // [O, KH, KW, C] -> [O, C, KH, KW] (the weight gradient)
+};
+
+// out = w in the order `order` asks for; outputs, inputs, taps_h, taps_w are O, C, KH, KW.
 __global__ void reorder_weights_kernel(const float* w, float* out, int outputs, int inputs, int taps_h, int taps_w,
-                                       bool flipped) {
+                                       WeightOrder order) {
+    const bool flipped = order == WeightOrder::input_gradient;
     const int columns = flipped ? outputs : inputs;
     const int64_t count = static_cast<int64_t>(outputs) * inputs * taps_h * taps_w;
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -239,8 +287,18 @@ __global__ void reorder_weights_kernel(const float* w, float* out, int outputs, 
         const int row = static_cast<int>(rest / taps_h);
         const int o = flipped ? column : row, c = flipped ? row : column;
         if (flipped) r = taps_h - 1 - r, s = taps_w - 1 - s;
-        out[i] = w[((static_cast<int64_t>(o) * inputs + c) * taps_h + r) * taps_w + s];
+        const int64_t standard = ((static_cast<int64_t>(o) * inputs + c) * taps_h + r) * taps_w + s;
+        if (order == WeightOrder::restore) out[standard] = w[i];
+        else out[i] = w[standard];
     }
+}
+
+// Queues out = w reordered; `standard` is the shape [O, C, KH, KW] of the one in PyTorch's layout.
+void reorder_weights(const Tensor& w, const Tensor& out, const Shape& standard, WeightOrder order) {
+    reorder_weights_kernel<<<grid_for(w.numel()), kThreads, 0, launch_stream()>>>(
+        static_cast<const float*>(w.raw_data()), static_cast<float*>(out.raw_data()), static_cast<int>(standard[0]),
+        static_cast<int>(standard[1]), static_cast<int>(standard[2]), static_cast<int>(standard[3]), order);
+    check_launch("conv2d");
 }
 
 // The weights reordered (and flipped) for the forward's GEMM, as [rows, KH, KW, columns].
@@ -248,11 +306,7 @@ Tensor reordered_weights(const Tensor& weight, bool flipped) {
     const int64_t rows = weight.size(flipped ? 1 : 0), columns = weight.size(flipped ? 0 : 1);
     const Tensor out = Tensor::empty({rows, weight.size(2), weight.size(3), columns},
                                      {.dtype = DType::f32, .device = weight.device()});
-    reorder_weights_kernel<<<grid_for(weight.numel()), kThreads, 0, launch_stream()>>>(
-        static_cast<const float*>(weight.raw_data()), static_cast<float*>(out.raw_data()),
-        static_cast<int>(weight.size(0)), static_cast<int>(weight.size(1)), static_cast<int>(weight.size(2)),
-        static_cast<int>(weight.size(3)), flipped);
-    check_launch("conv2d");
+    reorder_weights(weight, out, weight.shape(), flipped ? WeightOrder::input_gradient : WeightOrder::forward);
     return out;
 }
 
@@ -318,10 +372,13 @@ void tf32x3_conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, 
     const int64_t outputs = grad_weight.size(0), taps = grad_weight.size(1) * grad_weight.size(2) * grad_weight.size(3);
     const int64_t pixels = grad_output.size(2) * grad_output.size(3), positions = x.size(0) * pixels;
     const ImageRowsTile::Source dy{static_cast<const float*>(grad_output.raw_data()), static_cast<int>(pixels),
-                                   static_cast<int>(outputs)};
-    const tf32x3::GemmOutput output{static_cast<float*>(grad_weight.raw_data()), taps, 0, 0, taps, nullptr, false};
+                                   static_cast<int>(outputs), Divisor(static_cast<int>(pixels))};
+    const Tensor reordered = Tensor::empty({outputs, grad_weight.size(2), grad_weight.size(3), grad_weight.size(1)},
+                                           {.dtype = DType::f32, .device = grad_weight.device()});
+    const tf32x3::GemmOutput output{static_cast<float*>(reordered.raw_data()), taps, 0, 0, taps, nullptr, false};
     tf32x3::gemm<Block, ImageRowsTile, Im2colRowsTile>(dy, image_source(x, grad_weight.shape(), grad_output.shape(), params),
                                                       output, outputs, taps, positions, 1, 512);
+    reorder_weights(reordered, grad_weight, grad_weight.shape(), WeightOrder::restore);
 }
 
 }  // namespace kasmina::kernels::cuda
