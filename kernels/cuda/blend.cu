@@ -107,10 +107,7 @@ void blend(const Tensor& d, const std::vector<Tensor>& kernel_outputs, const std
         const BlendOperands<T> operands = operands_of<T>(kernel_outputs, coefficients, guards, nullptr);
         std::vector<const void*> pointers{d.raw_data(), out.raw_data()};
         for (int i = 0; i < operands.count; ++i) pointers.push_back(operands.kernels[i]);
-        int pack = pack_for<T>(total, {});
-        for (const void* pointer : pointers)
-            if (!aligned_to(pointer, 16)) pack = 1;
-        with_pack<T>(pack, [&]<int kPack>() {
+        with_pack<T>(pack_for<T>(total, pointers), [&]<int kPack>() {
             blend_kernel<kPack, T><<<grid_for(total / kPack), kThreads, 0, launch_stream()>>>(
                 static_cast<const T*>(d.raw_data()), static_cast<T>(coefficients[0]), operands,
                 static_cast<T*>(out.raw_data()), total / kPack);

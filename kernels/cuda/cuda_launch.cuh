@@ -187,9 +187,10 @@ __device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
     return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
 }
 
-// The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it.
-template <typename T>
-int pack_for(int64_t extent, std::initializer_list<const void*> pointers) {
+// The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it
+// (null pointers are not read per element and do not count): a braced list or any range of pointers.
+template <typename T, typename Pointers = std::initializer_list<const void*>>
+int pack_for(int64_t extent, const Pointers& pointers) {
     constexpr int kWidest = static_cast<int>(16 / sizeof(T));
     if (kWidest < 2 || extent % kWidest != 0) return 1;
     for (const void* pointer : pointers)
