@@ -186,11 +186,9 @@ bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bi
 
 // The backward of the warp-per-row layer norm, on the same rows (float32, n % 4 == 0, here n <= 1024,
 // 16-byte aligned): a warp holds a row's grad and xhat in registers, packs of four, and reduces with
-// shuffles. With affine_partials, each warp also adds its rows' (grad * xhat, grad) into its own
-// slice of shared memory, column by column; at the end the block adds its warps' slices in warp order
-// (deterministic) and writes them to affine_partials[block][column], which the column sums then
-// finish. (Kept in registers instead, those sums held a block to one a multiprocessor, too few loads
-// in flight: 2.6 TB/s at [16384, 1024] on the H200.)
+// shuffles. With affine_partials, each lane also keeps its columns' (grad * xhat, grad) sums from row
+// to row; at the end the block adds its warps' sums in warp order (deterministic) and writes them to
+// affine_partials[block][column], which the column sums then finish.
 constexpr int64_t kBackwardWarpColumns = 1024;
 
 __device__ __forceinline__ float4 operator*(float4 a, float4 b) { return make_float4(a.x * b.x, a.y * b.y, a.z * b.z, a.w * b.w); }
@@ -200,19 +198,18 @@ __device__ __forceinline__ float4 operator*(float4 a, float b) { return make_flo
 __device__ __forceinline__ float component_sum(float4 a) { return (a.x + a.y) + (a.z + a.w); }
 
 template <int kVec>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, 1)
     layer_norm_backward_warp_kernel(GradRead<float> grad, const float* x, const float* mean, const float* rstd,
                                     const float* weight, float* grad_input, int64_t rows, int64_t n,
                                     PairSum<float>* affine_partials) {
-    // affine[(warp * quads + j) * 2 + 0 or 1]: the warp's (grad * xhat, grad) sums of columns 4j..4j+3.
-    extern __shared__ float4 affine[];
+    __shared__ PairSum<float> block_affine[kBackwardWarpColumns];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t warps = blockDim.x / 32, quads = n / 4;
     const float4* weight4 = reinterpret_cast<const float4*>(weight);
     const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    float4* const own = affine + warp * quads * 2;
-    if (affine_partials)
-        for (int64_t j = lane; j < quads; j += 32) own[2 * j] = own[2 * j + 1] = zero;
+    float4 affine_g_xhat[kVec], affine_g[kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) affine_g_xhat[k] = affine_g[k] = zero;
     for (int64_t row = blockIdx.x * warps + warp; row < rows; row += static_cast<int64_t>(gridDim.x) * warps) {
         const float4* g_row = reinterpret_cast<const float4*>(grad.data + row * n);
         const float4* x_row = reinterpret_cast<const float4*>(x + row * n);
@@ -231,10 +228,8 @@ __global__ void __launch_bounds__(kThreads, 2)
             const int64_t j = lane + 32 * k;
             if (j >= quads) continue;
             xhat[k] = (xhat[k] - mu) * r;
-            if (affine_partials) {
-                own[2 * j] = own[2 * j] + g[k] * xhat[k];
-                own[2 * j + 1] = own[2 * j + 1] + g[k];
-            }
+            affine_g_xhat[k] = affine_g_xhat[k] + g[k] * xhat[k];
+            affine_g[k] = affine_g[k] + g[k];
             if (weight) g[k] = g[k] * weight4[j];
             sum_g += component_sum(g[k]);
             sum_g_xhat += component_sum(g[k] * xhat[k]);
@@ -249,17 +244,24 @@ __global__ void __launch_bounds__(kThreads, 2)
         }
     }
     if (!affine_partials) return;
-    __syncthreads();
-    const float* sums = reinterpret_cast<const float*>(affine);
-    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
-        const int64_t j = c / 4, e = c % 4;
-        PairSum<float> total{0.0f, 0.0f};
-        for (int64_t w = 0; w < warps; ++w) {
-            const float* slot = sums + ((w * quads + j) * 2) * 4 + e;
-            total = {total.first + slot[0], total.second + slot[4]};
+    for (int64_t w = 0; w < warps; ++w) {
+        if (warp == w) {
+#pragma unroll
+            for (int k = 0; k < kVec; ++k) {
+                const int64_t j = lane + 32 * k;
+                if (j >= quads) continue;
+                const float gx[4] = {affine_g_xhat[k].x, affine_g_xhat[k].y, affine_g_xhat[k].z, affine_g_xhat[k].w};
+                const float gg[4] = {affine_g[k].x, affine_g[k].y, affine_g[k].z, affine_g[k].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    PairSum<float>& slot = block_affine[4 * j + e];
+                    slot = w == 0 ? PairSum<float>{gx[e], gg[e]} : PairSum<float>{slot.first + gx[e], slot.second + gg[e]};
+                }
+            }
         }
-        affine_partials[blockIdx.x * n + c] = total;
+        __syncthreads();
     }
+    for (int64_t c = threadIdx.x; c < n; c += blockDim.x) affine_partials[blockIdx.x * n + c] = block_affine[c];
 }
 
 // Runs the warp-per-row backward when the rows fit it; false otherwise. `affine_partials` (or null) gets
@@ -272,24 +274,19 @@ struct LayerNormBackwardByWarps {
                aligned_to(grad_input.raw_data(), 16) &&
                (!weight.defined() || aligned_to(weight.raw_data(), 16));
     }
-    // The shared memory of a block's affine sums: two float4 per column quad per warp.
-    size_t shared_bytes(bool affine) const { return affine ? (kThreads / 32) * (n / 4) * 2 * sizeof(float4) : 0; }
-    // Two blocks a multiprocessor when the affine sums ride along (their partials stay few); else
+    // One block a multiprocessor when the affine sums ride along (their partials stay few); else
     // enough blocks for every row's warp.
     int64_t blocks(bool affine) const {
         const int64_t warps = kThreads / 32, needed = (rows + warps - 1) / warps;
-        return affine ? std::min<int64_t>(needed, 2 * current_device_attribute<cudaDevAttrMultiProcessorCount>())
+        return affine ? std::min<int64_t>(needed, current_device_attribute<cudaDevAttrMultiProcessorCount>())
                       : std::min<int64_t>(needed, 65535 * 16);
     }
     void launch(GradRead<float> grad, const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& weight,
                 const Tensor& grad_input, PairSum<float>* affine_partials) const {
-        const bool affine = affine_partials != nullptr;
-        const unsigned grid = static_cast<unsigned>(blocks(affine));
+        const unsigned grid = static_cast<unsigned>(blocks(affine_partials != nullptr));
         const int64_t per_lane = (n / 4 + 31) / 32;
         const auto run = [&]<int kVec>() {
-            const auto kernel = layer_norm_backward_warp_kernel<kVec>;
-            allow_shared_memory(kernel, shared_bytes(affine));
-            kernel<<<grid, kThreads, shared_bytes(affine), launch_stream()>>>(
+            layer_norm_backward_warp_kernel<kVec><<<grid, kThreads, 0, launch_stream()>>>(
                 grad, static_cast<const float*>(x.raw_data()), static_cast<const float*>(mean.raw_data()),
                 static_cast<const float*>(rstd.raw_data()), data_or_null<float>(weight),
                 static_cast<float*>(grad_input.raw_data()), rows, n, affine_partials);
