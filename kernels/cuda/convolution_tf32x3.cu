@@ -128,22 +128,23 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
 // B (k, n) of the weight gradient: k = (image, output pixel), n = (r, s, channel), channel fastest
 // (the gradient comes out in the forward's reordered layout and is put back after), the transpose of
 // the forward's. In each slice lane l of every warp takes pixel k0 + l (worked out once a slice) and
-// the four warps take the taps four apart: along a thread's taps only the channel moves until the
-// tap (r, s) changes, so the address steps by four planes and whether the entry lies in the image is
-// decided once per tap. k contiguous in shared memory (rows of 36): a warp writes 32 neighbouring
-// floats and reads 32 neighbouring pixels.
+// warp w the 32 taps 32w..32w+31 of the block: along them only the channel moves until the tap
+// (r, s) changes, so the address steps by a plane and whether the entry lies in the image is decided
+// once per tap. With C a multiple of 32 the 32 taps share one (r, s): two instructions an entry. k
+// contiguous in shared memory (rows of 36): a warp writes 32 neighbouring floats and reads 32
+// neighbouring pixels.
 struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
     static constexpr int kTableInts = 0;
-    static constexpr int kRowStep = kThreadsPerBlock / 32;  // the warps' taps interleave
+    static constexpr int kRowsPerWarp = kBlockN / (kThreadsPerBlock / 32);
     using Source = ImageSource;
 
     struct Loader {
         ImageSource g;
-        int first_channel, first_r, first_s;  // this thread's first tap
-        int taps_left;                        // taps of this block from its first on that exist
+        int first_channel, first_r, first_s;  // this warp's first tap
+        int taps_left;                        // taps from this warp's first on that exist
 
         __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
-            const int first = n0 + static_cast<int>(threadIdx.x / 32);
+            const int first = n0 + static_cast<int>(threadIdx.x / 32) * kRowsPerWarp;
             const int tap = g.by_channels.divide(first);
             first_channel = first - tap * g.channels;
             first_r = g.by_kernel_w.divide(tap);
@@ -152,7 +153,8 @@ struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
         }
 
         __device__ void stage(float* tile, int k0, int k_end) const {
-            const int lane = static_cast<int>(threadIdx.x % 32), first_row = static_cast<int>(threadIdx.x / 32);
+            const int lane = static_cast<int>(threadIdx.x % 32);
+            const int first_row = static_cast<int>(threadIdx.x / 32) * kRowsPerWarp;
             const int position = k0 + lane, plane_size = g.height * g.width;
             const bool valid = position < k_end;
             const int image_index = valid ? g.by_pixels.divide(position) : 0;
@@ -164,25 +166,27 @@ struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
             const float* source = g.x;
             int step = 0;
             bool inside = false;
-            auto locate = [&](int row) {  // the tap changed (or the first): where it reads, if anywhere
+            auto locate = [&](int done) {  // the tap changed (or the first): where it reads, if anywhere
                 const int ih = top + r * g.dilation_h, iw = left + s * g.dilation_w;
-                inside = valid && row - first_row < taps_left && g.inside(ih, iw);
+                inside = valid && done < taps_left && g.inside(ih, iw);
                 source = inside ? image + static_cast<int64_t>(channel) * plane_size + ih * g.width + iw : g.x;
-                step = inside ? kRowStep * plane_size : 0;
+                step = inside ? plane_size : 0;
             };
-            locate(first_row);
-            float* const lane_column = tile + lane;
+            locate(0);
+            float* const column = tile + first_row * kLd + lane;
+            if (g.channels % kRowsPerWarp == 0) {  // the warp's rows are 32 channels of one tap
+#pragma unroll
+                for (int i = 0; i < kRowsPerWarp; ++i) cp_async_4(column + i * kLd, source + i * step, inside);
+                return;
+            }
 #pragma unroll 8
-            for (int row = first_row; row < kBlockN; row += kRowStep) {
-                cp_async_4(lane_column + row * kLd, source, inside);
+            for (int i = 0; i < kRowsPerWarp; ++i) {
+                cp_async_4(column + i * kLd, source, inside);
                 source += step;
-                channel += kRowStep;
-                if (channel >= g.channels) {  // the same for the whole warp
-                    while (channel >= g.channels) {
-                        channel -= g.channels;
-                        if (++s == g.kernel_w) s = 0, ++r;
-                    }
-                    locate(row + kRowStep);
+                if (++channel == g.channels) {  // the same for the whole warp
+                    channel = 0;
+                    if (++s == g.kernel_w) s = 0, ++r;
+                    locate(i + 1);
                 }
             }
         }
