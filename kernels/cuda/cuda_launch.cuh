@@ -319,6 +319,7 @@ struct ToStore {
 // Chunks of rows for the first pass; `scratch` must hold at least column_chunks(rows, cols) * cols
 // accumulators.
 inline int64_t column_chunks(int64_t rows, int64_t cols) {
+    if (rows <= 256) return 1;  // a second pass would cost more than these rows: one launch instead of two
     const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
     const int64_t wanted = std::max<int64_t>(1, 1024 / std::max<int64_t>(tiles, 1));  // ~1024 blocks in flight
     return std::min<int64_t>(wanted, std::max<int64_t>(1, (rows + 63) / 64));         // >= 64 rows per chunk

@@ -404,7 +404,8 @@ TEST(CudaBackend, NormalizationMatchesTheCpu) {
 // small planes.
 TEST(CudaBackend, NormalizationBackwardOfASumMatchesTheCpu) {
     REQUIRE_GPU();
-    auto expect_gradients_match = [](const std::function<Tensor(const Inputs&)>& function, const Inputs& inputs) {
+    auto expect_gradients_match = [](const std::function<Tensor(const Inputs&)>& function, const Inputs& inputs,
+                                     double tolerance) {
         Inputs cpu_inputs, gpu_inputs;
         for (const Tensor& x : inputs) {
             cpu_inputs.push_back(x.detach().clone().set_requires_grad(true));
@@ -415,13 +416,13 @@ TEST(CudaBackend, NormalizationBackwardOfASumMatchesTheCpu) {
         for (size_t i = 0; i < inputs.size(); ++i) {
             SCOPED_TRACE(i);
             ASSERT_TRUE(gpu_inputs[i].grad().defined());
-            kasmina::testing::expect_tensors_close(gpu_inputs[i].grad().to(Device::cpu()), cpu_inputs[i].grad(), 1e-4);
+            kasmina::testing::expect_tensors_close(gpu_inputs[i].grad().to(Device::cpu()), cpu_inputs[i].grad(), tolerance);
         }
     };
     for (const int64_t n : {int64_t{1024}, int64_t{2052}, int64_t{6}}) {
         SCOPED_TRACE(n);
         expect_gradients_match([n](const Inputs& v) { return layer_norm(v[0], {n}, v[1], v[2]); },
-                               {randn({37, n}), randn({n}), randn({n})});
+                               {randn({37, n}), randn({n}), randn({n})}, 1e-4);
     }
     for (const Shape& shape : {Shape{300, 8}, Shape{300, 7}, Shape{4, 3, 16, 16}, Shape{3, 5, 7}}) {
         SCOPED_TRACE(shape_str(shape));
@@ -434,7 +435,9 @@ TEST(CudaBackend, NormalizationBackwardOfASumMatchesTheCpu) {
                     return batch_norm(v[0], running_mean.to(device), running_var.to(device), v[1], v[2], training, 0.1,
                                       1e-5);
                 },
-                {randn(shape), randn({channels}), randn({channels})});
+                // The weight gradient of a sum is the sum of xhat over the channel: zero but for the
+                // rounding of the mean times the count (~1e-4 at 1,024 elements a channel, either device).
+                {randn(shape), randn({channels}), randn({channels})}, 4e-4);
         }
     }
 }
