@@ -1,12 +1,15 @@
 // Implicit-GEMM convolutions on the 3xTF32 main loop (contract in convolution_tf32x3.h), blocks of
-// 64 x 128 outputs (four warps; two blocks a multiprocessor), for NCHW float32:
-// - forward: out[o, (image, pixel)] = W[o, (c, r, s)] im2col[(c, r, s), (image, pixel)], the output
+// 64 x 128 outputs (four warps; two blocks a multiprocessor), for NCHW float32. The reduction over
+// taps runs as (r, s, c), channel fastest, so a 32-deep slice is (mostly) one tap of 32 channels; the
+// weights are reordered to [O, KH, KW, C] to match (a small kernel, each call).
+// - forward: out[o, (image, pixel)] = W[o, (r, s, c)] im2col[(r, s, c), (image, pixel)], the output
 //   channels as rows (m = O), the pixels of every image as columns (n = N * OH * OW, written straight
 //   into NCHW through the GEMM's column groups), the bias added per row;
 // - input gradient (stride 1): the forward over grad_output with the kernel flipped and its input
 //   and output channels swapped;
-// - weight gradient: dW[o, (c, r, s)] = dY[o, (image, pixel)] im2col[(image, pixel), (c, r, s)], the
-//   long sum over images and pixels split among blocks and added in a fixed order.
+// - weight gradient: dW[o, (r, s, c)] = dY[o, (image, pixel)] im2col[(image, pixel), (r, s, c)], the
+//   long sum over images and pixels split among blocks and added in a fixed order, then reordered
+//   back to [O, C, KH, KW].
 // The im2col entries are gathered 4 bytes at a time (cp.async, zero-filled outside the image).
 #include "kernels/cuda/convolution_tf32x3.h"
 
@@ -25,7 +28,7 @@ using Block = tf32x3::BlockShape<64>;
 constexpr int kThreadsPerBlock = Block::kThreads;
 static_assert(kThreadsPerBlock == kBlockN, "the im2col loaders give each thread one column or one lane of rows");
 
-// n / d for 0 <= n < 2^31 by a multiply-high, an add and a shift (Granlund and Montgomery's method
+// n / d for 0 <= n < 2^31 and d >= 1 by a multiply-high, an add and a shift (Granlund and Montgomery's method
 // for a divisor known at launch): the loaders below divide by the same few sizes every slice, and a
 // 32-bit division takes about twenty instructions.
 struct Divisor {
@@ -66,7 +69,6 @@ struct ImageSource {
 // the image is decided once per tap. Pixels contiguous in shared memory, as in the image: a warp
 // reads 32 neighbouring pixels and writes 32 neighbouring floats.
 struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
-    static constexpr int kTableInts = 0;
     using Source = ImageSource;
 
     struct Loader {
@@ -75,7 +77,7 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
         int top, left;       // the input position of tap (0, 0) for this thread's pixel
         bool valid;          // the column exists
 
-        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
+        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count) : g(source) {
             const int column = n0 + static_cast<int>(threadIdx.x);
             valid = column < n_count;
             const int image_index = valid ? g.by_pixels.divide(column) : 0;
@@ -134,7 +136,6 @@ struct Im2colColumnsTile : tf32x3::TileLayout<false, kBlockN> {
 // contiguous in shared memory (rows of 36): a warp writes 32 neighbouring floats and reads 32
 // neighbouring pixels.
 struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
-    static constexpr int kTableInts = 0;
     static constexpr int kRowsPerWarp = kBlockN / (kThreadsPerBlock / 32);
     using Source = ImageSource;
 
@@ -143,7 +144,7 @@ struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
         int first_channel, first_r, first_s;  // this warp's first tap
         int taps_left;                        // taps from this warp's first on that exist
 
-        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count, int* /*table*/) : g(source) {
+        __device__ Loader(const Source& source, int /*batch*/, int n0, int n_count) : g(source) {
             const int first = n0 + static_cast<int>(threadIdx.x / 32) * kRowsPerWarp;
             const int tap = g.by_channels.divide(first);
             first_channel = first - tap * g.channels;
@@ -196,7 +197,6 @@ struct Im2colRowsTile : tf32x3::TileLayout<true, kBlockN> {
 // A (m, k) of the weight gradient: grad_output [N, O, P] as (o, (image, pixel)), k contiguous within
 // an image. P is a multiple of 4, so a 16-byte chunk never straddles two images.
 struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
-    static constexpr int kTableInts = 0;
     static constexpr int kChunks = Block::kBlockM * kBlockK / 4;
     static_assert(kChunks % kThreadsPerBlock == 0, "every thread copies the same number of chunks");
 
@@ -210,7 +210,7 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
         Source source;
         int m0, m_count;
 
-        __device__ Loader(const Source& s, int /*batch*/, int first_row, int rows, int* /*table*/)
+        __device__ Loader(const Source& s, int /*batch*/, int first_row, int rows)
             : source(s), m0(first_row), m_count(rows) {}
 
         __device__ void stage(float* tile, int k0, int k_end) const {

@@ -53,7 +53,6 @@ struct DenseTile : TileLayout<kKContiguous, kFree> {
     using Layout = TileLayout<kKContiguous, kFree>;
     static constexpr int kChunks = Layout::kOuter * Layout::kInner / 4;
     static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
-    static constexpr int kTableInts = 0;  // shared memory the loader keeps besides the stages
 
     struct Source {
         const float* data;
@@ -65,7 +64,7 @@ struct DenseTile : TileLayout<kKContiguous, kFree> {
         int64_t outer_stride;
         int free0, free_count;
 
-        __device__ Loader(const Source& source, int batch, int first_free, int free_extent, int* /*table*/)
+        __device__ Loader(const Source& source, int batch, int first_free, int free_extent)
             : matrix(source.data + batch * source.batch_stride), outer_stride(source.outer_stride),
               free0(first_free), free_count(free_extent) {}
 
@@ -85,11 +84,10 @@ struct DenseTile : TileLayout<kKContiguous, kFree> {
     };
 };
 
-// A tile type T provides: T::kFloats and T::at (its layout, e.g. TileLayout), T::kTableInts (ints of
-// shared memory its loader may fill once per block), T::Source (the kernel argument it reads) and
-// T::Loader, built once per block as Loader(source, batch, first free index, free extent, table) and
-// asked for each slice by stage(tile, k0, k_end): copy entries [first, first + free tile) x [k0, k0 +
-// kBlockK) with cp.async, zero past the free extent and k_end.
+// A tile type T provides: T::kFloats and T::at (its layout, e.g. TileLayout), T::Source (the kernel
+// argument it reads) and T::Loader, built once per block as Loader(source, batch, first free index,
+// free extent) and asked for each slice by stage(tile, k0, k_end): copy entries [first, first + free
+// tile) x [k0, k0 + kBlockK) with cp.async, zero past the free extent and k_end.
 
 // Where C goes. Column j of C belongs to group j / column_group (an image, for a convolution whose
 // columns run over images and pixels): entry (i, j) of the output of blockIdx.z is at
@@ -139,14 +137,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 256 / Shape::kThreads)
     extern __shared__ float4 shared_memory[];
     float* const a_tiles = reinterpret_cast<float*>(shared_memory);
     float* const b_tiles = a_tiles + kStages * ATile::kFloats;
-    int* const tables = reinterpret_cast<int*>(b_tiles + kStages * BTile::kFloats);
 
     const int m0 = blockIdx.y * Shape::kBlockM, n0 = blockIdx.x * kBlockN;
     const int batch = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
     const int k_begin = split * p.k_per_split, k_end = min(p.k, k_begin + p.k_per_split);
-    const typename ATile::Loader a_loader(a_source, batch, m0, p.m, tables);
-    const typename BTile::Loader b_loader(b_source, batch, n0, p.n, tables + ATile::kTableInts);
-    if constexpr (ATile::kTableInts + BTile::kTableInts > 0) __syncthreads();  // the tables are written
+    const typename ATile::Loader a_loader(a_source, batch, m0, p.m);
+    const typename BTile::Loader b_loader(b_source, batch, n0, p.n);
 
     const int slices = (k_end - k_begin + kBlockK - 1) / kBlockK;
     auto stage = [&](int slice) {
@@ -277,8 +273,7 @@ void gemm(const typename ATile::Source& a, const typename BTile::Source& b, cons
     args.pairs = args.ldc % 2 == 0 && (args.column_group == n || (args.column_group % 2 == 0 && args.group_stride % 2 == 0)) &&
                  (batch * used_splits == 1 || args.c_stride % 2 == 0) && aligned_to(args.c, 8);
 
-    constexpr size_t bytes =
-        kStages * (ATile::kFloats + BTile::kFloats) * sizeof(float) + (ATile::kTableInts + BTile::kTableInts) * sizeof(int);
+    constexpr size_t bytes = kStages * (ATile::kFloats + BTile::kFloats) * sizeof(float);
     const auto kernel = gemm_kernel<Shape, ATile, BTile>;
     allow_shared_memory(kernel, bytes);
     const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, Shape::kBlockM)),
