@@ -141,20 +141,17 @@ bool implicit_gemm_wanted(bool applies) {
 // current stream after one to warm up, against the time cuDNN's search gave its winner.
 template <typename Run>
 Choice faster_of(Choice cudnn, Run&& run, const char* op) {
-    cudaEvent_t begin = nullptr, end = nullptr;
-    KASMINA_CUDA_CHECK(cudaEventCreate(&begin));
-    KASMINA_CUDA_CHECK(cudaEventCreate(&end));
+    const ::kasmina::cuda::Stream stream = ::kasmina::cuda::current_stream();
+    ::kasmina::cuda::Event begin({.enable_timing = true}), end({.enable_timing = true});
     run();
     float samples[5];
     for (float& sample : samples) {
-        KASMINA_CUDA_CHECK(cudaEventRecord(begin, launch_stream()));
+        begin.record(stream);
         run();
-        KASMINA_CUDA_CHECK(cudaEventRecord(end, launch_stream()));
-        KASMINA_CUDA_CHECK(cudaEventSynchronize(end));
-        KASMINA_CUDA_CHECK(cudaEventElapsedTime(&sample, begin, end));
+        end.record(stream);
+        end.synchronize();
+        sample = begin.elapsed_ms(end);
     }
-    cudaEventDestroy(begin);
-    cudaEventDestroy(end);
     std::sort(std::begin(samples), std::end(samples));
     const float ours = samples[2];
     if (search_log())
