@@ -161,10 +161,6 @@ Choice faster_of(Choice cudnn, Run&& run, const char* op) {
     return cudnn;
 }
 
-// Runs our kernel (`ours`) or cuDNN's choice (`theirs(choice)`) for one pass: always, or as the
-// cached measurement of this geometry (`search` gives cuDNN's choice) decided.
-template <typename Search, typename Ours, typename Theirs>
-void run_pass(const std::string& key, bool ours_applies, Search&& search, Ours&& ours, Theirs&& theirs, const char* op);
 
 // The fastest algorithm cuDNN measures for this geometry (found once, then cached).
 template <typename Find>
@@ -198,28 +194,33 @@ Choice best_of(const Perf* results, int count, const char* op) {
     raise<DeviceError>(op, "cuDNN found no deterministic algorithm for this geometry");
 }
 
+Tensor workspace(size_t bytes) {
+    int device = 0;
+    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+    return Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = Device::cuda(device)});
+}
+
+// Runs one pass: our kernel (`ours()`) always, or as the cached measurement of this geometry decided
+// between it and cuDNN's choice. Only the cuDNN calls differ per pass: `search(descriptors, handle)`
+// finds cuDNN's choice, `theirs(descriptors, handle, choice, workspace)` runs it.
 template <typename Search, typename Ours, typename Theirs>
-void run_pass(const std::string& key, bool ours_applies, Search&& search, Ours&& ours, Theirs&& theirs, const char* op) {
+void run_pass(CudnnPass& cudnn, const std::string& key, bool ours_applies, Search&& search, Ours&& ours,
+              Theirs&& theirs, const char* op) {
     const bool consider_ours = implicit_gemm_wanted(ours_applies);
     if (consider_ours && convolution_tensor_cores() == ConvolutionTensorCores::always) return ours();
     const Choice choice = choose(key, [&] {
-        const Choice cudnn = search();
-        return consider_ours ? faster_of(cudnn, ours, op) : cudnn;
+        const Choice found = search(cudnn.descriptors(), handle());
+        return consider_ours ? faster_of(found, ours, op) : found;
     });
     if (choice.implicit_gemm && consider_ours) return ours();
-    theirs(choice);
+    const Tensor space = workspace(choice.workspace);
+    theirs(cudnn.descriptors(), handle(), choice, space.raw_data());
 }
 
 // A dense [N, C, H, W] tensor as [N, C, H * W], the layout of the per-channel passes.
 Tensor as_planes(const Tensor& t) {
     const Shape planes{t.size(0), t.size(1), t.size(2) * t.size(3)};
     return detail::make_view(t, planes, contiguous_strides(planes), t.offset());
-}
-
-Tensor workspace(size_t bytes) {
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    return Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = Device::cuda(device)});
 }
 
 template <typename T>
@@ -233,11 +234,9 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                     const Tensor& out) {
     CudnnPass cudnn(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
     run_pass(
-        geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
+        cudnn, geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
         tf32x3_conv2d_forward_applies(x, weight, params, out),
-        [&] {
-            const Descriptors& d = cudnn.descriptors();
-            cudnnHandle_t h = handle();
+        [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             int count = 0;
             check_cudnn(cudnnFindConvolutionForwardAlgorithm(h, d.input, d.filter, d.convolution, d.output,
@@ -246,15 +245,12 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
             return best_of(results, count, "conv2d");
         },
         [&] { tf32x3_conv2d_forward(x, weight, bias, params, out); },
-        [&](const Choice& choice) {
-            const Descriptors& d = cudnn.descriptors();
-            cudnnHandle_t h = handle();
-            const Tensor space = workspace(choice.workspace);
+        [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
                 check_cudnn(cudnnConvolutionForward(h, &s.one, d.input, x.raw_data(), d.filter, weight.raw_data(),
                                                     d.convolution, static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm),
-                                                    space.raw_data(), choice.workspace, &s.zero, d.output,
+                                                    space, choice.workspace, &s.zero, d.output,
                                                     out.raw_data()),
                             "cudnnConvolutionForward");
             });
@@ -270,11 +266,9 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
                           const Tensor& grad_input) {
     CudnnPass cudnn(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
     run_pass(
-        geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
+        cudnn, geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
         tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
-        [&] {
-            const Descriptors& d = cudnn.descriptors();
-            cudnnHandle_t h = handle();
+        [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             int count = 0;
             check_cudnn(cudnnFindConvolutionBackwardDataAlgorithm(h, d.filter, d.output, d.convolution, d.input,
@@ -283,16 +277,13 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
             return best_of(results, count, "conv2d backward data");
         },
         [&] { tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input); },
-        [&](const Choice& choice) {
-            const Descriptors& d = cudnn.descriptors();
-            cudnnHandle_t h = handle();
-            const Tensor space = workspace(choice.workspace);
+        [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
                 check_cudnn(cudnnConvolutionBackwardData(h, &s.one, d.filter, weight.raw_data(), d.output,
                                                          grad_output.raw_data(), d.convolution,
                                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algorithm),
-                                                         space.raw_data(), choice.workspace, &s.zero, d.input,
+                                                         space, choice.workspace, &s.zero, d.input,
                                                          grad_input.raw_data()),
                             "cudnnConvolutionBackwardData");
             });
@@ -305,11 +296,9 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
     if (grad_weight.defined()) {
         CudnnPass cudnn(x.shape(), grad_weight.shape(), grad_output.shape(), params, x.dtype(), "conv2d");
         run_pass(
-            geometry_key("bwd_filter", x.shape(), grad_weight.shape(), params, x.dtype()),
+            cudnn, geometry_key("bwd_filter", x.shape(), grad_weight.shape(), params, x.dtype()),
             tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
-            [&] {
-                const Descriptors& d = cudnn.descriptors();
-                cudnnHandle_t h = handle();
+            [](const Descriptors& d, cudnnHandle_t h) {
                 cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
                 int count = 0;
                 check_cudnn(cudnnFindConvolutionBackwardFilterAlgorithm(h, d.input, d.output, d.convolution, d.filter,
@@ -319,15 +308,12 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                 return best_of(results, count, "conv2d backward filter");
             },
             [&] { tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight); },
-            [&](const Choice& choice) {
-                const Descriptors& d = cudnn.descriptors();
-                cudnnHandle_t h = handle();
-                const Tensor space = workspace(choice.workspace);
+            [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
                 dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                     const Scale<T> s;
                     check_cudnn(cudnnConvolutionBackwardFilter(
                                     h, &s.one, d.input, x.raw_data(), d.output, grad_output.raw_data(), d.convolution,
-                                    static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm), space.raw_data(),
+                                    static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm), space,
                                     choice.workspace, &s.zero, d.filter, grad_weight.raw_data()),
                                 "cudnnConvolutionBackwardFilter");
                 });

@@ -329,7 +329,7 @@ void forward_gemm(const Tensor& x, const Tensor& reordered, const Tensor& bias, 
                                     bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                                     true};
     tf32x3::gemm<Block, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params), output,
-                                                      outputs, columns, taps, 1, 512);
+                                                      outputs, columns, taps, 1);
 }
 
 }  // namespace
@@ -381,7 +381,7 @@ void tf32x3_conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, 
                                            {.dtype = DType::f32, .device = grad_weight.device()});
     const tf32x3::GemmOutput output{static_cast<float*>(reordered.raw_data()), taps, 0, 0, taps, nullptr, false};
     tf32x3::gemm<Block, ImageRowsTile, Im2colRowsTile>(dy, image_source(x, grad_weight.shape(), grad_output.shape(), params),
-                                                      output, outputs, taps, positions, 1, 512);
+                                                      output, outputs, taps, positions, 1);
     reorder_weights(reordered, grad_weight, grad_weight.shape(), WeightOrder::restore);
 }
 

@@ -21,9 +21,7 @@ constexpr int kBlockM = Block::kBlockM;
 template <bool kKContiguous>
 using DenseTile = tf32x3::DenseTile<kKContiguous, 128, Block::kThreads>;
 
-constexpr int64_t kMinSplitDepth = 512;  // k per split: below this the partial sums cost more than they gain
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+using tf32x3::ceil_div;
 
 bool k_contiguous_a(const GemmOperand& a) { return a.col_stride == 1; }
 bool k_contiguous_b(const GemmOperand& b) { return b.row_stride == 1; }
@@ -53,7 +51,7 @@ bool tf32x3_gemm_applies(const GemmOperand& a, const GemmOperand& b, int64_t m, 
     if (!stageable(a, m, k, batch) || !stageable(b, k, n, batch)) return false;
     // Split k only when the split fits the grid (blockIdx.z up to 65535) and covers the whole k.
     const int64_t tiles = ceil_div(m, kBlockM) * ceil_div(n, kBlockN) * batch;
-    if (batch * tf32x3::k_splits(tiles, k, 1, kMinSplitDepth) > tf32x3::kMaxGridYZ) return false;
+    if (batch * tf32x3::k_splits(tiles, k, 1) > tf32x3::kMaxGridYZ) return false;
     return tensor_cores_available();
 }
 
@@ -65,7 +63,7 @@ void tf32x3_gemm(const GemmOperand& a, const GemmOperand& b, const float* bias, 
     auto run = [&]<bool kAK, bool kBK>() {
         const typename DenseTile<kAK>::Source a_source{a.data, kAK ? a.row_stride : a.col_stride, a.batch_stride};
         const typename DenseTile<kBK>::Source b_source{b.data, kBK ? b.col_stride : b.row_stride, b.batch_stride};
-        tf32x3::gemm<Block, DenseTile<kAK>, DenseTile<kBK>>(a_source, b_source, out, m, n, k, batch, kMinSplitDepth);
+        tf32x3::gemm<Block, DenseTile<kAK>, DenseTile<kBK>>(a_source, b_source, out, m, n, k, batch);
     };
     const bool a_k = k_contiguous_a(a), b_k = k_contiguous_b(b);
     if (a_k && b_k) run.operator()<true, true>();

@@ -23,7 +23,6 @@ __global__ void sum_splits_kernel(const float* partial, int splits, int64_t m, i
 }
 
 int64_t k_splits(int64_t tiles, int64_t k, int64_t blocks_per_processor, int64_t min_depth) {
-    const auto ceil_div = [](int64_t x, int64_t y) { return (x + y - 1) / y; };
     const int64_t slots = current_device_attribute<cudaDevAttrMultiProcessorCount>() * blocks_per_processor;
     if (tiles >= slots) return 1;
     const int64_t most = std::clamp<int64_t>(k / min_depth, 1, 4 * ceil_div(slots, tiles));

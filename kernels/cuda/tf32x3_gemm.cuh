@@ -235,10 +235,15 @@ struct GemmOutput {
     bool bias_per_row;
 };
 
+constexpr int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+// The least k a split of k among blocks gets: below this the partial sums cost more than they gain.
+constexpr int64_t kMinSplitDepth = 512;
+
 // How many parts k is split into when `tiles` output tiles alone leave multiprocessors idle (one
 // block of 256 threads fits on each at a time): the count whose blocks fill the last wave best (the
 // fewest on a tie), each part at least min_depth deep. Splits only outputs of one group.
-int64_t k_splits(int64_t tiles, int64_t k, int64_t blocks_per_processor, int64_t min_depth);
+int64_t k_splits(int64_t tiles, int64_t k, int64_t blocks_per_processor, int64_t min_depth = kMinSplitDepth);
 
 // The largest grid.y (m tiles) and grid.z (batches x splits) a launch takes.
 constexpr int64_t kMaxGridYZ = 65535;
@@ -249,8 +254,7 @@ constexpr int64_t kMaxGridYZ = 65535;
 // fit (m, n, k below INT_MAX / 2, the grid within kMaxGridYZ).
 template <class Shape, class ATile, class BTile>
 void gemm(const typename ATile::Source& a, const typename BTile::Source& b, const GemmOutput& out, int64_t m, int64_t n,
-          int64_t k, int64_t batch, int64_t min_split_depth) {
-    const auto ceil_div = [](int64_t x, int64_t y) { return (x + y - 1) / y; };
+          int64_t k, int64_t batch, int64_t min_split_depth = kMinSplitDepth) {
     const int64_t tiles = ceil_div(m, Shape::kBlockM) * ceil_div(n, kBlockN) * batch;
     const int64_t splits = out.column_group == n ? k_splits(tiles, k, 256 / Shape::kThreads, min_split_depth) : 1;
     const int64_t k_per_split = ceil_div(ceil_div(k, splits), kBlockK) * kBlockK;
