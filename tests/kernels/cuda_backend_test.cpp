@@ -180,6 +180,8 @@ TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
         {"transposed operands", on_gpu(randn({300, 1100})).t(), on_gpu(randn({1032, 300})).t()},
         {"transposed left", on_gpu(randn({512, 1100})).t(), on_gpu(randn({512, 260}))},
         {"k split among blocks", on_gpu(randn({260, 5000})), on_gpu(randn({5000, 300}))},
+        // (b with k contiguous: a row-major b 301 wide is not stageable and would go to cuBLAS)
+        {"k split, a width not a multiple of 4", on_gpu(randn({260, 5000})), on_gpu(randn({301, 5000})).t()},
         {"batched", on_gpu(randn({6, 256, 200})), on_gpu(randn({6, 200, 520}))},
     };
     for (const Case& c : cases) {
@@ -206,6 +208,13 @@ TEST(CudaBackend, Float32ProductsOnTensorCoresAreAsAccurateAsSgemm) {
     set_matmul_tensor_cores(true);
     expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
                                 {randn({2000, 516}), randn({1028, 516}), randn({1028})}, 1e-3);
+    // Few output tiles and a deep k: k split among blocks, the bias added by the split sums, packed
+    // (260 outputs) and one column at a time (259).
+    for (const int64_t outputs : {int64_t{260}, int64_t{259}}) {
+        SCOPED_TRACE(outputs);
+        expect_same_on_both_devices([](const Inputs& v) { return linear(v[0], v[1], v[2]); },
+                                    {randn({128, 4096}), randn({outputs, 4096}), randn({outputs})}, 1e-3);
+    }
     // Infinities and NaNs in the operands give what SGEMM gives: row 0 of a holds +inf (its outputs
     // are +-inf by the sign of b's row 3, NaN where it meets b's -inf), row 1 a NaN, b's column 2 a -inf.
     std::vector<float> a_values = randn({1100, 300}).to_vector<float>(), b_values = randn({300, 1032}).to_vector<float>();
