@@ -1,5 +1,6 @@
 // Device discovery, the stream-ordered caching device-memory allocator, and copies for CUDA tensors.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <list>
 #include <memory>
@@ -606,6 +607,14 @@ void fill(const Tensor& destination, double value) {
     DeviceGuard guard(destination.device().index);
     const StridedGeometry geometry = collapse(make_geometry(destination.shape(), destination.strides(), {}, "fill_"));
     const cudaStream_t stream = current_stream(destination.device().index).raw();
+    // Zeros over a dense range (every dtype's zero is all-zero bytes; -0.0 is not): the driver's
+    // memset. The element-per-thread kernel took 17 us for 12.6 MB on the H100 (a gradient's zeros,
+    // under ncu).
+    if (value == 0.0 && !std::signbit(value) && geometry.rank == 1 && geometry.destination_strides[0] == 1) {
+        KASMINA_CUDA_CHECK(
+            cudaMemsetAsync(destination.raw_data(), 0, static_cast<size_t>(count) * dtype_size(destination.dtype()), stream));
+        return;
+    }
     dispatch_all(destination.dtype(), "fill_", [&]<typename T>() {
         fill_kernel<T><<<grid_for(count), 256, 0, stream>>>(static_cast<T*>(destination.raw_data()), geometry, count,
                                                             static_cast<T>(value));

@@ -57,6 +57,29 @@ Tensor positive(const Shape& shape) { return abs(randn(shape)) + 0.5; }
 
 }  // namespace
 
+// fill_ on the GPU: zeros over a dense range go to the driver's memset (any dtype, including a dense
+// slice at an offset), -0.0 and other values and strided views to the fill kernel; nothing outside the
+// view changes.
+TEST(CudaBackend, FillWritesOnlyItsViewForEveryDtype) {
+    REQUIRE_GPU();
+    for (const DType dtype : {DType::f32, DType::f64, DType::i64, DType::boolean}) {
+        SCOPED_TRACE(dtype_name(dtype));
+        Tensor cpu = Tensor::ones({6, 10}, {.dtype = dtype}), gpu = cpu.to(kGpu);
+        cpu.narrow(0, 1, 2).fill_(0.0);  // dense rows at an offset
+        gpu.narrow(0, 1, 2).fill_(0.0);
+        cpu.narrow(1, 3, 4).narrow(0, 4, 2).fill_(0.0);  // strided: a block of columns
+        gpu.narrow(1, 3, 4).narrow(0, 4, 2).fill_(0.0);
+        EXPECT_EQ(gpu.to(Device::cpu()).to_vector<double>(), cpu.to_vector<double>());
+    }
+    Tensor whole = Tensor::ones({1000}).to(kGpu);
+    whole.fill_(0.0);
+    EXPECT_EQ(amax(abs(whole), {}).item(), 0.0);
+    whole.fill_(-0.0);  // not all-zero bytes: the kernel, which keeps the sign
+    EXPECT_TRUE(std::signbit(whole.to(Device::cpu()).to_vector<float>()[999]));
+    whole.fill_(2.5);
+    EXPECT_EQ(amin(whole, {}).item(), 2.5);
+}
+
 TEST(CudaBackend, UnaryOpsMatchTheCpu) {
     REQUIRE_GPU();
     const Tensor x = randn({33, 17});
