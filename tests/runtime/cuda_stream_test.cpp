@@ -169,11 +169,14 @@ TEST(CudaStream, WorkOnASideStreamMatchesTheDefaultStream) {
 TEST(CudaStream, AnEventMakesAnotherStreamWaitForTheWorkBeforeIt) {
     REQUIRE_GPU();
     const Stream producer = Stream::create(0), consumer = Stream::create(0);
-    // Allocate before holding the producer: cudaMalloc for a new segment may wait for the device.
+    // Allocate before holding the producer: cudaMalloc for a new segment may wait for the device. So
+    // may loading a kernel's module on its first launch (CUDA's lazy loading), so the fill kernel runs
+    // once here too (zeros alone are a memset).
     Tensor value, copied;
     {
         StreamGuard guard(producer);
         value = Tensor::zeros({1 << 20}, {.device = kGpu});
+        value.fill_(1.0);
     }
     {
         StreamGuard guard(consumer);
