@@ -57,9 +57,9 @@ Tensor positive(const Shape& shape) { return abs(randn(shape)) + 0.5; }
 
 }  // namespace
 
-// fill_ on the GPU: zeros over a dense range go to the driver's memset (any dtype, including a dense
-// slice at an offset), -0.0 and other values and strided views to the fill kernel; nothing outside the
-// view changes.
+// fill_ on the GPU: a dense range in 16-byte stores with an unaligned head and a tail (a slice at an
+// offset, every dtype), strided views one element at a time; nothing outside the view changes, and
+// -0.0 keeps its sign.
 TEST(CudaBackend, FillWritesOnlyItsViewForEveryDtype) {
     REQUIRE_GPU();
     for (const DType dtype : {DType::f32, DType::f64, DType::i64, DType::boolean}) {
@@ -71,13 +71,15 @@ TEST(CudaBackend, FillWritesOnlyItsViewForEveryDtype) {
         gpu.narrow(1, 3, 4).narrow(0, 4, 2).fill_(0.0);
         EXPECT_EQ(gpu.to(Device::cpu()).to_vector<double>(), cpu.to_vector<double>());
     }
-    Tensor whole = Tensor::ones({1000}).to(kGpu);
+    const Tensor base = Tensor::ones({1001}).to(kGpu);
+    Tensor whole = base.narrow(0, 1, 1000);  // starts 4 bytes past a 16-byte boundary
     whole.fill_(0.0);
     EXPECT_EQ(amax(abs(whole), {}).item(), 0.0);
-    whole.fill_(-0.0);  // not all-zero bytes: the kernel, which keeps the sign
+    whole.fill_(-0.0);
     EXPECT_TRUE(std::signbit(whole.to(Device::cpu()).to_vector<float>()[999]));
     whole.fill_(2.5);
     EXPECT_EQ(amin(whole, {}).item(), 2.5);
+    EXPECT_EQ(base.to(Device::cpu()).to_vector<float>()[0], 1.0f);
 }
 
 TEST(CudaBackend, UnaryOpsMatchTheCpu) {
