@@ -330,12 +330,26 @@ __global__ void strided_copy_kernel(Out* destination, const In* source, StridedG
     }
 }
 
-// A dense range: 16 bytes of the value's pattern a store, the unaligned head and the tail one element
-// at a time. One element a thread (fill_kernel) took 17 us for 12.6 MB on the H100 (a gradient's
-// zeros, under ncu). The driver's memset, tried for zeros, was no faster and takes zeros only.
+// Where a dense fill's value comes from: a constant from the host (fill_), or one element in device
+// memory converted to the destination's type (an expanded scalar, such as the gradient of sum()).
 template <typename T>
-__global__ void fill_dense_kernel(T* destination, int64_t count, T value) {
+struct HostValue {
+    T value;
+    __device__ T operator()() const { return value; }
+};
+template <typename Out, typename In>
+struct DeviceValue {
+    const In* value;
+    __device__ Out operator()() const { return static_cast<Out>(*value); }
+};
+
+// A dense range: 16 bytes of the value's pattern a store, the unaligned head and the tail one element
+// at a time. One element a thread took 17 us for 12.6 MB on the H100 (a gradient's zeros, under ncu).
+// The driver's memset, tried for zeros, was no faster and takes zeros only.
+template <typename T, typename Source>
+__global__ void fill_dense_kernel(T* destination, int64_t count, Source source) {
     constexpr int kPer = 16 / sizeof(T);
+    const T value = source();
     union {
         uint4 chunk;
         T elements[kPer];
@@ -376,19 +390,6 @@ __global__ void strided_rows_copy_kernel(Out* destination, const In* source, Str
         int64_t out_offset, in_offset;
         strided_offsets(geometry, row, out_offset, in_offset, last);  // the row's start: the dims before the run
         for (int64_t i = lane; i < run; i += 32) destination[out_offset + i] = static_cast<Out>(source[in_offset + i]);
-    }
-}
-
-// A dense destination filled with one device-resident value (an expanded scalar, such as the
-// gradient of sum()): each thread reads the value once and writes 4 elements per step.
-template <typename Out, typename In>
-__global__ void broadcast_value_kernel(Out* destination, const In* value, int64_t count) {
-    const Out v = static_cast<Out>(*value);
-    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-    for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * 4; i < count; i += stride * 4) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-            if (i + k < count) destination[i + k] = v;
     }
 }
 
@@ -438,6 +439,13 @@ StridedGeometry make_geometry(const Shape& shape, const Shape& destination_strid
 
 unsigned grid_for(int64_t count) {
     return static_cast<unsigned>(std::min<int64_t>((count + 255) / 256, 65535));
+}
+
+// Launches fill_dense_kernel over `count` elements of a dense destination.
+template <typename T, typename Source>
+void fill_dense(T* destination, int64_t count, Source source, cudaStream_t stream) {
+    const int64_t chunks = count * static_cast<int64_t>(sizeof(T)) / 16 + 1;
+    fill_dense_kernel<T><<<grid_for(chunks), 256, 0, stream>>>(destination, count, source);
 }
 
 }  // namespace
@@ -603,8 +611,8 @@ void strided_copy(const Tensor& destination, const Tensor& source) {
     dispatch_all(destination.dtype(), "copy", [&]<typename Out>() {
         dispatch_all(source.dtype(), "copy", [&]<typename In>() {
             if (dense_destination && geometry.source_strides[0] == 0) {
-                broadcast_value_kernel<Out, In><<<grid_for((count + 3) / 4), 256, 0, stream>>>(
-                    static_cast<Out*>(destination.raw_data()), static_cast<const In*>(source.raw_data()), count);
+                fill_dense(static_cast<Out*>(destination.raw_data()), count,
+                           DeviceValue<Out, In>{static_cast<const In*>(source.raw_data())}, stream);
                 return;
             }
             const int last = geometry.rank - 1;
@@ -631,9 +639,7 @@ void fill(const Tensor& destination, double value) {
     const cudaStream_t stream = current_stream(destination.device().index).raw();
     dispatch_all(destination.dtype(), "fill_", [&]<typename T>() {
         if (geometry.rank == 1 && geometry.destination_strides[0] == 1) {  // a dense range
-            const int64_t chunks = count * static_cast<int64_t>(sizeof(T)) / 16 + 1;
-            fill_dense_kernel<T><<<grid_for(chunks), 256, 0, stream>>>(static_cast<T*>(destination.raw_data()), count,
-                                                                       static_cast<T>(value));
+            fill_dense(static_cast<T*>(destination.raw_data()), count, HostValue<T>{static_cast<T>(value)}, stream);
             return;
         }
         fill_kernel<T><<<grid_for(count), 256, 0, stream>>>(static_cast<T*>(destination.raw_data()), geometry, count,

@@ -480,6 +480,13 @@ TEST(CudaCopy, EveryLayoutGivesTheCpuValues) {
             copy_into(out, scalar.to(kGpu).expand({count}));
             const std::vector<double> values = out.to(Device::cpu()).to_vector<double>();
             EXPECT_TRUE(std::all_of(values.begin(), values.end(), [](double v) { return v == 2.5; })) << count;
+            // the same dtype into a range starting 4 bytes past a 16-byte boundary, the elements around it kept
+            Tensor around = Tensor::zeros({count + 2}, {.device = kGpu});
+            copy_into(around.narrow(0, 1, count), scalar.to(kGpu).expand({count}));
+            const std::vector<float> floats = around.to(Device::cpu()).to_vector<float>();
+            EXPECT_EQ(floats.front(), 0.0f);
+            EXPECT_EQ(floats.back(), 0.0f);
+            EXPECT_TRUE(std::all_of(floats.begin() + 1, floats.end() - 1, [](float v) { return v == 2.5f; })) << count;
         }
     }
     {
