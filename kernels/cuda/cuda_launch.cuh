@@ -242,11 +242,42 @@ __device__ T block_max(T value) {
     return __shfl_sync(0xffffffffu, total, 0);
 }
 
+// ---- the last block to finish combines the partial results ------------------------------------------
+// A reduction whose blocks each write a partial result and whose last block to finish (of a group: a
+// row, a column tile, a channel) adds them up runs in one launch instead of two. The counters are
+// per stream: kernels of one stream run one after another, and each leaves its counters at zero.
+
+// `count` counters, all zero, for kernels queued on the calling thread's current stream
+// (kernels/cuda/block_counters.cu).
+unsigned* stream_block_counters(int64_t count);
+
+// Called by every thread of a block after it has written its partial result: true in all of them when
+// this block is the last of the `blocks` sharing `counter` to get here (the counter is then reset to 0).
+// The last block reads the others' partial results through load_from_l2 (L1 is not kept coherent).
+__device__ __forceinline__ bool last_block_of(unsigned* counter, unsigned blocks) {
+    __shared__ bool last;
+    __threadfence();  // this block's partial results, before its count
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        last = atomicAdd(counter, 1u) == blocks - 1;
+        if (last) atomicExch(counter, 0u);
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
+template <typename T>
+__device__ __forceinline__ T load_from_l2(const T* pointer) {
+    return __ldcg(pointer);
+}
+
 // ---- column sums: out[c] = sum over r of value(r, c), for tall matrices ------------------------------
-// Two passes and no atomics, so results are deterministic: blocks of 32 columns x 8 row-lanes each
-// sum a chunk of rows into partial[chunk][c]; then the same kernel, one chunk tall, adds the chunks
-// (8 lanes a column) and hands each total to the store. The accumulator is whatever value() returns:
-// a float, or a PairSum when one pass over the data yields two sums.
+// Blocks of 32 columns x 8 row-lanes each sum a chunk of rows; with several chunks, each writes
+// partial[chunk][c] and the last block of a column tile to finish adds its chunks (8 lanes a column, in
+// chunk order, so the result does not depend on which block finished last) and hands each total to the
+// store. The accumulator is whatever value() returns: a float, or a PairSum when one pass over the data
+// yields two sums.
 constexpr int kColumnTile = 32, kRowLanes = 8;
 
 // Two sums carried through one pass (e.g. sum dy and sum dy * xhat).
@@ -260,20 +291,41 @@ struct PairSum {
     }
 };
 
-template <typename Acc, typename Value, typename Out>
-__global__ void column_partials_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, Out out) {
+template <typename T>
+__device__ __forceinline__ PairSum<T> load_from_l2(const PairSum<T>* pointer) {
+    return {__ldcg(&pointer->first), __ldcg(&pointer->second)};
+}
+
+template <typename Acc, typename Value, typename Store>
+__global__ void column_sums_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, Acc* partial,
+                                   unsigned* counters, Store store) {
     __shared__ Acc tile[kRowLanes][kColumnTile];
     const int64_t c = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
+    // The 8 lanes' sums added in lane order by lane 0.
+    const auto add_lanes = [&](Acc total) {
+        tile[threadIdx.y][threadIdx.x] = total;
+        __syncthreads();
+        if (threadIdx.y == 0)
+            for (int lane = 1; lane < kRowLanes; ++lane) total += tile[lane][threadIdx.x];
+        return total;
+    };
     const int64_t first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
     Acc total{};
     if (c < cols)
         for (int64_t r = first + threadIdx.y; r < last; r += kRowLanes) total += value(r, c);
-    tile[threadIdx.y][threadIdx.x] = total;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < cols) {
-        for (int lane = 1; lane < kRowLanes; ++lane) total += tile[lane][threadIdx.x];
-        out(blockIdx.y, c, total);
+    total = add_lanes(total);
+    const bool owner = threadIdx.y == 0 && c < cols;
+    if (gridDim.y == 1) {
+        if (owner) store(c, total);
+        return;
     }
+    if (owner) partial[blockIdx.y * cols + c] = total;
+    if (!last_block_of(counters + blockIdx.x, gridDim.y)) return;
+    total = Acc{};
+    if (c < cols)
+        for (int64_t chunk = threadIdx.y; chunk < gridDim.y; chunk += kRowLanes) total += load_from_l2(partial + chunk * cols + c);
+    total = add_lanes(total);
+    if (owner) store(c, total);
 }
 
 // The common column_sums operands: the elements of a row-major matrix, and a (scaled) store.
@@ -302,45 +354,24 @@ struct StorePairScaled {
     }
 };
 
-template <typename Acc>
-struct ToPartials {
-    Acc* partial;
-    int64_t cols;
-    __device__ void operator()(int64_t chunk, int64_t c, const Acc& value) const { partial[chunk * cols + c] = value; }
-};
-
-template <typename Store>
-struct ToStore {
-    Store store;
-    template <typename Acc>
-    __device__ void operator()(int64_t, int64_t c, const Acc& value) const { store(c, value); }
-};
-
 // Chunks of rows for the first pass; `scratch` must hold at least column_chunks(rows, cols) * cols
 // accumulators.
 inline int64_t column_chunks(int64_t rows, int64_t cols) {
-    if (rows <= 256) return 1;  // a second pass would cost more than these rows: one launch instead of two
+    if (rows <= 256) return 1;  // the partials' round trip would cost more than these rows
     const int64_t tiles = (cols + kColumnTile - 1) / kColumnTile;
     const int64_t wanted = std::max<int64_t>(1, 1024 / std::max<int64_t>(tiles, 1));  // ~1024 blocks in flight
     return std::min<int64_t>(wanted, std::max<int64_t>(1, (rows + 63) / 64));         // >= 64 rows per chunk
 }
 
-// Launches both passes (one when a single chunk covers the rows).
+// One launch: the chunks' partial sums and, in each column tile's last block, their totals.
 template <typename Acc, typename Value, typename Store>
 void column_sums(Value value, int64_t rows, int64_t cols, Acc* scratch, Store store) {
     const int64_t chunks = column_chunks(rows, cols);
     const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
     const unsigned tiles = static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile);
-    const dim3 block(kColumnTile, kRowLanes);
-    if (chunks == 1) {
-        column_partials_kernel<Acc><<<dim3(tiles, 1), block, 0, launch_stream()>>>(value, rows, cols, rows, ToStore<Store>{store});
-        return;
-    }
-    column_partials_kernel<Acc>
-        <<<dim3(tiles, static_cast<unsigned>(chunks)), block, 0, launch_stream()>>>(value, rows, cols, rows_per_chunk,
-                                                                                    ToPartials<Acc>{scratch, cols});
-    column_partials_kernel<Acc><<<dim3(tiles, 1), block, 0, launch_stream()>>>(MatrixElement<Acc>{scratch, cols}, chunks,
-                                                                               cols, chunks, ToStore<Store>{store});
+    unsigned* counters = chunks > 1 ? stream_block_counters(tiles) : nullptr;
+    column_sums_kernel<Acc><<<dim3(tiles, static_cast<unsigned>(chunks)), dim3(kColumnTile, kRowLanes), 0,
+                              launch_stream()>>>(value, rows, cols, rows_per_chunk, scratch, counters, store);
 }
 
 }  // namespace kasmina::kernels::cuda

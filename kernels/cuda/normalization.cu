@@ -611,10 +611,12 @@ struct ColumnOfChannels {
 
 // S > 1: block (c, split) sums planes (n, c) for n = split, split + splits, ... into partial[c][split],
 // walking them as one run of packs so each thread keeps several loads in flight. The blocks advance
-// through the batch together, so the data is read from its start to its end (see channel_map).
-template <int kPack, typename T, typename Op>
-__global__ void channel_plane_sums_kernel(Op op, const T* x, GradRead<T> g, PairSum<T>* partial, int64_t batch,
-                                          int64_t channels, int64_t spatial) {
+// through the batch together, so the data is read from its start to its end (see channel_map). The last
+// block of a channel to finish adds its splits' partial sums (its first warp, each lane a fixed subset:
+// the same result whichever block is last) and hands the channel's total to the store.
+template <int kPack, typename T, typename Op, typename Store>
+__global__ void channel_plane_sums_kernel(Op op, const T* x, GradRead<T> g, PairSum<T>* partial, unsigned* counters,
+                                          Store store, int64_t batch, int64_t channels, int64_t spatial) {
     const int64_t c = blockIdx.x, split = blockIdx.y, splits = gridDim.y, packs = spatial / kPack;
     const int64_t planes = (batch - split + splits - 1) / splits;
     const typename Op::Channel k = op.channel(c);
@@ -632,22 +634,18 @@ __global__ void channel_plane_sums_kernel(Op op, const T* x, GradRead<T> g, Pair
     } else {
         for (int64_t index = threadIdx.x; index < planes * packs; index += blockDim.x) add(index / packs, index % packs);
     }
-    const T first_sum = block_sum(total.first), second_sum = block_sum(total.second);
-    if (threadIdx.x == 0) partial[c * splits + split] = {first_sum, second_sum};
-}
-
-// One warp a channel adds its splits' partial sums (each lane a fixed subset, then the warp: deterministic)
-// and hands the channel's total to the store.
-template <typename T, typename Store>
-__global__ void channel_split_totals_kernel(const PairSum<T>* partial, int64_t splits, int64_t channels, Store store) {
-    const int64_t warps_per_block = blockDim.x / 32;
-    const int64_t c = blockIdx.x * warps_per_block + threadIdx.x / 32;
-    if (c >= channels) return;
-    PairSum<T> total{T(0), T(0)};
-    for (int64_t s = threadIdx.x & 31; s < splits; s += 32) total += partial[c * splits + s];
+    const PairSum<T> sums{block_sum(total.first), block_sum(total.second)};
+    if (splits == 1) {
+        if (threadIdx.x == 0) store(c, sums);
+        return;
+    }
+    if (threadIdx.x == 0) partial[c * splits + split] = sums;
+    if (!last_block_of(counters + c, static_cast<unsigned>(splits)) || threadIdx.x >= 32) return;
+    total = {T(0), T(0)};
+    for (int64_t s = threadIdx.x; s < splits; s += 32) total += load_from_l2(partial + c * splits + s);
     total.first = warp_all_sum(total.first);
     total.second = warp_all_sum(total.second);
-    if ((threadIdx.x & 31) == 0) store(c, total);
+    if (threadIdx.x == 0) store(c, total);
 }
 
 // Hands store(c, sums) each channel's pair of sums over n, s of op(constants, x, g).
@@ -665,7 +663,7 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
     // Measured on the H200 at [64, 64, 56, 56]: one plane a block (4,096 blocks, four waves) read at
     // 2.35 TB/s (21.8 us under ncu); eight planes a block left half the device idle (512 blocks).
     with_pack<T>(pack_for<T>(spatial, {x, g.per_element()}), [&]<int kPack>() {
-        const auto kernel = channel_plane_sums_kernel<kPack, T, Op>;
+        const auto kernel = channel_plane_sums_kernel<kPack, T, Op, Store>;
         static const int64_t resident = [&] {
             int blocks = 0;
             KASMINA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
@@ -674,10 +672,9 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
         const int64_t splits = std::clamp<int64_t>(resident / channels, 1, std::min<int64_t>(batch, 65535));
         const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
         auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
+        unsigned* counters = splits > 1 ? stream_block_counters(channels) : nullptr;
         kernel<<<dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads, 0, launch_stream()>>>(
-            op, x, g, partial, batch, channels, spatial);
-        channel_split_totals_kernel<T><<<static_cast<unsigned>((channels + 7) / 8), 256, 0, launch_stream()>>>(
-            partial, splits, channels, store);
+            op, x, g, partial, counters, store, batch, channels, spatial);
     });
 }
 

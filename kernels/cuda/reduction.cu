@@ -38,10 +38,9 @@ __device__ T block_min(T value) {
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, 65535 * 16)); }
 
-// One block per row; `divisor` is the element count a mean divides by (the original row length
-// when x holds per-split partial sums).
+// One block per row.
 template <ReduceOp Op, typename T>
-__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner, int64_t divisor) {
+__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
     using Acc = Accumulator<T>;
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const T* values = x + row * inner;
@@ -50,7 +49,7 @@ __global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inn
             for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += static_cast<Acc>(values[i]);
             total = block_sum(total);
             if (threadIdx.x == 0)
-                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(divisor)) : static_cast<T>(total);
+                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(inner)) : static_cast<T>(total);
         } else if constexpr (std::is_floating_point_v<T>) {
             T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
             for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
@@ -70,24 +69,51 @@ __global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inn
     }
 }
 
-// First pass of a long-row reduction: block (split, row) reduces its slice of the row into
-// partial[row * splits + split] (sums for sum and mean, extrema for max and min).
+// The reductions of the split kernel below: the starting value, two values combined, a whole block's.
 template <ReduceOp Op, typename T>
-__global__ void reduce_row_splits_kernel(const T* x, T* partial, int64_t inner, int64_t chunk) {
-    const int64_t row = blockIdx.y, split = blockIdx.x, first = split * chunk, last = min(inner, first + chunk);
+__device__ __forceinline__ T reduction_start() {
+    if constexpr (Op == ReduceOp::max) return lowest<T>();
+    else if constexpr (Op == ReduceOp::min) return highest<T>();
+    else return T(0);
+}
+template <ReduceOp Op, typename T>
+__device__ __forceinline__ T reduction_combine(T a, T b) {
+    if constexpr (Op == ReduceOp::max) return device_max(a, b);
+    else if constexpr (Op == ReduceOp::min) return device_min(a, b);
+    else return a + b;
+}
+template <ReduceOp Op, typename T>
+__device__ __forceinline__ T reduction_over_block(T value) {
+    if constexpr (Op == ReduceOp::max) return block_max(value);
+    else if constexpr (Op == ReduceOp::min) return block_min(value);
+    else return block_sum(value);
+}
+
+// A long-row reduction of floating values in one launch: block (split, row) reduces its slice of the row,
+// `chunk` elements (a multiple of kPack) read kPack at a time, into partial[row][split]; the last block of
+// the row to finish reduces the row's partials, in an order that does not depend on which block that is,
+// and writes out[row] (a mean divides by the row's length).
+template <ReduceOp Op, int kPack, typename T>
+__global__ void reduce_row_splits_kernel(const T* x, T* partial, unsigned* counters, T* out, int64_t inner,
+                                         int64_t chunk) {
+    const int64_t row = blockIdx.y, split = blockIdx.x, splits = gridDim.x;
+    const int64_t first = split * chunk / kPack, last = min(inner, (split + 1) * chunk) / kPack;
     const T* values = x + row * inner;
-    if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
-        Accumulator<T> total = 0;
-        for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x) total += static_cast<Accumulator<T>>(values[i]);
-        total = block_sum(total);
-        if (threadIdx.x == 0) partial[row * gridDim.x + split] = static_cast<T>(total);
-    } else if constexpr (std::is_floating_point_v<T>) {
-        T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
-        for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x)
-            best = Op == ReduceOp::max ? device_max(best, values[i]) : device_min(best, values[i]);
-        best = Op == ReduceOp::max ? block_max(best) : block_min(best);
-        if (threadIdx.x == 0) partial[row * gridDim.x + split] = best;
+    T result = reduction_start<Op, T>();
+#pragma unroll 4
+    for (int64_t p = first + threadIdx.x; p < last; p += blockDim.x) {
+        const Pack<T, kPack> pack = load_pack<T, kPack>(values, p * kPack);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) result = reduction_combine<Op>(result, pack.v[e]);
     }
+    result = reduction_over_block<Op>(result);
+    if (threadIdx.x == 0) partial[row * splits + split] = result;
+    if (!last_block_of(counters + row, static_cast<unsigned>(splits))) return;
+    result = reduction_start<Op, T>();
+    for (int64_t s = threadIdx.x; s < splits; s += blockDim.x)
+        result = reduction_combine<Op>(result, load_from_l2(partial + row * splits + s));
+    result = reduction_over_block<Op>(result);
+    if (threadIdx.x == 0) out[row] = Op == ReduceOp::mean ? result / static_cast<T>(inner) : result;
 }
 
 template <ReduceOp Op, typename T>
@@ -233,23 +259,31 @@ void finite_flag(const Tensor& x, const Tensor& out) {
 
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
     const int64_t rows = x.size(0), inner = x.size(1);
-    // Few long rows (e.g. a whole-tensor sum): split each row over many blocks, then reduce the parts.
-    constexpr int64_t kChunk = 16384;
+    // Few long rows (e.g. a whole-tensor sum): split each row over many blocks (~1,000 on the largest
+    // tensors of the benchmarks), whose last one reduces the parts.
+    constexpr int64_t kChunk = 8192;
     const bool split = is_floating(x.dtype()) && rows < 128 && inner >= 4 * kChunk;
+    if (split) {
+        dispatch_floating(x.dtype(), "reduce", [&]<typename T>() {
+            dispatch_reduce(op, [&]<ReduceOp Op>() {
+                const int64_t splits = (inner + kChunk - 1) / kChunk;
+                const Tensor partial = Tensor::empty({rows, splits}, x.options());
+                unsigned* counters = stream_block_counters(rows);
+                with_pack<T>(pack_for<T>(inner, {x.raw_data()}), [&]<int kPack>() {
+                    reduce_row_splits_kernel<Op, kPack, T>
+                        <<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads, 0, launch_stream()>>>(
+                            static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), counters,
+                            static_cast<T*>(out.raw_data()), inner, kChunk);
+                });
+            });
+        });
+        check_launch("reduce");
+        return;
+    }
     dispatch_numeric(x.dtype(), "reduce", [&]<typename T>() {
         dispatch_reduce(op, [&]<ReduceOp Op>() {
-            if (!split) {
-                reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
-                    static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), rows, inner, inner);
-                return;
-            }
-            const int64_t splits = (inner + kChunk - 1) / kChunk;
-            const Tensor partial = Tensor::empty({rows, splits}, x.options());
-            reduce_row_splits_kernel<Op, T>
-                <<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads, 0, launch_stream()>>>(
-                    static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), inner, kChunk);
             reduce_rows_kernel<Op, T><<<row_blocks(rows), kThreads, 0, launch_stream()>>>(
-                static_cast<const T*>(partial.raw_data()), static_cast<T*>(out.raw_data()), rows, splits, inner);
+                static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), rows, inner);
         });
     });
     check_launch("reduce");

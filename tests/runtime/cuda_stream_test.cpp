@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "autograd/convolution.h"
 #include "kasmina.h"
@@ -233,6 +235,59 @@ TEST(CudaStream, AnUnrecordedEventIsComplete) {
     const Event event;
     EXPECT_TRUE(event.query());
     EXPECT_NO_THROW(event.synchronize());
+}
+
+// ---- reductions finished by their last block --------------------------------------------------------
+
+// The long-row reductions (a whole-tensor sum, mean, max and min, with and without packs of four), the
+// column sums of a tall matrix and batch norm's channel sums over planes run in one launch: each block
+// writes a partial result and the last block of its group to finish combines them, counting finished
+// blocks in counters of the stream it runs on. Each call must leave those at zero for the next one, so
+// repeated calls on the default stream and on two pool streams give the same result bit for bit, which
+// matches the CPU. The column sums of [512, 10000] count in more column tiles (313) than a stream's
+// first counters (256) hold, so the counters grow.
+TEST(CudaStream, ReductionsFinishedByTheirLastBlockRepeatOnEveryStream) {
+    REQUIRE_GPU();
+    const auto batch_norm_output = [](const Tensor& x) {
+        const int64_t channels = x.size(1);
+        const Device device = x.device();
+        return batch_norm(x, Tensor::zeros({channels}).to(device), Tensor::ones({channels}).to(device), {}, {}, true,
+                          0.1, 1e-5);
+    };
+    struct Case {
+        std::string name;
+        Tensor input;
+        std::function<Tensor(const Tensor&)> reduce;
+        double tolerance;
+    };
+    const std::vector<Case> cases = {
+        {"sum in packs", Tensor::randn({131072}), [](const Tensor& t) { return sum(t); }, 1e-4},
+        {"sum", Tensor::randn({100003}), [](const Tensor& t) { return sum(t); }, 1e-4},
+        {"mean of rows", Tensor::randn({3, 40000}), [](const Tensor& t) { return mean(t, {1}); }, 1e-5},
+        {"max", Tensor::randn({100003}), [](const Tensor& t) { return amax(t); }, 0},
+        {"min in packs", Tensor::randn({131072}), [](const Tensor& t) { return amin(t); }, 0},
+        {"column sums", Tensor::randn({1000, 300}), [](const Tensor& t) { return sum(t, {0}); }, 1e-4},
+        {"column sums, counters grown", Tensor::randn({512, 10000}), [](const Tensor& t) { return sum(t, {0}); }, 1e-4},
+        {"batch norm over planes", Tensor::randn({8, 16, 12, 12}) * 2.0 + 1.0, batch_norm_output, 1e-4}};
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        const Tensor expected = c.reduce(c.input);
+        const Tensor on_device = c.input.to(kGpu);
+        cuda::synchronize(0);  // the pool streams are not ordered after the default stream's copy
+        std::vector<float> first;
+        for (const Stream& stream : {Stream::default_stream(0), Stream::create(0), Stream::create(0)}) {
+            StreamGuard guard(stream);
+            for (int repeat = 0; repeat < 2; ++repeat) {
+                const Tensor result = c.reduce(on_device).to(Device::cpu());
+                if (first.empty()) {
+                    kasmina::testing::expect_tensors_close(result, expected, c.tolerance);
+                    first = result.to_vector<float>();
+                } else {
+                    EXPECT_EQ(result.to_vector<float>(), first);
+                }
+            }
+        }
+    }
 }
 
 // ---- the stream-ordered caching allocator ----------------------------------------------------------
