@@ -465,6 +465,21 @@ __device__ __forceinline__ float log2_probability(const AttentionParams<float>& 
     return exp2f(masked_score(p, b, h, r, c, dot) * kLog2e - log2_lse);
 }
 
+// Calls fn(j, i, plain) for every element i of every C fragment j of a warp's scores, with the tile's
+// plain flag as a compile-time constant: a plain tile runs a loop of its own, so the masked path's
+// per-element checks (rarely run) do not sit among the instructions every tile executes.
+template <int kN, typename Fn>
+__device__ __forceinline__ void for_each_score(bool plain, Fn&& fn) {
+    const auto every = [&](auto plain_constant) {
+#pragma unroll
+        for (int j = 0; j < kN; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) fn(j, i, plain_constant);
+    };
+    if (plain) every(std::true_type{});
+    else every(std::false_type{});
+}
+
 // Writes one row (half 0: row g of the warp's 16, half 1: row g + 8) of a 16 x kD accumulator held as
 // C fragments, times `factor`, into `row`, up to head_dim.
 template <int kSteps>
@@ -523,19 +538,15 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
         if (more) stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin + kTile, p.source, p.head_dim, p.vectors);
         cp_async_commit();
         const bool plain = plain_tile(p, row_begin, kTensorRows, key_begin, kTile);
+        for_each_score<kKeySteps>(plain, [&](int j, int i, auto plain_constant) {
+            const int r = row_begin + warp * 16 + g + 8 * (i / 2), c = key_begin + 8 * j + 2 * t + i % 2;
+            score[j][i] = log2_score(p, plain_constant, log2_scale, b, h, r, c, score[j][i]);
+        });
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int r = row_begin + warp * 16 + g + 8 * half;
             float tile_max = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < kKeySteps; ++j)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int c = key_begin + 8 * j + 2 * t + e;
-                    float& value = score[j][2 * half + e];
-                    value = log2_score(p, plain, log2_scale, b, h, r, c, value);
-                    tile_max = fmaxf(tile_max, value);
-                }
+            for (int j = 0; j < kKeySteps; ++j) tile_max = fmaxf(tile_max, fmaxf(score[j][2 * half], score[j][2 * half + 1]));
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
             tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
             const float new_max = fmaxf(running_max[half], tile_max);
@@ -618,14 +629,12 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
         __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, go_s, warp * 16, v_s, ld, g, t);
         const bool plain = plain_tile(p, row_begin, kTensorRows, key_begin, kTile);
-#pragma unroll
-        for (int j = 0; j < kKeySteps; ++j)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int half = i / 2, r = row_begin + warp * 16 + g + 8 * half, c = key_begin + 8 * j + 2 * t + i % 2;
-                const float probability = log2_probability(p, plain, log2_scale, b, h, r, c, score[j][i], log2_lse[half]);
-                grad_score[j][i] = probability * (grad_score[j][i] - delta[half]);
-            }
+        for_each_score<kKeySteps>(plain, [&](int j, int i, auto plain_constant) {
+            const int half = i / 2, r = row_begin + warp * 16 + g + 8 * half, c = key_begin + 8 * j + 2 * t + i % 2;
+            const float probability =
+                log2_probability(p, plain_constant, log2_scale, b, h, r, c, score[j][i], log2_lse[half]);
+            grad_score[j][i] = probability * (grad_score[j][i] - delta[half]);
+        });
         warp_product_of_accumulators(grad_q, grad_score, k_s, ld, g, t);
     }
 #pragma unroll
@@ -678,15 +687,12 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
         __syncthreads();
         warp_product_with_rows<kSteps>(grad_score, v_s, warp * 16, go_s, ld, g, t);
         const bool plain = plain_tile(p, query_begin, kTensorQueryTile, key_begin, kTile);
-#pragma unroll
-        for (int j = 0; j < kQuerySteps; ++j)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int query = 8 * j + 2 * t + i % 2, r = query_begin + query;
-                const int c = key_begin + warp * 16 + g + 8 * (i / 2);
-                score[j][i] = log2_probability(p, plain, log2_scale, b, h, r, c, score[j][i], lse_s[query]);
-                grad_score[j][i] = score[j][i] * (grad_score[j][i] - delta_s[query]);
-            }
+        for_each_score<kQuerySteps>(plain, [&](int j, int i, auto plain_constant) {
+            const int query = 8 * j + 2 * t + i % 2, r = query_begin + query;
+            const int c = key_begin + warp * 16 + g + 8 * (i / 2);
+            score[j][i] = log2_probability(p, plain_constant, log2_scale, b, h, r, c, score[j][i], lse_s[query]);
+            grad_score[j][i] = score[j][i] * (grad_score[j][i] - delta_s[query]);
+        });
         warp_product_of_accumulators(grad_v, score, go_s, ld, g, t);
         warp_product_of_accumulators(grad_k, grad_score, q_s, ld, g, t);
     }
