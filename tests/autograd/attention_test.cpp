@@ -157,6 +157,14 @@ TEST(AttentionOnCuda, FusedMatchesTheCpuOverHeadDimsAndMasks) {
     });
 }
 
+// The tensor-core kernels' plain build (no mask, not causal, whole tiles of 64 queries and keys, 16-byte
+// rows), output and gradients, with head dims 64 and 32 and several tiles each way: small enough for
+// the GPU suite's racecheck pass, which leaves the sweep above to memcheck.
+TEST(AttentionOnCuda, WholeTilesTakeThePlainBuild) {
+    REQUIRE_GPU();
+    for (const Case& c : {Case{1, 2, 128, 192, 64}, Case{2, 1, 192, 64, 32}}) expect_fused_matches_cpu(c, Tensor(), false);
+}
+
 TEST(AttentionOnCuda, NonContiguousOperandsAndTheComposedGpuPathAgree) {
     REQUIRE_GPU();
     // heads split from [B, L, H*D] the way MultiheadAttention does: strided, unit stride along D
