@@ -516,6 +516,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
     float* v_s = k_s + kTile * ld;                         // [kTile][ld]
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
+    const bool vectors = kPlain || p.vectors;  // a constant in the plain build
 
     float out[kSteps][4] = {};
     float running_max[2] = {-INFINITY, -INFINITY}, running_sum[2] = {0, 0};  // in log2 units
@@ -523,10 +524,10 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
     // Pipeline: the next K tile loads while this tile's softmax and P V run, the next V tile while
     // the next S = Q K^T does. Groups in flight at the top of each tile: [Q,] K(i), V(i).
-    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, kPlain || p.vectors);
-    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, 0, p.source, p.head_dim, kPlain || p.vectors);
+    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, vectors);
+    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, 0, p.source, p.head_dim, vectors);
     cp_async_commit();
-    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, 0, p.source, p.head_dim, kPlain || p.vectors);
+    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, 0, p.source, p.head_dim, vectors);
     cp_async_commit();
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
         const bool more = key_begin + kTile < key_end;
@@ -535,7 +536,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
         float score[kKeySteps][4] = {};
         warp_product_with_rows<kSteps>(score, q_s, warp * 16, k_s, ld, g, t);
         __syncthreads();  // every warp is done with K(i)
-        if (more) stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin + kTile, p.source, p.head_dim, kPlain || p.vectors);
+        if (more) stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin + kTile, p.source, p.head_dim, vectors);
         cp_async_commit();
         const bool plain = kPlain || plain_tile(p, row_begin, kTensorRows, key_begin, kTile);
         for_each_score<kKeySteps>(plain, [&](int j, int i, auto plain_constant) {
@@ -573,7 +574,7 @@ __global__ void __launch_bounds__(kTensorThreads) attention_forward_tensor_kerne
         __syncthreads();
         warp_product_of_accumulators(out, score, v_s, ld, g, t);
         __syncthreads();  // every warp is done with V(i)
-        if (more) stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin + kTile, p.source, p.head_dim, kPlain || p.vectors);
+        if (more) stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin + kTile, p.source, p.head_dim, vectors);
         cp_async_commit();
     }
 #pragma unroll
@@ -605,9 +606,10 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     float* v_s = k_s + kTile * ld;                         // [kTile][ld]
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, row_begin = blockIdx.x * kTensorRows;
+    const bool vectors = kPlain || p.vectors;  // a constant in the plain build
 
-    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, kPlain || p.vectors);
-    stage_tile<kTensorRows, kD>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim, kPlain || p.vectors);
+    stage_tile<kTensorRows, kD>(q_s, ld, p.q, b, h, row_begin, p.target, p.head_dim, vectors);
+    stage_tile<kTensorRows, kD>(go_s, ld, p.grad_out, b, h, row_begin, p.target, p.head_dim, vectors);
     cp_async_commit();
     float grad_q[kSteps][4] = {};
     const float log2_scale = p.scale * kLog2e;
@@ -617,9 +619,9 @@ __global__ void __launch_bounds__(kTensorThreads) attention_query_gradient_tenso
     const int key_end = p.causal ? min(p.source, row_begin + kTensorRows) : p.source;
     for (int key_begin = 0; key_begin < key_end; key_begin += kTile) {
         __syncthreads();  // every warp is done with the previous K and V
-        stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, kPlain || p.vectors);
+        stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, vectors);
         cp_async_commit();
-        stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, kPlain || p.vectors);
+        stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, vectors);
         cp_async_commit();
         cp_async_wait<1>();  // [Q, dO,] K have landed; V may still be in flight
         __syncthreads();
@@ -663,9 +665,10 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     float* delta_s = lse_s + kTensorQueryTile;             // [kTensorQueryTile]
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int b = blockIdx.y / p.heads, h = blockIdx.y % p.heads, key_begin = blockIdx.x * kTile;
+    const bool vectors = kPlain || p.vectors;  // a constant in the plain build
 
-    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, kPlain || p.vectors);
-    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, kPlain || p.vectors);
+    stage_tile<kTile, kD>(k_s, ld, p.k, b, h, key_begin, p.source, p.head_dim, vectors);
+    stage_tile<kTile, kD>(v_s, ld, p.v, b, h, key_begin, p.source, p.head_dim, vectors);
     cp_async_commit();
     float grad_k[kSteps][4] = {}, grad_v[kSteps][4] = {};
     const float log2_scale = p.scale * kLog2e;
@@ -673,9 +676,9 @@ __global__ void __launch_bounds__(kTensorThreads) attention_key_gradient_tensor_
     const int query_start = p.causal ? key_begin / kTensorQueryTile * kTensorQueryTile : 0;
     for (int query_begin = query_start; query_begin < p.target; query_begin += kTensorQueryTile) {
         __syncthreads();  // every warp is done with the previous Q and dO
-        stage_tile<kTensorQueryTile, kD>(q_s, ld, p.q, b, h, query_begin, p.target, p.head_dim, kPlain || p.vectors);
+        stage_tile<kTensorQueryTile, kD>(q_s, ld, p.q, b, h, query_begin, p.target, p.head_dim, vectors);
         cp_async_commit();
-        stage_tile<kTensorQueryTile, kD>(go_s, ld, p.grad_out, b, h, query_begin, p.target, p.head_dim, kPlain || p.vectors);
+        stage_tile<kTensorQueryTile, kD>(go_s, ld, p.grad_out, b, h, query_begin, p.target, p.head_dim, vectors);
         cp_async_commit();
         if (threadIdx.x < kTensorQueryTile)
             backward_row_terms(p, query_begin + threadIdx.x, lse_s[threadIdx.x], delta_s[threadIdx.x]);

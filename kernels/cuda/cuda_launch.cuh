@@ -356,7 +356,7 @@ struct StorePairScaled {
     }
 };
 
-// Chunks of rows for the first pass; `scratch` must hold at least column_chunks(rows, cols) * cols
+// Chunks of rows a column tile splits into; `scratch` must hold at least column_chunks(rows, cols) * cols
 // accumulators.
 inline int64_t column_chunks(int64_t rows, int64_t cols) {
     if (rows <= 256) return 1;  // the partials' round trip would cost more than these rows

@@ -38,38 +38,8 @@ __device__ T block_min(T value) {
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, 65535 * 16)); }
 
-// One block per row.
-template <ReduceOp Op, typename T>
-__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
-    using Acc = Accumulator<T>;
-    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        const T* values = x + row * inner;
-        if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
-            Acc total = 0;
-            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) total += static_cast<Acc>(values[i]);
-            total = block_sum(total);
-            if (threadIdx.x == 0)
-                out[row] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(inner)) : static_cast<T>(total);
-        } else if constexpr (std::is_floating_point_v<T>) {
-            T best = Op == ReduceOp::max ? lowest<T>() : highest<T>();
-            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
-                best = Op == ReduceOp::max ? device_max(best, values[i]) : device_min(best, values[i]);
-            best = Op == ReduceOp::max ? block_max(best) : block_min(best);
-            if (threadIdx.x == 0) out[row] = best;
-        } else {
-            // Integers: reduce in int64 through the floating-free path.
-            int64_t best = Op == ReduceOp::max ? std::numeric_limits<int64_t>::lowest() : std::numeric_limits<int64_t>::max();
-            for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
-                const int64_t v = static_cast<int64_t>(values[i]);
-                best = Op == ReduceOp::max ? (v > best ? v : best) : (v < best ? v : best);
-            }
-            best = Op == ReduceOp::max ? block_max(best) : -block_max(-best);
-            if (threadIdx.x == 0) out[row] = static_cast<T>(best);
-        }
-    }
-}
-
-// The reductions of the split kernel below: the starting value, two values combined, a whole block's.
+// Each reduction's starting value, two values combined, and a whole block's, in the accumulator's type
+// (int64 for integers: Accumulator).
 template <ReduceOp Op, typename T>
 __device__ __forceinline__ T reduction_start() {
     if constexpr (Op == ReduceOp::max) return lowest<T>();
@@ -87,6 +57,21 @@ __device__ __forceinline__ T reduction_over_block(T value) {
     if constexpr (Op == ReduceOp::max) return block_max(value);
     else if constexpr (Op == ReduceOp::min) return block_min(value);
     else return block_sum(value);
+}
+
+// One block per row.
+template <ReduceOp Op, typename T>
+__global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inner) {
+    using Acc = Accumulator<T>;
+    for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+        const T* values = x + row * inner;
+        Acc result = reduction_start<Op, Acc>();
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x)
+            result = reduction_combine<Op>(result, static_cast<Acc>(values[i]));
+        result = reduction_over_block<Op>(result);
+        if (threadIdx.x == 0)
+            out[row] = static_cast<T>(Op == ReduceOp::mean ? result / static_cast<Acc>(inner) : result);
+    }
 }
 
 // A long-row reduction of floating values in one launch: block (split, row) reduces its slice of the row,
@@ -123,19 +108,9 @@ __global__ void reduce_columns_kernel(const T* x, T* out, int64_t reduced, int64
     using Acc = Accumulator<T>;
     for (int64_t column = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; column < kept;
          column += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        if constexpr (Op == ReduceOp::sum || Op == ReduceOp::mean) {
-            Acc total = 0;
-            for (int64_t r = 0; r < reduced; ++r) total += static_cast<Acc>(x[r * kept + column]);
-            out[column] = Op == ReduceOp::mean ? static_cast<T>(total / static_cast<Acc>(reduced)) : static_cast<T>(total);
-        } else {
-            T best = x[column];
-            for (int64_t r = 1; r < reduced; ++r) {
-                const T v = x[r * kept + column];
-                if constexpr (std::is_floating_point_v<T>) best = Op == ReduceOp::max ? device_max(best, v) : device_min(best, v);
-                else best = Op == ReduceOp::max ? (v > best ? v : best) : (v < best ? v : best);
-            }
-            out[column] = best;
-        }
+        Acc result = reduction_start<Op, Acc>();
+        for (int64_t r = 0; r < reduced; ++r) result = reduction_combine<Op>(result, static_cast<Acc>(x[r * kept + column]));
+        out[column] = static_cast<T>(Op == ReduceOp::mean ? result / static_cast<Acc>(reduced) : result);
     }
 }
 
