@@ -187,6 +187,28 @@ __device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
     return *reinterpret_cast<const Pack<T, kPack>*>(data + i);
 }
 
+// Stores a pack marked evict-first in L2 (st.global.cs): for a pass whose output is not read again soon
+// while its input is, so the output does not push out input lines still to be re-read from L2.
+template <typename T, int kPack>
+__device__ __forceinline__ void store_pack_streaming(T* data, int64_t i, const Pack<T, kPack>& value) {
+    static_assert(sizeof(value) == 16 || sizeof(value) == 8 || sizeof(value) == 4 || sizeof(value) < 4);
+    void* address = data + i;
+    if constexpr (sizeof(value) == 16) {
+        const auto* w = reinterpret_cast<const uint32_t*>(&value);
+        asm volatile("st.global.cs.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(address), "r"(w[0]), "r"(w[1]), "r"(w[2]),
+                     "r"(w[3])
+                     : "memory");
+    } else if constexpr (sizeof(value) == 8) {
+        const auto* w = reinterpret_cast<const uint32_t*>(&value);
+        asm volatile("st.global.cs.v2.b32 [%0], {%1, %2};" ::"l"(address), "r"(w[0]), "r"(w[1]) : "memory");
+    } else if constexpr (sizeof(value) == 4) {
+        asm volatile("st.global.cs.b32 [%0], %1;" ::"l"(address), "r"(*reinterpret_cast<const uint32_t*>(&value))
+                     : "memory");
+    } else {
+        *reinterpret_cast<Pack<T, kPack>*>(address) = value;
+    }
+}
+
 // The widest pack (16 bytes at most) that `extent` elements split into with every pointer aligned to it
 // (null pointers are not read per element and do not count): a braced list or any range of pointers.
 template <typename T, typename Pointers = std::initializer_list<const void*>>

@@ -537,7 +537,7 @@ __global__ void channel_rows_kernel(Op op, const T* x, GradRead<T> g, T* out, in
         Pack<T, kPack> result;
 #pragma unroll
         for (int j = 0; j < kPack; ++j) result.v[j] = op(k[j], xs.v[j], gs.v[j]);
-        *reinterpret_cast<Pack<T, kPack>*>(out + i) = result;
+        store_pack_streaming(out, i, result);
     }
 }
 
@@ -556,7 +556,7 @@ __global__ void channel_planes_kernel(Op op, const T* x, GradRead<T> g, T* out, 
             Pack<T, kPack> result;
 #pragma unroll
             for (int e = 0; e < kPack; ++e) result.v[e] = op(k, xs.v[e], gs.v[e]);
-            *reinterpret_cast<Pack<T, kPack>*>(out + i) = result;
+            store_pack_streaming(out, i, result);
         }
     }
 }
@@ -571,7 +571,8 @@ __global__ void channel_flat_kernel(Op op, const T* x, GradRead<T> g, T* out, in
 
 // The row and plane kernels walk the data from its end. Each follows a sums pass over the same data
 // that walked it from the start, so the part read last (as much as L2 holds, up to ~50 MB) is read
-// again from L2 rather than from memory.
+// again from L2 rather than from memory. Their stores are marked evict-first, so the output does not
+// push out the input lines still to be re-read.
 template <typename T, typename Op>
 void channel_map(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_t channels, int64_t spatial) {
     const int64_t total = batch * channels * spatial;
