@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "runtime/cuda/cuda_check.h"
@@ -63,6 +64,37 @@ int current_device_attribute() {
         if (device < kDevices) known[device].store(value, std::memory_order_relaxed);
     }
     return value;
+}
+
+// ---- launches that overlap the previous kernel's end (programmatic dependent launch, sm_90) ----------
+// A memory-bound op is a chain of short kernels, each reading what the one before wrote. Launched
+// plainly, a kernel's blocks are scheduled only once the previous kernel has ended; launched with
+// launch_overlapped they may be scheduled during its last blocks, so the launch and the blocks' start
+// overlap that end. Such a kernel must call wait_for_previous_kernel() before it reads or writes
+// global memory: that waits until the previous kernel has ended and its writes are visible (without
+// the overlapped launch it does nothing).
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, 0, launch_stream()>>>(args...), overlapping the previous kernel's end where the
+// device can (compute capability 9 and up). Errors surface through check_launch, as with <<<>>>.
+template <typename... Parameters, typename... Arguments>
+void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arguments&&... arguments) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.stream = launch_stream();
+    cudaLaunchAttribute overlap{};
+    overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    overlap.val.programmaticStreamSerializationAllowed = 1;
+    if (current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9) {
+        config.attrs = &overlap;
+        config.numAttrs = 1;
+    }
+    (void)cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
 }
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in on
@@ -322,6 +354,7 @@ template <typename Acc, typename Value, typename Store>
 __global__ void column_sums_kernel(Value value, int64_t rows, int64_t cols, int64_t rows_per_chunk, Acc* partial,
                                    unsigned* counters, Store store) {
     __shared__ Acc tile[kRowLanes][kColumnTile];
+    wait_for_previous_kernel();
     const int64_t c = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
     // The 8 lanes' sums added in lane order by lane 0.
     const auto add_lanes = [&](Acc total) {
@@ -394,8 +427,8 @@ void column_sums(Value value, int64_t rows, int64_t cols, Acc* scratch, Store st
     const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
     const unsigned tiles = static_cast<unsigned>((cols + kColumnTile - 1) / kColumnTile);
     unsigned* counters = chunks > 1 ? stream_block_counters(tiles) : nullptr;
-    column_sums_kernel<Acc><<<dim3(tiles, static_cast<unsigned>(chunks)), dim3(kColumnTile, kRowLanes), 0,
-                              launch_stream()>>>(value, rows, cols, rows_per_chunk, scratch, counters, store);
+    launch_overlapped(column_sums_kernel<Acc, Value, Store>, dim3(tiles, static_cast<unsigned>(chunks)),
+                      dim3(kColumnTile, kRowLanes), value, rows, cols, rows_per_chunk, scratch, counters, store);
 }
 
 }  // namespace kasmina::kernels::cuda

@@ -113,6 +113,7 @@ __global__ void layer_norm_registers_kernel(const T* x, const T* weight, const T
 template <int kVec>
 __global__ void layer_norm_warp_kernel(const float* x, const float* weight, const float* bias, float eps, float* out,
                                        float* mean_out, float* rstd_out, int64_t rows, int64_t n) {
+    wait_for_previous_kernel();
     const int lane = threadIdx.x & 31;
     const int64_t warps = blockDim.x / 32, quads = n / 4;
     const float4* weight4 = reinterpret_cast<const float4*>(weight);
@@ -172,8 +173,9 @@ bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bi
     const int64_t per_lane = (n / 4 + 31) / 32;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
     const auto launch = [&]<int kVec>() {
-        layer_norm_warp_kernel<kVec><<<blocks, kThreads, 0, launch_stream()>>>(
-            static_cast<const float*>(x.raw_data()), w, b, static_cast<float>(eps), static_cast<float*>(output.raw_data()),
+        launch_overlapped(
+            layer_norm_warp_kernel<kVec>, blocks, kThreads, static_cast<const float*>(x.raw_data()), w, b,
+            static_cast<float>(eps), static_cast<float*>(output.raw_data()),
             static_cast<float*>(mean.raw_data()), static_cast<float*>(rstd.raw_data()), rows, n);
     };
     if (per_lane <= 1) launch.template operator()<1>();
@@ -203,6 +205,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     const float* weight, float* grad_input, int64_t rows, int64_t n,
                                     PairSum<float>* affine_partials) {
     __shared__ PairSum<float> block_affine[kBackwardWarpColumns];
+    wait_for_previous_kernel();
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t warps = blockDim.x / 32, quads = n / 4;
     const float4* weight4 = reinterpret_cast<const float4*>(weight);
@@ -286,8 +289,8 @@ struct LayerNormBackwardByWarps {
         const unsigned grid = static_cast<unsigned>(blocks(affine_partials != nullptr));
         const int64_t per_lane = (n / 4 + 31) / 32;
         const auto run = [&]<int kVec>() {
-            layer_norm_backward_warp_kernel<kVec><<<grid, kThreads, 0, launch_stream()>>>(
-                grad, static_cast<const float*>(x.raw_data()), static_cast<const float*>(mean.raw_data()),
+            launch_overlapped(
+                layer_norm_backward_warp_kernel<kVec>, grid, kThreads, grad, static_cast<const float*>(x.raw_data()), static_cast<const float*>(mean.raw_data()),
                 static_cast<const float*>(rstd.raw_data()), data_or_null<float>(weight),
                 static_cast<float*>(grad_input.raw_data()), rows, n, affine_partials);
         };
@@ -525,6 +528,7 @@ struct FinishStatistics {
 
 template <int kPack, typename T, typename Op>
 __global__ void channel_rows_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_t channels) {
+    wait_for_previous_kernel();
     const int64_t c = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kPack;
     if (c >= channels) return;
     typename Op::Channel k[kPack];
@@ -544,6 +548,7 @@ __global__ void channel_rows_kernel(Op op, const T* x, GradRead<T> g, T* out, in
 template <int kPack, typename T, typename Op>
 __global__ void channel_planes_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t planes, int64_t channels,
                                       int64_t spatial) {
+    wait_for_previous_kernel();
     const int64_t packs = spatial / kPack;
     for (int64_t step = blockIdx.x; step < planes; step += gridDim.x) {
         const int64_t p = planes - 1 - step;  // from the end: see channel_map
@@ -564,6 +569,7 @@ __global__ void channel_planes_kernel(Op op, const T* x, GradRead<T> g, T* out, 
 template <typename T, typename Op>
 __global__ void channel_flat_kernel(Op op, const T* x, GradRead<T> g, T* out, int64_t total, int64_t channels,
                                     int64_t spatial) {
+    wait_for_previous_kernel();
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
         out[i] = op(op.channel((i / spatial) % channels), x[i], g.at(i));
@@ -582,16 +588,16 @@ void channel_map(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_
             const int64_t threads = channels / kPack;
             const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
                             static_cast<unsigned>(std::clamp<int64_t>(batch / kRowsPerThread, 1, 65535)));
-            channel_rows_kernel<kPack><<<grid, kThreads, 0, launch_stream()>>>(op, x, g, out, batch, channels);
+            launch_overlapped(channel_rows_kernel<kPack, T, Op>, grid, kThreads, op, x, g, out, batch, channels);
         });
     } else if (spatial >= kPlaneMin) {
         const int64_t planes = batch * channels;
         with_pack<T>(pack_for<T>(spatial, {x, g.per_element(), out}), [&]<int kPack>() {
-            channel_planes_kernel<kPack><<<static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, 0,
-                                           launch_stream()>>>(op, x, g, out, planes, channels, spatial);
+            launch_overlapped(channel_planes_kernel<kPack, T, Op>, static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)),
+                              kThreads, op, x, g, out, planes, channels, spatial);
         });
     } else {
-        channel_flat_kernel<<<grid_for(total), kThreads, 0, launch_stream()>>>(op, x, g, out, total, channels, spatial);
+        launch_overlapped(channel_flat_kernel<T, Op>, grid_for(total), kThreads, op, x, g, out, total, channels, spatial);
     }
 }
 
@@ -618,6 +624,7 @@ struct ColumnOfChannels {
 template <int kPack, typename T, typename Op, typename Store>
 __global__ void channel_plane_sums_kernel(Op op, const T* x, GradRead<T> g, PairSum<T>* partial, unsigned* counters,
                                           Store store, int64_t batch, int64_t channels, int64_t spatial) {
+    wait_for_previous_kernel();
     const int64_t c = blockIdx.x, split = blockIdx.y, splits = gridDim.y, packs = spatial / kPack;
     const int64_t planes = (batch - split + splits - 1) / splits;
     const typename Op::Channel k = op.channel(c);
@@ -674,8 +681,8 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
         const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
         auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
         unsigned* counters = splits > 1 ? stream_block_counters(channels) : nullptr;
-        kernel<<<dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads, 0, launch_stream()>>>(
-            op, x, g, partial, counters, store, batch, channels, spatial);
+        launch_overlapped(kernel, dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads, op, x, g,
+                          partial, counters, store, batch, channels, spatial);
     });
 }
 

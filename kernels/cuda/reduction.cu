@@ -83,6 +83,7 @@ __global__ void reduce_rows_kernel(const T* x, T* out, int64_t rows, int64_t inn
 template <ReduceOp Op, int kPack, typename T>
 __global__ void reduce_row_splits_kernel(const T* x, T* partial, unsigned* counters, T* out, int64_t inner,
                                          int64_t chunk) {
+    wait_for_previous_kernel();
     const int64_t row = blockIdx.y, splits = gridDim.x, split = splits - 1 - blockIdx.x;
     const int64_t first = split * chunk / kPack, last = min(inner, (split + 1) * chunk) / kPack;
     const T* values = x + row * inner;
@@ -247,10 +248,10 @@ void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
                 const Tensor partial = Tensor::empty({rows, splits}, x.options());
                 unsigned* counters = stream_block_counters(rows);
                 with_pack<T>(pack_for<T>(inner, {x.raw_data()}), [&]<int kPack>() {
-                    reduce_row_splits_kernel<Op, kPack, T>
-                        <<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads, 0, launch_stream()>>>(
-                            static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), counters,
-                            static_cast<T*>(out.raw_data()), inner, kChunk);
+                    launch_overlapped(reduce_row_splits_kernel<Op, kPack, T>,
+                                      dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads,
+                                      static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), counters,
+                                      static_cast<T*>(out.raw_data()), inner, kChunk);
                 });
             });
         });
