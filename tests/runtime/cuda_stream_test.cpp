@@ -290,6 +290,66 @@ TEST(CudaStream, ReductionsFinishedByTheirLastBlockRepeatOnEveryStream) {
     }
 }
 
+// ---- launches that overlap the previous kernel's end --------------------------------------------------
+
+// Batch norm's passes, the column, plane and long-row sums and layer norm's warp kernels are launched
+// to overlap the end of the kernel before them (kernels/cuda/cuda_launch.cuh: launch_overlapped) and
+// wait for it before touching memory. Here each reads what the kernel just before it wrote (a scaled
+// copy of x, then the statistics of the same pass), with every launch queued behind a held stream so
+// the kernels run back to back; a read before its writer ended would show as a wrong value. The same
+// chain runs once unheld first, so the held round's allocations come from the cache (a fresh device
+// allocation could wait for the held stream).
+TEST(CudaStream, OverlappedLaunchesReadWhatTheKernelBeforeThemWrote) {
+    REQUIRE_GPU();
+    const Tensor x = Tensor::randn({2048, 1024}), planes = Tensor::randn({16, 32, 24, 24});
+    // Running statistics made beforehand: a copy to the device inside the held round would wait for it.
+    struct Running {
+        Tensor rows_mean, rows_var, planes_mean, planes_var;
+    };
+    const auto running_on = [](Device device) {
+        return Running{Tensor::zeros({1024}).to(device), Tensor::ones({1024}).to(device), Tensor::zeros({32}).to(device),
+                       Tensor::ones({32}).to(device)};
+    };
+    const auto chain = [](const Tensor& rows, const Tensor& images, Running& running, int step) {
+        const double scale = step, shift = 0.5 * step;
+        const Tensor scaled = rows * scale + shift, scaled_images = images * scale - shift;
+        return std::vector<Tensor>{
+            sum(scaled),                                                                    // long-row sum
+            sum(scaled, {0}),                                                               // column sums
+            layer_norm(scaled, {1024}, {}, {}),                                             // one warp a row
+            batch_norm(scaled, running.rows_mean, running.rows_var, {}, {}, true, 0.1, 1e-5),  // columns, rows pass
+            batch_norm(scaled_images, running.planes_mean, running.planes_var, {}, {}, true, 0.1, 1e-5)};  // planes
+    };
+    const Tensor rows_on_device = x.to(kGpu), images_on_device = planes.to(kGpu);
+    Running on_device = running_on(kGpu), on_host = running_on(Device::cpu());
+    cuda::synchronize(0);
+    const Stream stream = Stream::create(0);
+    StreamGuard guard(stream);
+    constexpr int kSteps = 6;
+    const auto run_all = [&](const Tensor& rows, const Tensor& images, Running& running) {
+        std::vector<std::vector<Tensor>> results;
+        for (int step = 1; step <= kSteps; ++step) results.push_back(chain(rows, images, running, step));
+        return results;
+    };
+    run_all(rows_on_device, images_on_device, on_device);
+    std::vector<std::vector<Tensor>> results;
+    {
+        StreamBlocker blocker(stream);
+        results = run_all(rows_on_device, images_on_device, on_device);
+    }
+    run_all(x, planes, on_host);  // the same running-statistics history as the device's
+    const std::vector<std::vector<Tensor>> expected = run_all(x, planes, on_host);
+    for (int step = 0; step < kSteps; ++step) {
+        SCOPED_TRACE("step " + std::to_string(step + 1));
+        for (size_t i = 0; i < expected[step].size(); ++i) {
+            SCOPED_TRACE("result " + std::to_string(i));
+            kasmina::testing::expect_tensors_close(results[step][i].to(Device::cpu()), expected[step][i], 2e-4);
+        }
+    }
+    kasmina::testing::expect_tensors_close(on_device.rows_var.to(Device::cpu()), on_host.rows_var, 1e-4);
+    kasmina::testing::expect_tensors_close(on_device.planes_mean.to(Device::cpu()), on_host.planes_mean, 1e-4);
+}
+
 // ---- the stream-ordered caching allocator ----------------------------------------------------------
 
 TEST(CudaStreamAllocator, ABlockFreedOnOneStreamIsReusedOnlyOnThatStream) {
