@@ -223,7 +223,7 @@ __device__ __forceinline__ Pack<T, kPack> load_pack(const T* data, int64_t i) {
 // while its input is, so the output does not push out input lines still to be re-read from L2.
 template <typename T, int kPack>
 __device__ __forceinline__ void store_pack_streaming(T* data, int64_t i, const Pack<T, kPack>& value) {
-    static_assert(sizeof(value) == 16 || sizeof(value) == 8 || sizeof(value) == 4 || sizeof(value) < 4);
+    static_assert(sizeof(value) <= 16 && (sizeof(value) & (sizeof(value) - 1)) == 0, "a pack is 1 to 16 bytes");
     void* address = data + i;
     if constexpr (sizeof(value) == 16) {
         const auto* w = reinterpret_cast<const uint32_t*>(&value);

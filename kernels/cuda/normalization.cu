@@ -173,10 +173,9 @@ bool layer_norm_by_warps(const Tensor& x, const Tensor& weight, const Tensor& bi
     const int64_t per_lane = (n / 4 + 31) / 32;
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
     const auto launch = [&]<int kVec>() {
-        launch_overlapped(
-            layer_norm_warp_kernel<kVec>, blocks, kThreads, static_cast<const float*>(x.raw_data()), w, b,
-            static_cast<float>(eps), static_cast<float*>(output.raw_data()),
-            static_cast<float*>(mean.raw_data()), static_cast<float*>(rstd.raw_data()), rows, n);
+        launch_overlapped(layer_norm_warp_kernel<kVec>, blocks, kThreads, static_cast<const float*>(x.raw_data()), w, b,
+                          static_cast<float>(eps), static_cast<float*>(output.raw_data()),
+                          static_cast<float*>(mean.raw_data()), static_cast<float*>(rstd.raw_data()), rows, n);
     };
     if (per_lane <= 1) launch.template operator()<1>();
     else if (per_lane <= 2) launch.template operator()<2>();
@@ -289,10 +288,10 @@ struct LayerNormBackwardByWarps {
         const unsigned grid = static_cast<unsigned>(blocks(affine_partials != nullptr));
         const int64_t per_lane = (n / 4 + 31) / 32;
         const auto run = [&]<int kVec>() {
-            launch_overlapped(
-                layer_norm_backward_warp_kernel<kVec>, grid, kThreads, grad, static_cast<const float*>(x.raw_data()), static_cast<const float*>(mean.raw_data()),
-                static_cast<const float*>(rstd.raw_data()), data_or_null<float>(weight),
-                static_cast<float*>(grad_input.raw_data()), rows, n, affine_partials);
+            launch_overlapped(layer_norm_backward_warp_kernel<kVec>, grid, kThreads, grad,
+                              static_cast<const float*>(x.raw_data()), static_cast<const float*>(mean.raw_data()),
+                              static_cast<const float*>(rstd.raw_data()), data_or_null<float>(weight),
+                              static_cast<float*>(grad_input.raw_data()), rows, n, affine_partials);
         };
         if (per_lane <= 1) run.template operator()<1>();
         else if (per_lane <= 2) run.template operator()<2>();
@@ -593,11 +592,13 @@ void channel_map(Op op, const T* x, GradRead<T> g, T* out, int64_t batch, int64_
     } else if (spatial >= kPlaneMin) {
         const int64_t planes = batch * channels;
         with_pack<T>(pack_for<T>(spatial, {x, g.per_element(), out}), [&]<int kPack>() {
-            launch_overlapped(channel_planes_kernel<kPack, T, Op>, static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)),
-                              kThreads, op, x, g, out, planes, channels, spatial);
+            launch_overlapped(channel_planes_kernel<kPack, T, Op>,
+                              static_cast<unsigned>(std::min<int64_t>(planes, 1 << 20)), kThreads, op, x, g, out,
+                              planes, channels, spatial);
         });
     } else {
-        launch_overlapped(channel_flat_kernel<T, Op>, grid_for(total), kThreads, op, x, g, out, total, channels, spatial);
+        launch_overlapped(channel_flat_kernel<T, Op>, grid_for(total), kThreads, op, x, g, out, total, channels,
+                          spatial);
     }
 }
 
@@ -681,8 +682,8 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
         const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
         auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
         unsigned* counters = splits > 1 ? stream_block_counters(channels) : nullptr;
-        launch_overlapped(kernel, dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads, op, x, g,
-                          partial, counters, store, batch, channels, spatial);
+        launch_overlapped(kernel, dim3(static_cast<unsigned>(channels), static_cast<unsigned>(splits)), kThreads, op, x,
+                          g, partial, counters, store, batch, channels, spatial);
     });
 }
 

@@ -250,8 +250,8 @@ void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out) {
                 with_pack<T>(pack_for<T>(inner, {x.raw_data()}), [&]<int kPack>() {
                     launch_overlapped(reduce_row_splits_kernel<Op, kPack, T>,
                                       dim3(static_cast<unsigned>(splits), static_cast<unsigned>(rows)), kThreads,
-                                      static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()), counters,
-                                      static_cast<T*>(out.raw_data()), inner, kChunk);
+                                      static_cast<const T*>(x.raw_data()), static_cast<T*>(partial.raw_data()),
+                                      counters, static_cast<T*>(out.raw_data()), inner, kChunk);
                 });
             });
         });

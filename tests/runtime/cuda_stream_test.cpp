@@ -307,16 +307,16 @@ TEST(CudaStream, OverlappedLaunchesReadWhatTheKernelBeforeThemWrote) {
         Tensor rows_mean, rows_var, planes_mean, planes_var;
     };
     const auto running_on = [](Device device) {
-        return Running{Tensor::zeros({1024}).to(device), Tensor::ones({1024}).to(device), Tensor::zeros({32}).to(device),
-                       Tensor::ones({32}).to(device)};
+        return Running{Tensor::zeros({1024}).to(device), Tensor::ones({1024}).to(device),
+                       Tensor::zeros({32}).to(device), Tensor::ones({32}).to(device)};
     };
     const auto chain = [](const Tensor& rows, const Tensor& images, Running& running, int step) {
         const double scale = step, shift = 0.5 * step;
         const Tensor scaled = rows * scale + shift, scaled_images = images * scale - shift;
         return std::vector<Tensor>{
-            sum(scaled),                                                                    // long-row sum
-            sum(scaled, {0}),                                                               // column sums
-            layer_norm(scaled, {1024}, {}, {}),                                             // one warp a row
+            sum(scaled),                                                                       // long-row sum
+            sum(scaled, {0}),                                                                  // column sums
+            layer_norm(scaled, {1024}, {}, {}),                                                // one warp a row
             batch_norm(scaled, running.rows_mean, running.rows_var, {}, {}, true, 0.1, 1e-5),  // columns, rows pass
             batch_norm(scaled_images, running.planes_mean, running.planes_var, {}, {}, true, 0.1, 1e-5)};  // planes
     };
