@@ -50,20 +50,39 @@ Handle thread_device_handle(Create create, Destroy destroy) {
     return handles.by_device[device];
 }
 
+// A positive value of each device (an attribute, how many blocks of a kernel it holds), worked out
+// the first time it is asked for on that device. Meant as a static where the value is used.
+class PerDeviceValue {
+  public:
+    template <typename Compute>
+    int64_t get(Compute&& compute) {
+        int device = 0;
+        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+        if (device >= kDevices) return compute();
+        int64_t value = known_[device].load(std::memory_order_relaxed);  // 0: not worked out yet
+        if (value == 0) {
+            value = compute();
+            known_[device].store(value, std::memory_order_relaxed);
+        }
+        return value;
+    }
+
+  private:
+    static constexpr int kDevices = 64;
+    std::atomic<int64_t> known_[kDevices] = {};
+};
+
 // An attribute of the current device (compute capability, multiprocessor count), asked of the driver
 // once per device and attribute.
 template <cudaDeviceAttr kAttribute>
 int current_device_attribute() {
-    constexpr int kDevices = 64;
-    static std::atomic<int> known[kDevices];  // 0: not asked yet (the attributes asked for are positive)
-    int device = 0;
-    KASMINA_CUDA_CHECK(cudaGetDevice(&device));
-    int value = device < kDevices ? known[device].load(std::memory_order_relaxed) : 0;
-    if (value == 0) {
+    static PerDeviceValue known;
+    return static_cast<int>(known.get([] {
+        int device = 0, value = 0;
+        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
         KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&value, kAttribute, device));
-        if (device < kDevices) known[device].store(value, std::memory_order_relaxed);
-    }
-    return value;
+        return value;
+    }));
 }
 
 // ---- launches that overlap the previous kernel's end (programmatic dependent launch, sm_90) ----------

@@ -673,11 +673,12 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
     // 2.35 TB/s (21.8 us under ncu); eight planes a block left half the device idle (512 blocks).
     with_pack<T>(pack_for<T>(spatial, {x, g.per_element()}), [&]<int kPack>() {
         const auto kernel = channel_plane_sums_kernel<kPack, T, Op, Store>;
-        static const int64_t resident = [&] {
+        static PerDeviceValue resident_blocks;
+        const int64_t resident = resident_blocks.get([&] {
             int blocks = 0;
             KASMINA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, 0));
             return std::max(blocks, 1) * current_device_attribute<cudaDevAttrMultiProcessorCount>();
-        }();
+        });
         const int64_t splits = std::clamp<int64_t>(resident / channels, 1, std::min<int64_t>(batch, 65535));
         const Tensor scratch = Tensor::empty({2 * channels * splits}, like.options());
         auto* partial = static_cast<PairSum<T>*>(scratch.raw_data());
