@@ -231,6 +231,12 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
 
 using WeightTile = tf32x3::DenseTile<true, Block::kBlockM, kThreadsPerBlock>;
 
+// The forward's GEMM (also the input gradient's) in two stages: its image operand is gathered 4 bytes
+// at a time and read again by the taps around each pixel, so it gains from a larger L1. Measured on an
+// H100 at [64, 64, 56, 56] x [64, 64, 3, 3]: forward 293-298 -> 275-277 us (with one accumulator for
+// the cross terms, three stages made no change against four).
+using ForwardBlock = tf32x3::BlockShape<64, 2>;
+
 bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
 
 bool float32_on_tensor_cores(std::initializer_list<const Tensor*> tensors) {
@@ -328,7 +334,7 @@ void forward_gemm(const Tensor& x, const Tensor& reordered, const Tensor& bias, 
                                     pixels,
                                     bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                                     true};
-    tf32x3::gemm<Block, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params), output,
+    tf32x3::gemm<ForwardBlock, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params), output,
                                                       outputs, columns, taps, 1);
 }
 

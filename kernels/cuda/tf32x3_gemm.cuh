@@ -1,8 +1,9 @@
 // The 3xTF32 GEMM main loop, shared by the dense products (matmul_tf32x3.cu) and the implicit-GEMM
 // convolutions (convolution_tf32x3.cu). A block computes a kBlockM x 128 tile of C from 32-deep
-// slices of A and B that stream through shared memory in four stages (cp.async, so three slices are
-// in flight while the fourth is multiplied). Each warp owns 64 x 32 of the tile: per step of 8 along
-// k it loads and splits 4 A fragments and 4 B fragments once and runs 3 x 16 MMAs with them. Where
+// slices of A and B that stream through shared memory in stages (cp.async: all but one in flight
+// while that one is multiplied; four unless the block shape says otherwise). Each warp owns 64 x 32
+// of the tile: per step of 8 along k it loads and splits 4 A fragments and 4 B fragments once and
+// runs 3 x 16 MMAs with them. Where
 // the operands come from is the tiles' business: a tile type names its shared-memory layout and a
 // Loader that copies one slice of its source into a stage, so a dense matrix and an image read as
 // its im2col matrix (never built) feed the same loop. The TF32 parts' products and the two cross
@@ -18,12 +19,16 @@
 
 namespace kasmina::kernels::cuda::tf32x3 {
 
-constexpr int kBlockN = 128, kBlockK = 32, kStages = 4, kWarpM = 64, kWarpN = 32;
+constexpr int kBlockN = 128, kBlockK = 32, kWarpM = 64, kWarpN = 32;
 
-// A block of kBlockM x kBlockN outputs, warps of 64 x 32 (4 x 4 MMA tiles each).
-template <int kBlockM_>
+// A block of kBlockM x kBlockN outputs, warps of 64 x 32 (4 x 4 MMA tiles each), the operands
+// streamed through kStages slices in shared memory (kStages - 1 in flight while one is multiplied).
+// Fewer stages leave more of each multiprocessor's unified L1 / shared memory to the L1 cache, which
+// operands gathered 4 bytes at a time (an image read as im2col) hit again and again.
+template <int kBlockM_, int kStages_ = 4>
 struct BlockShape {
-    static constexpr int kBlockM = kBlockM_;
+    static constexpr int kBlockM = kBlockM_, kStages = kStages_;
+    static_assert(kStages >= 2, "one stage multiplied while the next one lands");
     static constexpr int kWarpsM = kBlockM / kWarpM, kWarpsN = kBlockN / kWarpN;
     static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
     static constexpr int kFragmentsM = kWarpM / 16, kFragmentsN = kWarpN / 8;
@@ -136,7 +141,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 256 / Shape::kThreads)
     static_assert(Shape::kThreads <= 256, "at most one 256-thread block a multiprocessor is planned for");
     extern __shared__ float4 shared_memory[];
     float* const a_tiles = reinterpret_cast<float*>(shared_memory);
-    float* const b_tiles = a_tiles + kStages * ATile::kFloats;
+    float* const b_tiles = a_tiles + Shape::kStages * ATile::kFloats;
 
     const int m0 = blockIdx.y * Shape::kBlockM, n0 = blockIdx.x * kBlockN;
     const int batch = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
@@ -146,12 +151,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 256 / Shape::kThreads)
 
     const int slices = (k_end - k_begin + kBlockK - 1) / kBlockK;
     auto stage = [&](int slice) {
-        const int slot = slice % kStages, k0 = k_begin + slice * kBlockK;
+        const int slot = slice % Shape::kStages, k0 = k_begin + slice * kBlockK;
         a_loader.stage(a_tiles + slot * ATile::kFloats, k0, k_end);
         b_loader.stage(b_tiles + slot * BTile::kFloats, k0, k_end);
     };
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) {
+    for (int s = 0; s < Shape::kStages - 1; ++s) {
         if (s < slices) stage(s);
         cp_async_commit();  // empty groups keep the count the wait below relies on
     }
@@ -165,12 +170,12 @@ __global__ void __launch_bounds__(Shape::kThreads, 256 / Shape::kThreads)
     float acc[kFragmentsM][kFragmentsN][4] = {}, cross[kFragmentsM][kFragmentsN][4] = {};
 
     for (int slice = 0; slice < slices; ++slice) {
-        cp_async_wait<kStages - 2>();  // this slice has landed
+        cp_async_wait<Shape::kStages - 2>();  // this slice has landed
         __syncthreads();               // ... for every thread, and every thread is done with slice - 1
-        if (slice + kStages - 1 < slices) stage(slice + kStages - 1);  // into slice - 1's slot
+        if (slice + Shape::kStages - 1 < slices) stage(slice + Shape::kStages - 1);  // into slice - 1's slot
         cp_async_commit();
-        const float* a_tile = a_tiles + slice % kStages * ATile::kFloats;
-        const float* b_tile = b_tiles + slice % kStages * BTile::kFloats;
+        const float* a_tile = a_tiles + slice % Shape::kStages * ATile::kFloats;
+        const float* b_tile = b_tiles + slice % Shape::kStages * BTile::kFloats;
 #pragma unroll
         for (int step = 0; step < kBlockK / 8; ++step) {
             const int k = 8 * step + t;
@@ -303,7 +308,7 @@ void gemm(const typename ATile::Source& a, const typename BTile::Source& b, cons
     args.pairs = args.ldc % 2 == 0 && (args.column_group == n || (args.column_group % 2 == 0 && args.group_stride % 2 == 0)) &&
                  (batch * used_splits == 1 || args.c_stride % 2 == 0) && aligned_to(args.c, 8);
 
-    constexpr size_t bytes = kStages * (ATile::kFloats + BTile::kFloats) * sizeof(float);
+    constexpr size_t bytes = Shape::kStages * (ATile::kFloats + BTile::kFloats) * sizeof(float);
     const auto kernel = gemm_kernel<Shape, ATile, BTile>;
     allow_shared_memory(kernel, bytes);
     const dim3 grid(static_cast<unsigned>(ceil_div(n, kBlockN)), static_cast<unsigned>(ceil_div(m, Shape::kBlockM)),
