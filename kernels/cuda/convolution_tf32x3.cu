@@ -334,8 +334,8 @@ void forward_gemm(const Tensor& x, const Tensor& reordered, const Tensor& bias, 
                                     pixels,
                                     bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                                     true};
-    tf32x3::gemm<ForwardBlock, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params), output,
-                                                      outputs, columns, taps, 1);
+    tf32x3::gemm<ForwardBlock, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params),
+                                                             output, outputs, columns, taps, 1);
 }
 
 }  // namespace
