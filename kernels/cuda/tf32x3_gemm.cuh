@@ -5,9 +5,9 @@
 // of the tile: per step of 8 along k it loads and splits 4 A fragments and 4 B fragments once and
 // runs 3 x 16 MMAs with them. Where the operands come from is the tiles' business: a tile type names
 // its shared-memory layout and a Loader that copies one slice of its source into a stage, so a dense
-// matrix and an image read as its im2col matrix (never built) feed the same loop. The TF32 parts' products and the two cross
-// terms go to separate accumulators (the tensor cores truncate each MMA's sum, so one accumulator
-// would take three truncations a step).
+// matrix and an image read as its im2col matrix (never built) feed the same loop. The TF32 parts'
+// products and the two cross terms go to separate accumulators (the tensor cores truncate each MMA's
+// sum, so one accumulator would take three truncations a step).
 #pragma once
 
 #include <algorithm>
