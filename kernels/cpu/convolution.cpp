@@ -1,6 +1,7 @@
 // 2-D convolution on the CPU: oneDNN primitives for float32 (forward with the bias fused, backward
-// data, backward weights with the bias gradient fused; cached per geometry, layouts chosen by oneDNN),
-// direct OpenMP loops for float64 (gradient checks). Operands arrive contiguous (NCHW activations,
+// data, backward weights with the bias gradient fused; cached per geometry, layouts chosen by oneDNN;
+// Winograd F(4x4, 3x3) for the 3x3 convolutions it serves, see set_convolution_winograd), direct
+// OpenMP loops for float64 (gradient checks). Operands arrive contiguous (NCHW activations,
 // OIHW weights) with shapes checked by kernels/convolution.cpp.
 #include "kernels/convolution.h"
 
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/onednn_utils.h"
+#include "kernels/settings.h"
 
 namespace kasmina::kernels::cpu {
 namespace {
@@ -32,7 +34,35 @@ Geometry geometry(const Conv2dParams& params) {
 
 std::string params_key(const Conv2dParams& params) {
     return make_message("s", params.stride[0], ",", params.stride[1], "p", params.padding[0], ",", params.padding[1],
-                        "d", params.dilation[0], ",", params.dilation[1], "g", params.groups);
+                        "d", params.dilation[0], ",", params.dilation[1], "g", params.groups, "w",
+                        convolution_winograd() ? 1 : 0);
+}
+
+// The fewest output pixels over the batch (N * OH * OW) for which Winograd is tried. Measured with
+// 2 threads on AVX-512 (oneDNN's jit_wino_4x3): [8, 32, 32, 32] -> 32 takes 341 / 360 / 348 us
+// (forward / backward data / backward weights) against the direct kernel's 660 / 649 / 764, and
+// [256, 32, 4, 4] 188 / 174 / 176 against 229 / 236 / 366; at [8, 32, 8, 8] the forward is slower
+// (41.5 against 35.4 us): the transforms outweigh the products saved.
+constexpr int64_t kWinogradMinPixels = 4096;
+
+// Whether a float32 convolution asks oneDNN for Winograd first (it falls back to the direct kernel
+// where oneDNN has none for the shape or the machine: Winograd needs AVX-512 there).
+bool winograd_candidate(const Shape& weight, const Shape& out, const Conv2dParams& params) {
+    return convolution_winograd() && params.groups == 1 && weight[2] == 3 && weight[3] == 3 &&
+           params.stride[0] == 1 && params.stride[1] == 1 && params.dilation[0] == 1 && params.dilation[1] == 1 &&
+           out[0] * out[2] * out[3] >= kWinogradMinPixels;
+}
+
+// make(algorithm) with Winograd when `winograd` and oneDNN implements it, else with the direct kernel.
+template <typename Make>
+auto with_algorithm(bool winograd, Make&& make) {
+    if (winograd) {
+        try {
+            return make(dnnl::algorithm::convolution_winograd);
+        } catch (const dnnl::error&) {  // no Winograd implementation for this shape or ISA
+        }
+    }
+    return make(dnnl::algorithm::convolution_direct);
 }
 
 // activations [N, C, H, W] as nchw
@@ -73,12 +103,12 @@ memory::desc forward_activation_layout(const Shape& shape, int64_t groups) {
     return memory::desc(plain.dims(), memory::data_type::f32, avx512 ? memory::format_tag::nChw16c : memory::format_tag::nChw8c);
 }
 
-dnnl::convolution_forward::primitive_desc forward_descriptor(dnnl::prop_kind kind, const Shape& x, const Shape& weight,
-                                                             bool with_bias, const Shape& out,
-                                                             const Conv2dParams& params) {
+dnnl::convolution_forward::primitive_desc forward_descriptor(dnnl::prop_kind kind, dnnl::algorithm algorithm,
+                                                             const Shape& x, const Shape& weight, bool with_bias,
+                                                             const Shape& out, const Conv2dParams& params) {
     const Geometry g = geometry(params);
     const dnnl::convolution_forward::desc desc(
-        kind, dnnl::algorithm::convolution_direct, forward_activation_layout(x, params.groups),
+        kind, algorithm, forward_activation_layout(x, params.groups),
         any_layout(weight_desc(weight, params.groups)), with_bias ? bias_desc(weight[0]) : memory::desc(),
         forward_activation_layout(out, params.groups), g.strides, g.dilates, g.padding_l, g.padding_r);
     return {desc, onednn::engine()};
@@ -148,8 +178,11 @@ void onednn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                     const Tensor& out) {
     const std::string key = onednn::geometry_key("conv2d_forward", {&x, &weight, &bias, &out}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        return dnnl::convolution_forward(forward_descriptor(dnnl::prop_kind::forward_inference, x.shape(),
-                                                            weight.shape(), bias.defined(), out.shape(), params));
+        return with_algorithm(winograd_candidate(weight.shape(), out.shape(), params), [&](dnnl::algorithm algorithm) {
+            return dnnl::convolution_forward(forward_descriptor(dnnl::prop_kind::forward_inference, algorithm,
+                                                                x.shape(), weight.shape(), bias.defined(), out.shape(),
+                                                                params));
+        });
     });
     std::vector<Argument> inputs{{DNNL_ARG_SRC, wrap(activation_desc(x.shape()), x)},
                                  {DNNL_ARG_WEIGHTS, wrap(weight_desc(weight.shape(), params.groups), weight)}};
@@ -162,15 +195,18 @@ void onednn_backward_data(const Tensor& grad_output, const Tensor& weight, const
     const std::string key =
         onednn::geometry_key("conv2d_backward_data", {&grad_output, &weight, &grad_input}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, grad_input.shape(), weight.shape(),
-                                             false, grad_output.shape(), params);
-        const Geometry g = geometry(params);
-        const dnnl::convolution_backward_data::desc desc(
-            dnnl::algorithm::convolution_direct, any_layout(activation_desc(grad_input.shape())),
-            any_layout(weight_desc(weight.shape(), params.groups)), any_layout(activation_desc(grad_output.shape())),
-            g.strides, g.dilates, g.padding_l, g.padding_r);
-        return dnnl::convolution_backward_data(
-            dnnl::convolution_backward_data::primitive_desc(desc, onednn::engine(), hint));
+        const bool winograd = winograd_candidate(weight.shape(), grad_output.shape(), params);
+        return with_algorithm(winograd, [&](dnnl::algorithm algorithm) {
+            const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, algorithm, grad_input.shape(),
+                                                 weight.shape(), false, grad_output.shape(), params);
+            const Geometry g = geometry(params);
+            const dnnl::convolution_backward_data::desc desc(
+                algorithm, any_layout(activation_desc(grad_input.shape())),
+                any_layout(weight_desc(weight.shape(), params.groups)),
+                any_layout(activation_desc(grad_output.shape())), g.strides, g.dilates, g.padding_l, g.padding_r);
+            return dnnl::convolution_backward_data(
+                dnnl::convolution_backward_data::primitive_desc(desc, onednn::engine(), hint));
+        });
     });
     execute(key, primitive,
             {{DNNL_ARG_DIFF_DST, wrap(activation_desc(grad_output.shape()), grad_output)},
@@ -184,16 +220,19 @@ void onednn_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                                                  {&grad_output, &x, &grad_weight, &grad_bias}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const bool with_bias = grad_bias.defined();
-        const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, x.shape(), grad_weight.shape(),
-                                             with_bias, grad_output.shape(), params);
-        const Geometry g = geometry(params);
-        const dnnl::convolution_backward_weights::desc desc(
-            dnnl::algorithm::convolution_direct, any_layout(activation_desc(x.shape())),
-            any_layout(weight_desc(grad_weight.shape(), params.groups)),
-            with_bias ? bias_desc(grad_weight.size(0)) : memory::desc(),
-            any_layout(activation_desc(grad_output.shape())), g.strides, g.dilates, g.padding_l, g.padding_r);
-        return dnnl::convolution_backward_weights(
-            dnnl::convolution_backward_weights::primitive_desc(desc, onednn::engine(), hint));
+        const bool winograd = winograd_candidate(grad_weight.shape(), grad_output.shape(), params);
+        return with_algorithm(winograd, [&](dnnl::algorithm algorithm) {
+            const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, algorithm, x.shape(),
+                                                 grad_weight.shape(), with_bias, grad_output.shape(), params);
+            const Geometry g = geometry(params);
+            const dnnl::convolution_backward_weights::desc desc(
+                algorithm, any_layout(activation_desc(x.shape())),
+                any_layout(weight_desc(grad_weight.shape(), params.groups)),
+                with_bias ? bias_desc(grad_weight.size(0)) : memory::desc(),
+                any_layout(activation_desc(grad_output.shape())), g.strides, g.dilates, g.padding_l, g.padding_r);
+            return dnnl::convolution_backward_weights(
+                dnnl::convolution_backward_weights::primitive_desc(desc, onednn::engine(), hint));
+        });
     });
     std::vector<Argument> outputs{
         {DNNL_ARG_DIFF_WEIGHTS, wrap(weight_desc(grad_weight.shape(), params.groups), grad_weight)}};

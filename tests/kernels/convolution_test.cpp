@@ -1,13 +1,16 @@
 // conv2d (NCHW, PyTorch semantics): forward values against a naive float64 reference for each
 // geometry (padding, stride, dilation, groups, depthwise, non-square kernels, no bias, 1x1), the
-// float32 oneDNN path against the float64 loops (forward and backward), gradients against finite
-// differences, non-contiguous operands, and the errors bad shapes raise.
+// float32 oneDNN path against the float64 loops (forward and backward; Winograd and direct), gradients
+// against finite differences, non-contiguous operands, and the errors bad shapes raise.
 #include "autograd/convolution.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
+#include "autograd/ops.h"
 #include "kernels/convolution.h"
+#include "kernels/settings.h"
 #include "test_util.h"
 
 using namespace kasmina;
@@ -136,6 +139,62 @@ TEST_P(Conv2dCase, Float32OneDnnPathAgreesWithFloat64Loops) {
     expect_tensors_close(g32.weight, g64.weight, 1e-5);
     EXPECT_EQ(g32.bias.defined(), c.bias);
     if (c.bias) expect_tensors_close(g32.bias, g64.bias, 1e-5);
+}
+
+// Each float32 value within `roundings` float32 roundings (2^-24) of the float64 one, relative to the
+// sum of the absolute values of its terms (`magnitude`): the measure a float32 sum's accuracy takes.
+void expect_within_roundings(const Tensor& actual, const Tensor& expected, const Tensor& magnitude, double roundings,
+                             const std::string& what) {
+    const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>(),
+                              m = magnitude.to_vector<double>();
+    ASSERT_EQ(a.size(), e.size()) << what;
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - e[i]) / (m[i] * 0x1p-24 + 1e-30));
+    EXPECT_LE(worst, roundings) << what << ": worst error in float32 roundings of the sum of |terms|";
+}
+
+// A 3x3 convolution large enough for the Winograd kernels (set_convolution_winograd), forward and both
+// gradients, against float64 loops, with Winograd on and off; on an AVX-512 machine (where oneDNN has
+// Winograd) the two must round differently, which shows the Winograd kernels ran.
+TEST(Conv2d, Float32WinogradAndDirectKernelsAreFloat32Accurate) {
+    const Conv2dParams params{.padding = {1, 1}};
+    NoGradGuard no_grad;
+    const Tensor x64 = Tensor::randn({4, 16, 32, 32}, {.dtype = DType::f64});
+    const Tensor w64 = Tensor::randn({16, 16, 3, 3}, {.dtype = DType::f64});
+    const Tensor b64 = Tensor::randn({16}, {.dtype = DType::f64});
+    const Tensor grad64 = Tensor::randn({4, 16, 32, 32}, {.dtype = DType::f64});
+    const Tensor x32 = x64.to(DType::f32), w32 = w64.to(DType::f32), b32 = b64.to(DType::f32),
+                 grad32 = grad64.to(DType::f32);
+    // float64 results on the float32 values, and the sums of |terms| (the same products on |operands|)
+    const Tensor x = x32.to(DType::f64), w = w32.to(DType::f64), b = b32.to(DType::f64), grad = grad32.to(DType::f64);
+    const Tensor out = kernels::conv2d(x, w, b, params);
+    const Tensor out_magnitude = kernels::conv2d(abs(x), abs(w), abs(b), params);
+    const auto grads = kernels::conv2d_backward(grad, x, w, true, params, true, true, true);
+    const auto magnitudes = kernels::conv2d_backward(abs(grad), abs(x), abs(w), true, params, true, true, true);
+
+    const bool initially = convolution_winograd();
+    std::vector<Tensor> outputs;
+    for (const bool winograd : {true, false}) {
+        set_convolution_winograd(winograd);
+        const std::string kernel = winograd ? "Winograd" : "direct";
+        const Tensor out32 = kernels::conv2d(x32, w32, b32, params);
+        const auto grads32 = kernels::conv2d_backward(grad32, x32, w32, true, params, true, true, true);
+        // Measured with these operands on AVX-512, in roundings: direct 4.5 / 4.0 / 1.8 / 0.6 (forward, input,
+        // weight, bias gradient), Winograd 13.8 / 13.0 / 2.6 / 0.6; the bounds leave room for other draws.
+        const double bound = winograd ? 32 : 8;
+        expect_within_roundings(out32, out, out_magnitude, bound, kernel + " forward");
+        expect_within_roundings(grads32.input, grads.input, magnitudes.input, bound, kernel + " input gradient");
+        expect_within_roundings(grads32.weight, grads.weight, magnitudes.weight, bound, kernel + " weight gradient");
+        expect_within_roundings(grads32.bias, grads.bias, magnitudes.bias, bound, kernel + " bias gradient");
+        outputs.push_back(out32);
+    }
+    set_convolution_winograd(initially);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512f")) {
+        const std::vector<float> winograd = outputs[0].to_vector<float>(), direct = outputs[1].to_vector<float>();
+        EXPECT_NE(winograd, direct) << "the Winograd setting did not change the kernel on an AVX-512 machine";
+    }
+#endif
 }
 
 // ---- gradients ------------------------------------------------------------------------------------
