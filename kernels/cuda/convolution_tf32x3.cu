@@ -231,11 +231,12 @@ struct ImageRowsTile : tf32x3::TileLayout<true, Block::kBlockM> {
 
 using WeightTile = tf32x3::DenseTile<true, Block::kBlockM, kThreadsPerBlock>;
 
-// The forward's GEMM (also the input gradient's) in two stages: its image operand is gathered 4 bytes
-// at a time and read again by the taps around each pixel, so it gains from a larger L1. Measured on an
-// H100 at [64, 64, 56, 56] x [64, 64, 3, 3]: forward 293-298 -> 275-277 us (with one accumulator for
-// the cross terms, three stages made no change against four).
-using ForwardBlock = tf32x3::BlockShape<64, 2>;
+// The GEMMs that gather the image (all three passes) in two stages: the image operand is gathered 4
+// bytes at a time and read again by the taps around each pixel, so it gains from a larger L1. Measured
+// on an H100 at [64, 64, 56, 56] x [64, 64, 3, 3]: forward 293-298 -> 275-277 us (with one accumulator
+// for the cross terms, three stages made no change against four); weight gradient 386 -> 377 us under
+// ncu (the benchmark's fwd+bwd within its noise).
+using GatheringBlock = tf32x3::BlockShape<64, 2>;
 
 bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
 
@@ -334,7 +335,7 @@ void forward_gemm(const Tensor& x, const Tensor& reordered, const Tensor& bias, 
                                     pixels,
                                     bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr,
                                     true};
-    tf32x3::gemm<ForwardBlock, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params),
+    tf32x3::gemm<GatheringBlock, WeightTile, Im2colColumnsTile>(w, image_source(x, weight_shape, out.shape(), params),
                                                              output, outputs, columns, taps, 1);
 }
 
@@ -386,8 +387,8 @@ void tf32x3_conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, 
     const Tensor reordered = Tensor::empty({outputs, grad_weight.size(2), grad_weight.size(3), grad_weight.size(1)},
                                            {.dtype = DType::f32, .device = grad_weight.device()});
     const tf32x3::GemmOutput output{static_cast<float*>(reordered.raw_data()), taps, 0, 0, taps, nullptr, false};
-    tf32x3::gemm<Block, ImageRowsTile, Im2colRowsTile>(dy, image_source(x, grad_weight.shape(), grad_output.shape(), params),
-                                                      output, outputs, taps, positions, 1);
+    const ImageSource image = image_source(x, grad_weight.shape(), grad_output.shape(), params);
+    tf32x3::gemm<GatheringBlock, ImageRowsTile, Im2colRowsTile>(dy, image, output, outputs, taps, positions, 1);
     reorder_weights(reordered, grad_weight, grad_weight.shape(), WeightOrder::restore);
 }
 
