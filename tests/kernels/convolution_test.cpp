@@ -5,6 +5,7 @@
 #include "autograd/convolution.h"
 
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -195,6 +196,40 @@ TEST(Conv2d, Float32WinogradAndDirectKernelsAreFloat32Accurate) {
         EXPECT_NE(winograd, direct) << "the Winograd setting did not change the kernel on an AVX-512 machine";
     }
 #endif
+}
+
+// The CPU keeps weights converted to oneDNN's layouts (the Winograd transform) while their bytes stay the
+// same: repeated calls give the same values, also with two weights taking turns, and weights rewritten
+// behind the tensor's back (through its data pointer, no version bump) are converted afresh.
+TEST(Conv2d, Float32WeightsRewrittenInPlaceAreSeenByTheNextCall) {
+    const Conv2dParams params{.padding = {1, 1}};
+    NoGradGuard no_grad;
+    for (const Shape& input : {Shape{4, 16, 32, 32}, Shape{1, 16, 5, 5}}) {  // Winograd's size, the direct kernel's
+        const Tensor x = Tensor::randn(input), weight = Tensor::randn({16, 16, 3, 3}), bias = Tensor::randn({16});
+        const Tensor first = kernels::conv2d(x, weight, bias, params);
+        EXPECT_EQ(kernels::conv2d(x, weight, bias, params).to_vector<float>(), first.to_vector<float>());
+
+        // Two weights of one geometry taking turns (two seeds' kernels) each keep their own values.
+        const Tensor other = Tensor::randn({16, 16, 3, 3});
+        const std::vector<float> with_other = kernels::conv2d(x, other, bias, params).to_vector<float>();
+        for (int turn = 0; turn < 3; ++turn) {
+            EXPECT_EQ(kernels::conv2d(x, weight, bias, params).to_vector<float>(), first.to_vector<float>());
+            EXPECT_EQ(kernels::conv2d(x, other, bias, params).to_vector<float>(), with_other);
+        }
+
+        const Tensor replacement = Tensor::randn({16, 16, 3, 3});
+        std::memcpy(weight.data<float>(), replacement.data<float>(), 16 * 16 * 9 * sizeof(float));
+        // float64 on the same values, and the sums of |terms| the errors are measured against
+        const Tensor x64 = x.to(DType::f64), w64 = replacement.to(DType::f64), b64 = bias.to(DType::f64);
+        const Tensor grad = Tensor::randn(first.shape()), grad64 = grad.to(DType::f64);
+        expect_within_roundings(kernels::conv2d(x, weight, bias, params), kernels::conv2d(x64, w64, b64, params),
+                                kernels::conv2d(abs(x64), abs(w64), abs(b64), params), 32, "forward");
+        const auto grads = kernels::conv2d_backward(grad, x, weight, true, params, true, false, false);
+        expect_within_roundings(
+            grads.input, kernels::conv2d_backward(grad64, x64, w64, true, params, true, false, false).input,
+            kernels::conv2d_backward(abs(grad64), abs(x64), abs(w64), true, params, true, false, false).input, 32,
+            "input gradient");
+    }
 }
 
 // ---- gradients ------------------------------------------------------------------------------------
