@@ -1,6 +1,5 @@
 // 2-D convolution on the GPU: forward, backward data, backward filter (+ bias gradient), by cuDNN or,
-// for float32 geometries they take, by our kernels on tensor cores: Winograd F(4x4, 3x3) for the 3x3
-// forward and input gradient (convolution_winograd.h), else the implicit GEMMs (convolution_tf32x3.h).
+// for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h).
 // The algorithm for each geometry and pass is chosen once by measurement and cached: cuDNN's search
 // (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernel timed against
 // its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
@@ -17,7 +16,6 @@
 #include <vector>
 
 #include "kernels/cuda/convolution_tf32x3.h"
-#include "kernels/cuda/convolution_winograd.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/settings.h"
@@ -237,8 +235,7 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
     CudnnPass cudnn(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
     run_pass(
         cudnn, geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
-        winograd_conv2d_forward_applies(x, weight, params, out) ||
-            tf32x3_conv2d_forward_applies(x, weight, params, out),
+        tf32x3_conv2d_forward_applies(x, weight, params, out),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             int count = 0;
@@ -247,12 +244,7 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                         "cudnnFindConvolutionForwardAlgorithm");
             return best_of(results, count, "conv2d");
         },
-        [&] {
-            if (winograd_conv2d_forward_applies(x, weight, params, out))
-                winograd_conv2d_forward(x, weight, bias, params, out);
-            else
-                tf32x3_conv2d_forward(x, weight, bias, params, out);
-        },
+        [&] { tf32x3_conv2d_forward(x, weight, bias, params, out); },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
@@ -275,8 +267,7 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
     CudnnPass cudnn(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
     run_pass(
         cudnn, geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
-        winograd_conv2d_backward_data_applies(grad_output, weight, params, grad_input) ||
-            tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
+        tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             int count = 0;
@@ -285,12 +276,7 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
                         "cudnnFindConvolutionBackwardDataAlgorithm");
             return best_of(results, count, "conv2d backward data");
         },
-        [&] {
-            if (winograd_conv2d_backward_data_applies(grad_output, weight, params, grad_input))
-                winograd_conv2d_backward_data(grad_output, weight, params, grad_input);
-            else
-                tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input);
-        },
+        [&] { tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input); },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;

@@ -4,7 +4,6 @@
 // devices. Each test skips itself on a machine without a GPU.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
@@ -391,46 +390,6 @@ TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
         EXPECT_LT(ours.weight, pixels) << "cuDNN: " << cudnn.weight;
         EXPECT_GT(amax(abs(ours.output - cudnn.output), {}).item(), 0.0) << "the tensor-core convolution did not run";
     }
-}
-
-// Winograd F(4x4, 3x3) for the forward and the input gradient, forced on, over geometries that
-// exercise its edges: output sides not multiples of 4, paddings 0 and 2 (the input gradient's 2 and
-// 0), channel counts apart, more images than one chunk. Errors in float32 roundings of the sum of
-// |terms| as above (the direct kernels stay within a few; the transforms cost a few times more), and
-// the outputs must differ from the implicit GEMM's: Winograd ran.
-TEST(CudaBackend, WinogradConvolutionIsFloat32Accurate) {
-    REQUIRE_GPU();
-    struct Case {
-        std::string name;
-        Shape x, w;
-        Conv2dParams params;
-    };
-    const Conv2dParams padded{{1, 1}, {1, 1}, {1, 1}, 1};
-    const std::vector<Case> cases = {
-        {"30 x 27 planes", {6, 16, 30, 27}, {24, 16, 3, 3}, padded},
-        {"padding 0", {8, 8, 34, 34}, {16, 8, 3, 3}, {{1, 1}, {0, 0}, {1, 1}, 1}},
-        {"padding 2", {5, 12, 30, 30}, {8, 12, 3, 3}, {{1, 1}, {2, 2}, {1, 1}, 1}},
-        // 3.6 MB of transforms an image: chunks of 6, 6 and 1 images
-        {"the benchmark's planes, three chunks", {13, 64, 56, 56}, {64, 64, 3, 3}, padded},
-    };
-    set_convolution_tensor_cores(ConvolutionTensorCores::always);
-    for (const Case& c : cases) {
-        SCOPED_TRACE(c.name);
-        const Tensor x = randn(c.x), w = randn(c.w), b = randn({c.w[0]});
-        set_convolution_winograd(true);
-        const ConvolutionErrors winograd = convolution_errors(x, w, b, c.params);
-        set_convolution_winograd(false);
-        const ConvolutionErrors direct = convolution_errors(x, w, b, c.params);
-        set_convolution_winograd(true);
-        EXPECT_LT(winograd.forward, 64) << "direct: " << direct.forward;
-        EXPECT_LT(winograd.input, 64) << "direct: " << direct.input;
-        const double pixels = static_cast<double>(winograd.output.numel() / c.w[0]);
-        EXPECT_LT(winograd.weight, pixels) << "direct: " << direct.weight;  // not Winograd's: the implicit GEMM
-        EXPECT_GT(amax(abs(winograd.output - direct.output), {}).item(), 0.0) << "the Winograd convolution did not run";
-        std::printf("%s: forward %.1f (direct %.1f), input gradient %.1f (direct %.1f) roundings\n", c.name.c_str(),
-                    winograd.forward, direct.forward, winograd.input, direct.input);
-    }
-    set_convolution_tensor_cores(ConvolutionTensorCores::measured);
 }
 
 // Operands the tensor-core convolutions do not take (taps not a multiple of 4, groups, float64) go to
