@@ -45,11 +45,12 @@ ConvolutionTensorCores convolution_tensor_cores();
 
 // Float32 3x3 convolutions on the CPU (stride 1, no dilation, groups 1, at least 4096 output pixels
 // over the batch) by oneDNN's Winograd F(4x4, 3x3) kernels where the machine has them (AVX-512):
-// about 2x faster than the direct kernel for all three passes. The price is rounding: the forward and
-// the input gradient err by up to ~14 float32 roundings (2^-24) of the sum of |terms| against the
-// direct kernel's ~4.5 (tests/kernels/convolution_test.cpp), far inside what training notices; cuDNN
-// and oneDNN pick Winograd the same way when asked for their fastest algorithm. On by default; off
-// keeps every convolution on the direct kernel. KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.
+// about 2x faster than the direct kernel for all three passes (oneDNN 2.6 takes paddings 0 and 1). The
+// price is rounding: the forward and the input gradient err by up to ~12-26 float32 roundings (2^-24)
+// of the sum of |terms| against the direct kernel's ~5 (tests/kernels/convolution_test.cpp), far inside
+// what training notices; cuDNN and oneDNN pick Winograd the same way when asked for their fastest
+// algorithm. On by default; off keeps every convolution on the direct kernel.
+// KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.
 void set_convolution_winograd(bool enable);
 bool convolution_winograd();
 
