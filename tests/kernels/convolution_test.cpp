@@ -187,7 +187,8 @@ TEST(Conv2d, Float32WinogradAndDirectKernelsAreFloat32Accurate) {
             const double bound = winograd ? 64 : 8;
             expect_within_roundings(out32, out, out_magnitude, bound, kernel + " forward");
             expect_within_roundings(grads32.input, grads.input, magnitudes.input, bound, kernel + " input gradient");
-            expect_within_roundings(grads32.weight, grads.weight, magnitudes.weight, bound, kernel + " weight gradient");
+            expect_within_roundings(grads32.weight, grads.weight, magnitudes.weight, bound,
+                                    kernel + " weight gradient");
             expect_within_roundings(grads32.bias, grads.bias, magnitudes.bias, bound, kernel + " bias gradient");
             outputs.push_back(out32);
         }
