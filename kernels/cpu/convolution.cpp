@@ -154,12 +154,17 @@ memory converted_weights(std::vector<ConvertedWeights>& kept, const memory& user
             std::rotate(it, it + 1, kept.end());
             return kept.back().buffer;
         }
-    if (kept.size() == kKeptConversions || (!kept.empty() && kept.front().buffer.get_desc() != desc))
-        kept.erase(kept.begin());
-    ConvertedWeights entry{memory(desc, onednn::engine()), std::vector<char>(data, data + bytes)};
+    // A miss converts into the least recently used entry once all are in use, so weights that change
+    // every call (training) cost no allocation after the first few calls.
+    if (!kept.empty() && kept.front().buffer.get_desc() != desc) kept.clear();
+    if (kept.size() < kKeptConversions)
+        kept.push_back({memory(desc, onednn::engine()), {}});
+    else
+        std::rotate(kept.begin(), kept.begin() + 1, kept.end());
+    ConvertedWeights& entry = kept.back();
+    entry.source.assign(data, data + bytes);
     convert(entry.buffer);
-    kept.push_back(std::move(entry));
-    return kept.back().buffer;
+    return entry.buffer;
 }
 
 // Runs `primitive` on plain-layout tensors: inputs in another layout than the primitive's are

@@ -203,8 +203,8 @@ TEST(Conv2d, Float32WinogradAndDirectKernelsAreFloat32Accurate) {
 }
 
 // The CPU keeps weights converted to oneDNN's layouts (the Winograd transform) while their bytes stay the
-// same: repeated calls give the same values, also with two weights taking turns, and weights rewritten
-// behind the tensor's back (through its data pointer, no version bump) are converted afresh.
+// same: repeated calls give the same values, also with two or six weights taking turns, and weights
+// rewritten behind the tensor's back (through its data pointer, no version bump) are converted afresh.
 TEST(Conv2d, Float32WeightsRewrittenInPlaceAreSeenByTheNextCall) {
     const Conv2dParams params{.padding = {1, 1}};
     NoGradGuard no_grad;
@@ -213,12 +213,18 @@ TEST(Conv2d, Float32WeightsRewrittenInPlaceAreSeenByTheNextCall) {
         const Tensor first = kernels::conv2d(x, weight, bias, params);
         EXPECT_EQ(kernels::conv2d(x, weight, bias, params).to_vector<float>(), first.to_vector<float>());
 
-        // Two weights of one geometry taking turns (two seeds' kernels) each keep their own values.
-        const Tensor other = Tensor::randn({16, 16, 3, 3});
-        const std::vector<float> with_other = kernels::conv2d(x, other, bias, params).to_vector<float>();
-        for (int turn = 0; turn < 3; ++turn) {
-            EXPECT_EQ(kernels::conv2d(x, weight, bias, params).to_vector<float>(), first.to_vector<float>());
-            EXPECT_EQ(kernels::conv2d(x, other, bias, params).to_vector<float>(), with_other);
+        // Two weights of one geometry taking turns (two seeds' kernels) each keep their own values, and so
+        // do six (more than are kept: each call then converts into a reused buffer).
+        for (const int count : {2, 6}) {
+            std::vector<Tensor> weights{weight};
+            std::vector<std::vector<float>> results{first.to_vector<float>()};
+            for (int i = 1; i < count; ++i) {
+                weights.push_back(Tensor::randn({16, 16, 3, 3}));
+                results.push_back(kernels::conv2d(x, weights.back(), bias, params).to_vector<float>());
+            }
+            for (int turn = 0; turn < 2; ++turn)
+                for (int i = 0; i < count; ++i)
+                    EXPECT_EQ(kernels::conv2d(x, weights[i], bias, params).to_vector<float>(), results[i]) << i;
         }
 
         const Tensor replacement = Tensor::randn({16, 16, 3, 3});
