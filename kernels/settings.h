@@ -43,8 +43,8 @@ enum class ConvolutionTensorCores { off, measured, always };
 void set_convolution_tensor_cores(ConvolutionTensorCores mode);
 ConvolutionTensorCores convolution_tensor_cores();
 
-// Float32 3x3 convolutions on the CPU (stride 1, no dilation, groups 1, at least 4096 output pixels
-// over the batch) by oneDNN's Winograd F(4x4, 3x3) kernels where the machine has them (AVX-512):
+// Float32 3x3 convolutions on the CPU (stride 1, no dilation, groups 1, at least 16 input and output
+// channels and 4096 output pixels over the batch) by oneDNN's Winograd F(4x4, 3x3) kernels where the machine has them (AVX-512):
 // about 2x faster than the direct kernel for all three passes (oneDNN 2.6 takes paddings 0 and 1). The
 // price is rounding: the forward and the input gradient err by up to ~12-26 float32 roundings (2^-24)
 // of the sum of |terms| against the direct kernel's ~5 (tests/kernels/convolution_test.cpp), far inside
