@@ -175,8 +175,7 @@ memory converted_weights(std::vector<ConvertedWeights>& kept, const memory& user
 
 // Runs `primitive` on plain-layout tensors: inputs in another layout than the primitive's are
 // reordered into it first (the weights only when no kept conversion has their bytes), outputs
-// reordered back after.
-// Reorders are cached under `key`.
+// reordered back after. Reorders are cached under `key`.
 void execute(const std::string& key, const dnnl::primitive& primitive, const std::vector<Argument>& inputs,
              const std::vector<Argument>& outputs) {
     auto reorder = [&](int index, const char* direction, const memory& from, const memory& to) {
