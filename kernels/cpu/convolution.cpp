@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -53,8 +52,7 @@ constexpr int64_t kWinogradMinPixels = 4096;
 // took 7.4 ms by Winograd against 1.5 ms direct; [8, 16, 28, 28] -> 16 was still faster by Winograd.
 constexpr int64_t kWinogradMinChannels = 16;
 
-// Whether a float32 convolution asks oneDNN for Winograd first (it falls back to the direct kernel
-// where oneDNN has none for the shape or the machine: Winograd needs AVX-512 there).
+// Whether a float32 convolution asks oneDNN for Winograd first.
 bool winograd_candidate(const Shape& weight, const Shape& out, const Conv2dParams& params) {
     return convolution_winograd() && params.groups == 1 && weight[2] == 3 && weight[3] == 3 &&
            weight[0] >= kWinogradMinChannels && weight[1] >= kWinogradMinChannels &&
@@ -62,10 +60,11 @@ bool winograd_candidate(const Shape& weight, const Shape& out, const Conv2dParam
            out[0] * out[2] * out[3] >= kWinogradMinPixels;
 }
 
-// make(algorithm) with Winograd when `winograd` and oneDNN implements it, else with the direct kernel.
+// make(algorithm) for the convolution with this weight, output and parameters: Winograd where it is a
+// candidate and oneDNN implements it, else the direct kernel (oneDNN has Winograd only with AVX-512).
 template <typename Make>
-auto with_algorithm(bool winograd, Make&& make) {
-    if (winograd) {
+auto with_algorithm(const Shape& weight, const Shape& out, const Conv2dParams& params, Make&& make) {
+    if (winograd_candidate(weight, out, params)) {
         try {
             return make(dnnl::algorithm::convolution_winograd);
         } catch (const dnnl::error&) {  // no Winograd implementation for this shape or ISA
@@ -150,8 +149,9 @@ constexpr size_t kKeptConversions = 4;
 
 // `user` converted to `desc` by `convert`, or a kept conversion of the same bytes; `kept` holds them
 // for one primitive, the most recently used last.
+template <typename Convert>
 memory converted_weights(std::vector<ConvertedWeights>& kept, const memory& user, const memory::desc& desc,
-                         const std::function<void(const memory&)>& convert) {
+                         Convert&& convert) {
     const size_t bytes = user.get_desc().get_size();
     const char* data = static_cast<const char*>(user.get_data_handle());
     for (auto it = kept.begin(); it != kept.end(); ++it)
@@ -232,7 +232,7 @@ void onednn_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                     const Tensor& out) {
     const std::string key = onednn::geometry_key("conv2d_forward", {&x, &weight, &bias, &out}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        return with_algorithm(winograd_candidate(weight.shape(), out.shape(), params), [&](dnnl::algorithm algorithm) {
+        return with_algorithm(weight.shape(), out.shape(), params, [&](dnnl::algorithm algorithm) {
             return dnnl::convolution_forward(forward_descriptor(dnnl::prop_kind::forward_inference, algorithm,
                                                                 x.shape(), weight.shape(), bias.defined(), out.shape(),
                                                                 params));
@@ -249,8 +249,7 @@ void onednn_backward_data(const Tensor& grad_output, const Tensor& weight, const
     const std::string key =
         onednn::geometry_key("conv2d_backward_data", {&grad_output, &weight, &grad_input}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
-        const bool winograd = winograd_candidate(weight.shape(), grad_output.shape(), params);
-        return with_algorithm(winograd, [&](dnnl::algorithm algorithm) {
+        return with_algorithm(weight.shape(), grad_output.shape(), params, [&](dnnl::algorithm algorithm) {
             const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, algorithm, grad_input.shape(),
                                                  weight.shape(), false, grad_output.shape(), params);
             const Geometry g = geometry(params);
@@ -274,8 +273,7 @@ void onednn_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                                                  {&grad_output, &x, &grad_weight, &grad_bias}, params_key(params));
     const dnnl::primitive primitive = onednn::cached_primitive(key, [&] {
         const bool with_bias = grad_bias.defined();
-        const bool winograd = winograd_candidate(grad_weight.shape(), grad_output.shape(), params);
-        return with_algorithm(winograd, [&](dnnl::algorithm algorithm) {
+        return with_algorithm(grad_weight.shape(), grad_output.shape(), params, [&](dnnl::algorithm algorithm) {
             const auto hint = forward_descriptor(dnnl::prop_kind::forward_training, algorithm, x.shape(),
                                                  grad_weight.shape(), with_bias, grad_output.shape(), params);
             const Geometry g = geometry(params);
