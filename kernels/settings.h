@@ -43,14 +43,18 @@ enum class ConvolutionTensorCores { off, measured, always };
 void set_convolution_tensor_cores(ConvolutionTensorCores mode);
 ConvolutionTensorCores convolution_tensor_cores();
 
-// Float32 3x3 convolutions on the CPU (stride 1, no dilation, groups 1, at least 16 input and output
-// channels and 4096 output pixels over the batch) by oneDNN's Winograd F(4x4, 3x3) kernels where the machine has them (AVX-512):
-// about 2x faster than the direct kernel for all three passes (oneDNN 2.6 takes paddings 0 and 1). The
-// price is rounding: the forward and the input gradient err by up to ~12-26 float32 roundings (2^-24)
-// of the sum of |terms| against the direct kernel's ~5 (tests/kernels/convolution_test.cpp), far inside
-// what training notices; cuDNN and oneDNN pick Winograd the same way when asked for their fastest
-// algorithm. On by default; off keeps every convolution on the direct kernel.
-// KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.
+// Float32 3x3 stride-1 convolutions by Winograd's algorithm (no dilation, groups 1, at least 16 input
+// and output channels), on both devices:
+// - CPU: oneDNN's F(4x4, 3x3) kernels where the machine has them (AVX-512), for all three passes, when
+//   the batch has at least 4096 output pixels: about 2x faster than the direct kernel (oneDNN 2.6
+//   takes paddings 0 and 1). The forward and the input gradient err by up to ~12-26 float32
+//   roundings (2^-24) of the sum of |terms| against the direct kernel's ~5.
+// - GPU: our fused F(2x2, 3x3) kernel on tensor cores (3xTF32, kernels/cuda/convolution_winograd.h)
+//   for the forward and the input gradient (padding at most 2), in place of the implicit GEMM; its
+//   errors measure 2-6 roundings, no more than the implicit GEMM's.
+// (tests/kernels/convolution_test.cpp, tests/kernels/cuda_backend_test.cpp.) cuDNN and oneDNN pick
+// Winograd the same way when asked for their fastest algorithm. On by default; off keeps every
+// convolution on the direct kernels. KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.
 void set_convolution_winograd(bool enable);
 bool convolution_winograd();
 

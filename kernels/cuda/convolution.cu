@@ -1,5 +1,6 @@
 // 2-D convolution on the GPU: forward, backward data, backward filter (+ bias gradient), by cuDNN or,
-// for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h).
+// for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h) or,
+// for 3x3 stride-1 forwards and input gradients, our fused Winograd kernel (convolution_winograd.h).
 // The algorithm for each geometry and pass is chosen once by measurement and cached: cuDNN's search
 // (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernel timed against
 // its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "kernels/cuda/convolution_tf32x3.h"
+#include "kernels/cuda/convolution_winograd.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/settings.h"
@@ -114,7 +116,8 @@ std::string geometry_key(const char* pass, const Shape& x, const Shape& w, const
     cudaGetDevice(&device);
     return make_message(pass, device, dtype_name(dtype), shape_str(x), shape_str(w), p.stride[0], ",", p.stride[1], ",",
                         p.padding[0], ",", p.padding[1], ",", p.dilation[0], ",", p.dilation[1], ",", p.groups,
-                        allow_tf32() ? "tf32" : "fp32", static_cast<int>(convolution_tensor_cores()));
+                        allow_tf32() ? "tf32" : "fp32", static_cast<int>(convolution_tensor_cores()),
+                        convolution_winograd() ? "winograd" : "");
 }
 
 struct Choice {
@@ -233,9 +236,10 @@ struct Scale {
 void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
                     const Tensor& out) {
     CudnnPass cudnn(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
+    const bool winograd = winograd_conv2d_forward_applies(x, weight, params, out);
     run_pass(
         cudnn, geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
-        tf32x3_conv2d_forward_applies(x, weight, params, out),
+        winograd || tf32x3_conv2d_forward_applies(x, weight, params, out),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             int count = 0;
@@ -244,7 +248,10 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                         "cudnnFindConvolutionForwardAlgorithm");
             return best_of(results, count, "conv2d");
         },
-        [&] { tf32x3_conv2d_forward(x, weight, bias, params, out); },
+        [&] {
+            if (winograd) winograd_conv2d_forward(x, weight, bias, params, out);
+            else tf32x3_conv2d_forward(x, weight, bias, params, out);
+        },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
@@ -265,9 +272,10 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
 void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
                           const Tensor& grad_input) {
     CudnnPass cudnn(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
+    const bool winograd = winograd_conv2d_backward_data_applies(grad_output, weight, params, grad_input);
     run_pass(
         cudnn, geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
-        tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
+        winograd || tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             int count = 0;
@@ -276,7 +284,10 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
                         "cudnnFindConvolutionBackwardDataAlgorithm");
             return best_of(results, count, "conv2d backward data");
         },
-        [&] { tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input); },
+        [&] {
+            if (winograd) winograd_conv2d_backward_data(grad_output, weight, params, grad_input);
+            else tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input);
+        },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;

@@ -4,6 +4,7 @@
 // devices. Each test skips itself on a machine without a GPU.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
@@ -316,7 +317,7 @@ namespace {
 // float32 summation over n terms stays below n of those units.
 struct ConvolutionErrors {
     double forward = 0, input = 0, weight = 0;
-    Tensor output;  // the GPU's forward, on the CPU
+    Tensor output, input_gradient;  // the GPU's forward and input gradient, on the CPU
 };
 
 ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& params) {
@@ -345,6 +346,7 @@ ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Ten
     };
     ConvolutionErrors errors;
     errors.output = out.detach().to(Device::cpu());
+    errors.input_gradient = xg.grad().to(Device::cpu());
     errors.forward = in_roundings(out.detach(), out64.detach(), bound.detach() + abs(b64).view({1, -1, 1, 1}));
     errors.input = in_roundings(xg.grad(), x64.grad(), ax.grad());
     errors.weight = in_roundings(wg.grad(), w64.grad(), aw.grad());
@@ -353,12 +355,14 @@ ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Ten
 
 }  // namespace
 
-// The implicit-GEMM convolutions on tensor cores (3xTF32), forced on, over geometries that exercise
-// their edges: partial tiles of output channels and pixels, odd pixel counts (columns crossing
-// images), strides, padding, dilation, a non-square kernel, one image (k split among blocks). Each
-// stays within float32's bound against float64 and gives other bits than cuDNN (so it really ran).
+// The implicit-GEMM convolutions on tensor cores (3xTF32), forced on (and Winograd off), over
+// geometries that exercise their edges: partial tiles of output channels and pixels, odd pixel counts
+// (columns crossing images), strides, padding, dilation, a non-square kernel, one image (k split
+// among blocks). Each stays within float32's bound against float64 and gives other bits than cuDNN
+// (so it really ran).
 TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
     REQUIRE_GPU();
+    set_convolution_winograd(false);
     struct Case {
         std::string name;
         Shape x, w;
@@ -390,6 +394,48 @@ TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
         EXPECT_LT(ours.weight, pixels) << "cuDNN: " << cudnn.weight;
         EXPECT_GT(amax(abs(ours.output - cudnn.output), {}).item(), 0.0) << "the tensor-core convolution did not run";
     }
+    set_convolution_winograd(true);
+}
+
+// The fused Winograd F(2x2, 3x3) kernel (forward and input gradient) over geometries that exercise its
+// edges: output sizes with partial 2x2 tiles, channels that fill no whole slice of 8, output channels
+// past one block of 64, paddings 0, 1 and 2 and unequal ones (the input gradient's padding is 2 - p),
+// tiles over several blocks and images. Errors in float32 roundings of the sum of |terms| against
+// float64, next to the implicit GEMM's; the two must give different bits (so Winograd ran).
+TEST(CudaBackend, ConvolutionByWinogradIsFloat32Accurate) {
+    REQUIRE_GPU();
+    struct Case {
+        std::string name;
+        Shape x, w;
+        Conv2dParams params;
+    };
+    auto padding = [](int64_t h, int64_t w) { return Conv2dParams{{1, 1}, {h, w}, {1, 1}, 1}; };
+    const std::vector<Case> cases = {
+        {"16 -> 24 on 9 x 9, padding 1", {2, 16, 9, 9}, {24, 16, 3, 3}, padding(1, 1)},
+        {"20 -> 72 on 12 x 10, padding 0", {3, 20, 12, 10}, {72, 20, 3, 3}, padding(0, 0)},
+        {"padding 2", {2, 16, 7, 8}, {16, 16, 3, 3}, padding(2, 2)},
+        {"paddings 1 and 0", {2, 16, 8, 11}, {32, 16, 3, 3}, padding(1, 0)},
+        {"32 -> 64 on 20 x 20, four images", {4, 32, 20, 20}, {64, 32, 3, 3}, padding(1, 1)},
+    };
+    set_convolution_tensor_cores(ConvolutionTensorCores::always);
+    for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        const Tensor x = randn(c.x), w = randn(c.w), b = randn({c.w[0]});
+        set_convolution_winograd(true);
+        const ConvolutionErrors winograd = convolution_errors(x, w, b, c.params);
+        set_convolution_winograd(false);
+        const ConvolutionErrors direct = convolution_errors(x, w, b, c.params);
+        set_convolution_winograd(true);
+        std::printf("%s: winograd forward %.1f input %.1f weight %.1f; implicit GEMM %.1f %.1f %.1f\n", c.name.c_str(),
+                    winograd.forward, winograd.input, winograd.weight, direct.forward, direct.input, direct.weight);
+        EXPECT_LT(winograd.forward, 64.0) << "implicit GEMM: " << direct.forward;
+        EXPECT_LT(winograd.input, 64.0) << "implicit GEMM: " << direct.input;
+        EXPECT_LT(winograd.weight, static_cast<double>(c.x[0] * c.x[2] * c.x[3]));
+        EXPECT_GT(amax(abs(winograd.output - direct.output), {}).item(), 0.0) << "the Winograd forward did not run";
+        EXPECT_GT(amax(abs(winograd.input_gradient - direct.input_gradient), {}).item(), 0.0)
+            << "the Winograd input gradient did not run";
+    }
+    set_convolution_tensor_cores(ConvolutionTensorCores::measured);
 }
 
 // Operands the tensor-core convolutions do not take (taps not a multiple of 4, groups, float64) go to

@@ -1,0 +1,353 @@
+// Winograd F(2x2, 3x3) convolutions fused into one kernel (contract in convolution_winograd.h). With
+// the output cut into 2x2 tiles, each read from a 4x4 input tile d, and the 3x3 kernel g of each
+// (output channel, input channel) pair:
+//   y = A^T [ sum over channels of (G g G^T) . (B^T d B) ] A      (. elementwise over 16 points)
+// B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+// A^T = [1 1 1 0; 0 1 -1 -1] (Lavin and Gray, 2016). The sum over channels is a GEMM per point p:
+// M_p [outputs, tiles] = U_p [outputs, channels] V_p [channels, tiles], 16 of them of a quarter of
+// the direct convolution's depth each, 2.25x fewer multiplications in all.
+// - A small kernel transforms the weights once per call, in float64: U [16, outputs, channels].
+// - The main kernel takes 64 output channels by 32 tiles a block, one warp per point (16 warps): it
+//   streams U and the input through shared memory 8 channels at a time (U by cp.async, the input
+//   loaded into registers, transformed by B^T d B and stored), each warp multiplying its point's
+//   64 x 8 by 8 x 32 on tensor cores (3xTF32, one accumulator). At the end the 16 products of each
+//   (output channel, tile) meet in shared memory and A^T M A (+ bias) goes to the output.
+// The input gradient of a stride-1 convolution is a forward over grad_output with the kernel turned
+// by 180 degrees and its channels swapped, padding 2 - p: the weight transform does the turning.
+#include "kernels/cuda/convolution_winograd.h"
+
+#include <array>
+#include <climits>
+
+#include "kernels/cuda/cuda_launch.cuh"
+#include "kernels/cuda/tf32x3.cuh"
+#include "kernels/settings.h"
+
+namespace kasmina::kernels::cuda {
+namespace {
+
+constexpr int kPoints = 16;                  // the 4x4 transform points, a warp each
+constexpr int kRows = 64;                    // output channels a block (GEMM rows)
+constexpr int kTiles = 32;                   // 2x2 output tiles a block (GEMM columns)
+constexpr int kSlice = 8;                    // input channels a main-loop step (GEMM depth)
+constexpr int kWinogradThreads = 32 * kPoints;
+constexpr int kMinChannels = 16;
+// Shared-memory rows padded so that fragment loads are conflict-free: A's lanes read (row g, k t),
+// banks 12g + t; B's read (k t, column g), banks 8t + g.
+constexpr int kWeightLd = kSlice + 4, kInputLd = kTiles + 8;
+constexpr int kWeightStage = kPoints * kRows * kWeightLd, kInputStage = kPoints * kSlice * kInputLd;
+constexpr int kStageFloats = kWeightStage + kInputStage;
+constexpr int kProductFloats = kPoints * kRows * kTiles;  // the products at the end, in the stages' place
+static_assert(kProductFloats <= 2 * kStageFloats, "the products fit where the two stages were");
+constexpr size_t kSharedBytes = 2 * kStageFloats * sizeof(float);
+
+int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+
+// u[p][o][c] = (G g G^T)[p / 4][p % 4] for the kernel g from input channel c to output channel o, in
+// float64 and rounded once; zero for o >= outputs or c >= channels (the rows padded to kRows, the
+// columns to kSlice, so the main loop reads whole slices). `turned`: g is w[c][o] turned by 180
+// degrees (w is [channels, outputs, 3, 3]: the input gradient); else w[o][c] (w [outputs, channels, 3, 3]).
+__global__ void transform_weights_kernel(const float* w, float* u, int outputs, int channels, int padded_outputs,
+                                         int padded_channels, bool turned) {
+    const int64_t count = static_cast<int64_t>(padded_outputs) * padded_channels;
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int o = static_cast<int>(i / padded_channels), c = static_cast<int>(i % padded_channels);
+        double g[3][3] = {};
+        if (o < outputs && c < channels) {
+            const float* kernel = w + (turned ? static_cast<int64_t>(c) * outputs + o
+                                              : static_cast<int64_t>(o) * channels + c) * 9;
+            for (int r = 0; r < 3; ++r)
+                for (int s = 0; s < 3; ++s) g[r][s] = turned ? kernel[(2 - r) * 3 + (2 - s)] : kernel[r * 3 + s];
+        }
+        double gg[4][3];  // G g
+        for (int s = 0; s < 3; ++s) {
+            gg[0][s] = g[0][s];
+            gg[1][s] = 0.5 * (g[0][s] + g[1][s] + g[2][s]);
+            gg[2][s] = 0.5 * (g[0][s] - g[1][s] + g[2][s]);
+            gg[3][s] = g[2][s];
+        }
+        for (int r = 0; r < 4; ++r) {
+            const double row[4] = {gg[r][0], 0.5 * (gg[r][0] + gg[r][1] + gg[r][2]),
+                                   0.5 * (gg[r][0] - gg[r][1] + gg[r][2]), gg[r][2]};
+            for (int s = 0; s < 4; ++s)
+                u[(static_cast<int64_t>(r * 4 + s) * padded_outputs + o) * padded_channels + c] =
+                    static_cast<float>(row[s]);
+        }
+    }
+}
+
+struct WinogradArgs {
+    const float* x;     // [N, channels, height, width]
+    const float* u;     // [16, padded_outputs, padded_channels]
+    const float* bias;  // [outputs] or null
+    float* out;         // [N, outputs, out_height, out_width]
+    int channels, padded_channels, height, width;
+    int outputs, padded_outputs, out_height, out_width;
+    int pad_h, pad_w;
+    int tiles_w, tiles_per_image, tiles;
+};
+
+// (B^T d B) row by row: the four values of e B for a row e of B^T d.
+__device__ __forceinline__ void transform_row(const float (&e)[4], float (&v)[4]) {
+    v[0] = e[0] - e[2];
+    v[1] = e[1] + e[2];
+    v[2] = e[2] - e[1];
+    v[3] = e[1] - e[3];
+}
+
+// The products' column for (row, tile) in shared memory: tiles XOR-swizzled by the row so that the
+// accumulator stores (8 rows, 4 column pairs a warp) spread over the banks.
+__device__ __forceinline__ int product_at(int point, int row, int tile) {
+    return (point * kRows + row) * kTiles + (tile ^ ((row & 3) * 8));
+}
+
+__global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradArgs a) {
+    extern __shared__ float4 shared_memory[];
+    float* const shared = reinterpret_cast<float*>(shared_memory);
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int o0 = static_cast<int>(blockIdx.y) * kRows;
+
+    // This thread's tile (lane) and, for the input transform, its channel in the slice (warp % 8) and
+    // half of the 4x4 tile: half 0 makes rows 0 and 1 of B^T d from input rows 0-2, half 1 rows 2
+    // and 3 from input rows 1-3.
+    const int tile = static_cast<int>(blockIdx.x) * kTiles + lane;
+    const bool tile_valid = tile < a.tiles;
+    const int image = tile_valid ? tile / a.tiles_per_image : 0;
+    const int in_image = tile_valid ? tile - image * a.tiles_per_image : 0;
+    const int tile_y = in_image / a.tiles_w, tile_x = in_image - tile_y * a.tiles_w;
+    const int half = warp / kSlice, slice_channel = warp % kSlice;
+    const int first_row = 2 * tile_y - a.pad_h + half, left = 2 * tile_x - a.pad_w;
+    const int64_t plane = static_cast<int64_t>(a.height) * a.width;
+    unsigned inside = 0;  // bit 4k + j: input row first_row + k, column left + j lies in the image
+    for (int k = 0; k < 3; ++k)
+        for (int j = 0; j < 4; ++j)
+            if (tile_valid && static_cast<unsigned>(first_row + k) < static_cast<unsigned>(a.height) &&
+                static_cast<unsigned>(left + j) < static_cast<unsigned>(a.width))
+                inside |= 1u << (4 * k + j);
+    const float* const tile_input = a.x + static_cast<int64_t>(image) * a.channels * plane;
+    const int64_t tile_offset = static_cast<int64_t>(first_row) * a.width + left;
+
+    float d[3][4];
+    auto load_input = [&](int slice) {
+        const int channel = slice * kSlice + slice_channel;
+        const unsigned mask = channel < a.channels ? inside : 0u;
+        const float* const source = tile_input + channel * plane + tile_offset;
+#pragma unroll
+        for (int k = 0; k < 3; ++k)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                d[k][j] = mask >> (4 * k + j) & 1u ? __ldg(source + k * a.width + j) : 0.0f;
+    };
+    auto store_input = [&](float* stage) {
+        float e[2][4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            if (half == 0) {
+                e[0][j] = d[0][j] - d[2][j];  // rows 0 and 1 of B^T d
+                e[1][j] = d[1][j] + d[2][j];
+            } else {
+                e[0][j] = d[1][j] - d[0][j];  // rows 2 and 3 (d holds input rows 1-3)
+                e[1][j] = d[0][j] - d[2][j];
+            }
+        }
+        float* const inputs = stage + kWeightStage;
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            float v[4];
+            transform_row(e[q], v);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                inputs[((4 * (2 * half + q) + j) * kSlice + slice_channel) * kInputLd + lane] = v[j];
+        }
+    };
+    auto load_weights = [&](float* stage, int slice) {
+        constexpr int kChunks = kPoints * kRows * kSlice / 4;
+#pragma unroll
+        for (int i = 0; i < kChunks / kWinogradThreads; ++i) {
+            const int index = static_cast<int>(threadIdx.x) + i * kWinogradThreads;
+            const int quarter = index % (kSlice / 4), row = index / (kSlice / 4) % kRows;
+            const int point = index / (kSlice / 4 * kRows);
+            const float* source = a.u + (static_cast<int64_t>(point) * a.padded_outputs + o0 + row) * a.padded_channels +
+                                  slice * kSlice + quarter * 4;
+            cp_async_16(stage + (point * kRows + row) * kWeightLd + quarter * 4, source, true);
+        }
+    };
+    auto stage_at = [&](int slice) { return shared + (slice % 2) * kStageFloats; };
+
+    const int slices = a.padded_channels / kSlice;
+    load_weights(stage_at(0), 0);
+    cp_async_commit();
+    load_input(0);
+    store_input(stage_at(0));
+    cp_async_wait<0>();
+    __syncthreads();
+
+    float acc[4][4][4] = {};  // [16 rows][8 tiles] fragments of this warp's point
+    for (int slice = 0; slice < slices; ++slice) {
+        const bool more = slice + 1 < slices;
+        if (more) {  // into the other stage, which every thread finished with before the last barrier
+            load_weights(stage_at(slice + 1), slice + 1);
+            load_input(slice + 1);
+        }
+        cp_async_commit();
+        const float* const weights = stage_at(slice) + warp * kRows * kWeightLd;
+        const float* const inputs = stage_at(slice) + kWeightStage + warp * kSlice * kInputLd;
+        SplitB fb[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) fb[j] = split_b(inputs[t * kInputLd + 8 * j + g], inputs[(t + 4) * kInputLd + 8 * j + g]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float* top = weights + (16 * i + g) * kWeightLd + t;
+            const float* bottom = top + 8 * kWeightLd;
+            const SplitA fa = split_a(top[0], bottom[0], top[4], bottom[4]);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.small, fb[j].big);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.big, fb[j].small);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.big, fb[j].big);
+        }
+        if (more) store_input(stage_at(slice + 1));
+        cp_async_wait<0>();
+        __syncthreads();
+    }
+
+    // Every thread is past the loop's last barrier: the stages take the products M [16][64][32].
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = 16 * i + g + 8 * h;
+                *reinterpret_cast<float2*>(shared + product_at(warp, row, 8 * j + 2 * t)) =
+                    make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            }
+    __syncthreads();
+
+    // y = A^T M A (+ bias) for this thread's tile and rows warp, warp + 16, warp + 32, warp + 48.
+    if (!tile_valid) return;
+    const int64_t out_plane = static_cast<int64_t>(a.out_height) * a.out_width;
+    const int out_y = 2 * tile_y, out_x = 2 * tile_x;
+    const bool full = out_y + 1 < a.out_height && out_x + 1 < a.out_width;
+    const bool pairs = full && a.out_width % 2 == 0;  // (out_x even, so float2-aligned)
+#pragma unroll
+    for (int q = 0; q < kRows / kPoints; ++q) {
+        const int row = warp + kPoints * q, o = o0 + row;
+        if (o >= a.outputs) break;
+        float m[16];
+#pragma unroll
+        for (int p = 0; p < 16; ++p) m[p] = shared[product_at(p, row, lane)];
+        float z[4][2];  // M A, row by row
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            z[i][0] = m[4 * i] + m[4 * i + 1] + m[4 * i + 2];
+            z[i][1] = m[4 * i + 1] - m[4 * i + 2] - m[4 * i + 3];
+        }
+        const float bias = a.bias ? a.bias[o] : 0.0f;
+        float y[2][2];
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+            y[0][b] = z[0][b] + z[1][b] + z[2][b] + bias;
+            y[1][b] = z[1][b] - z[2][b] - z[3][b] + bias;
+        }
+        float* const out = a.out + (static_cast<int64_t>(image) * a.outputs + o) * out_plane +
+                           static_cast<int64_t>(out_y) * a.out_width + out_x;
+        if (pairs) {
+            *reinterpret_cast<float2*>(out) = make_float2(y[0][0], y[0][1]);
+            *reinterpret_cast<float2*>(out + a.out_width) = make_float2(y[1][0], y[1][1]);
+            continue;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int s = 0; s < 2; ++s)
+                if (full || (out_y + r < a.out_height && out_x + s < a.out_width)) out[r * a.out_width + s] = y[r][s];
+    }
+}
+
+bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
+
+// The geometry both passes need: float32 and contiguous, tensor cores, 3x3, stride 1, dilation 1,
+// groups 1, enough channels on both sides, sizes within the kernel's 32-bit indices.
+bool winograd_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& p, const Tensor& out,
+                      int64_t channels, int64_t outputs) {
+    if (!convolution_winograd()) return false;
+    for (const Tensor* t : {&x, &weight, &out})
+        if (t->dtype() != DType::f32 || !t->is_contiguous()) return false;
+    if (weight.size(2) != 3 || weight.size(3) != 3 || p.groups != 1) return false;
+    for (int d = 0; d < 2; ++d)
+        if (p.stride[d] != 1 || p.dilation[d] != 1) return false;
+    if (channels < kMinChannels || outputs < kMinChannels) return false;
+    const int64_t tiles = x.size(0) * ((out.size(2) + 1) / 2) * ((out.size(3) + 1) / 2);
+    return fits_int(tiles) && fits_int(round_up(outputs, kRows) * round_up(channels, kSlice)) &&
+           fits_int(x.size(2) * x.size(3)) && tiles > 0 && round_up(outputs, kRows) / kRows <= 65535 &&
+           tensor_cores_available();
+}
+
+// Queues out = conv2d(x, g) (+ bias), stride 1, padding `padding`, where g is `weight` as it is
+// ([outputs, channels, 3, 3]) or turned and with its channels swapped (`turned`: [channels, outputs, 3, 3]).
+void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& bias,
+              const std::array<int64_t, 2>& padding, const Tensor& out) {
+    const int channels = static_cast<int>(x.size(1)), outputs = static_cast<int>(out.size(1));
+    const int padded_outputs = static_cast<int>(round_up(outputs, kRows));
+    const int padded_channels = static_cast<int>(round_up(channels, kSlice));
+    const Tensor u = Tensor::empty({kPoints, padded_outputs, padded_channels},
+                                   {.dtype = DType::f32, .device = x.device()});
+    transform_weights_kernel<<<grid_for(static_cast<int64_t>(padded_outputs) * padded_channels), kThreads, 0,
+                               launch_stream()>>>(static_cast<const float*>(weight.raw_data()),
+                                                  static_cast<float*>(u.raw_data()), outputs, channels,
+                                                  padded_outputs, padded_channels, turned);
+    check_launch("conv2d");
+
+    WinogradArgs args{};
+    args.x = static_cast<const float*>(x.raw_data());
+    args.u = static_cast<const float*>(u.raw_data());
+    args.bias = bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr;
+    args.out = static_cast<float*>(out.raw_data());
+    args.channels = channels;
+    args.padded_channels = padded_channels;
+    args.height = static_cast<int>(x.size(2));
+    args.width = static_cast<int>(x.size(3));
+    args.outputs = outputs;
+    args.padded_outputs = padded_outputs;
+    args.out_height = static_cast<int>(out.size(2));
+    args.out_width = static_cast<int>(out.size(3));
+    args.pad_h = static_cast<int>(padding[0]);
+    args.pad_w = static_cast<int>(padding[1]);
+    args.tiles_w = (args.out_width + 1) / 2;
+    args.tiles_per_image = (args.out_height + 1) / 2 * args.tiles_w;
+    args.tiles = static_cast<int>(x.size(0)) * args.tiles_per_image;
+    allow_shared_memory(winograd_kernel, kSharedBytes);
+    const dim3 grid(static_cast<unsigned>((args.tiles + kTiles - 1) / kTiles), static_cast<unsigned>(padded_outputs / kRows));
+    winograd_kernel<<<grid, kWinogradThreads, kSharedBytes, launch_stream()>>>(args);
+    check_launch("conv2d");
+}
+
+}  // namespace
+
+bool winograd_conv2d_forward_applies(const Tensor& x, const Tensor& weight, const Conv2dParams& params,
+                                     const Tensor& out) {
+    return winograd_applies(x, weight, params, out, weight.size(1), weight.size(0));
+}
+
+void winograd_conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
+                             const Tensor& out) {
+    winograd(x, weight, false, bias, params.padding, out);
+}
+
+bool winograd_conv2d_backward_data_applies(const Tensor& grad_output, const Tensor& weight,
+                                           const Conv2dParams& params, const Tensor& grad_input) {
+    return params.padding[0] <= 2 && params.padding[1] <= 2 &&
+           winograd_applies(grad_output, weight, params, grad_input, weight.size(0), weight.size(1));
+}
+
+void winograd_conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
+                                   const Tensor& grad_input) {
+    const std::array<int64_t, 2> padding{2 - params.padding[0], 2 - params.padding[1]};
+    winograd(grad_output, weight, true, Tensor(), padding, grad_input);
+}
+
+}  // namespace kasmina::kernels::cuda
