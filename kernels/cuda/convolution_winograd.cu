@@ -7,11 +7,11 @@
 // M_p [outputs, tiles] = U_p [outputs, channels] V_p [channels, tiles], 16 of them of a quarter of
 // the direct convolution's depth each, 2.25x fewer multiplications in all.
 // - A small kernel transforms the weights once per call, in float64: U [16, outputs, channels].
-// - The main kernel takes 64 output channels by 32 tiles a block, one warp per point (16 warps): it
+// - The main kernel takes 32 output channels by 64 tiles a block, one warp per point (16 warps): it
 //   streams U and the input through shared memory 8 channels at a time (U by cp.async, the input
-//   loaded into registers, transformed by B^T d B and stored), each warp multiplying its point's
-//   64 x 8 by 8 x 32 on tensor cores (3xTF32, one accumulator). At the end the 16 products of each
-//   (output channel, tile) meet in shared memory and A^T M A (+ bias) goes to the output.
+//   loaded into registers a slice ahead, transformed by B^T d B and stored), each warp multiplying
+//   its point's 32 x 8 by 8 x 64 on tensor cores (3xTF32, one accumulator). At the end the 16
+//   products of each (output channel, tile) meet in shared memory and A^T M A (+ bias) goes out.
 // The input gradient of a stride-1 convolution is a forward over grad_output with the kernel turned
 // by 180 degrees and its channels swapped, padding 2 - p: the weight transform does the turning.
 #include "kernels/cuda/convolution_winograd.h"
@@ -26,20 +26,32 @@
 namespace kasmina::kernels::cuda {
 namespace {
 
-constexpr int kPoints = 16;                  // the 4x4 transform points, a warp each
-constexpr int kRows = 64;                    // output channels a block (GEMM rows)
-constexpr int kTiles = 32;                   // 2x2 output tiles a block (GEMM columns)
-constexpr int kSlice = 8;                    // input channels a main-loop step (GEMM depth)
-constexpr int kWinogradThreads = 32 * kPoints;
+constexpr int kPoints = 16;  // the 4x4 transform points, a warp each
+constexpr int kSlice = 8;    // input channels a main-loop step (GEMM depth)
 constexpr int kMinChannels = 16;
+
+// A block: kRows output channels (GEMM rows) by kTiles 2x2 output tiles (GEMM columns), all 16 points,
+// one point a warp; each warp holds its point's kRows x kTiles products (64 accumulators a thread).
+// Each thread transforms one (tile, channel) of every slice. Measured on an H100 at [64, 64, 56, 56]
+// x [64, 64, 3, 3] (bench/NOTES.md): 32 x 64 beat 64 x 32 (257 against 221-227 us: half the weight
+// traffic, and no spills) and 32 x 32 with two points a warp in two blocks a multiprocessor (237-240).
+constexpr int kRows = 32, kTiles = 64;
+constexpr int kThreads = 32 * kPoints;
+constexpr int kFragmentsM = kRows / 16, kFragmentsN = kTiles / 8;
+static_assert(kThreads == kTiles * kSlice, "every thread transforms one (tile, channel) a slice");
 // Shared-memory rows padded so that fragment loads are conflict-free: A's lanes read (row g, k t),
 // banks 12g + t; B's read (k t, column g), banks 8t + g.
 constexpr int kWeightLd = kSlice + 4, kInputLd = kTiles + 8;
 constexpr int kWeightStage = kPoints * kRows * kWeightLd, kInputStage = kPoints * kSlice * kInputLd;
 constexpr int kStageFloats = kWeightStage + kInputStage;
 constexpr int kProductFloats = kPoints * kRows * kTiles;  // the products at the end, in the stages' place
-static_assert(kProductFloats <= 2 * kStageFloats, "the products fit where the two stages were");
-constexpr size_t kSharedBytes = 2 * kStageFloats * sizeof(float);
+constexpr size_t kSharedBytes = (2 * kStageFloats > kProductFloats ? 2 * kStageFloats : kProductFloats) * sizeof(float);
+
+// The products' column for (row, tile) in shared memory: tiles XOR-swizzled by the row so that the
+// accumulator stores (8 rows, 4 column pairs a warp) spread over the banks.
+__device__ __forceinline__ int product_at(int point, int row, int tile) {
+    return (point * kRows + row) * kTiles + (tile ^ ((row & 3) * 8));
+}
 
 int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 
@@ -96,77 +108,78 @@ __device__ __forceinline__ void transform_row(const float (&e)[4], float (&v)[4]
     v[3] = e[1] - e[3];
 }
 
-// The products' column for (row, tile) in shared memory: tiles XOR-swizzled by the row so that the
-// accumulator stores (8 rows, 4 column pairs a warp) spread over the banks.
-__device__ __forceinline__ int product_at(int point, int row, int tile) {
-    return (point * kRows + row) * kTiles + (tile ^ ((row & 3) * 8));
-}
-
-__global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
     extern __shared__ float4 shared_memory[];
     float* const shared = reinterpret_cast<float*>(shared_memory);
-    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    const int thread = static_cast<int>(threadIdx.x), warp = thread / 32, lane = thread % 32;
     const int g = lane / 4, t = lane % 4;
-    const int o0 = static_cast<int>(blockIdx.y) * kRows;
-
-    // This thread's tile (lane) and, for the input transform, its channel in the slice (warp % 8) and
-    // half of the 4x4 tile: half 0 makes rows 0 and 1 of B^T d from input rows 0-2, half 1 rows 2
-    // and 3 from input rows 1-3.
-    const int tile = static_cast<int>(blockIdx.x) * kTiles + lane;
-    const bool tile_valid = tile < a.tiles;
-    const int image = tile_valid ? tile / a.tiles_per_image : 0;
-    const int in_image = tile_valid ? tile - image * a.tiles_per_image : 0;
-    const int tile_y = in_image / a.tiles_w, tile_x = in_image - tile_y * a.tiles_w;
-    const int half = warp / kSlice, slice_channel = warp % kSlice;
-    const int first_row = 2 * tile_y - a.pad_h + half, left = 2 * tile_x - a.pad_w;
+    const int o0 = static_cast<int>(blockIdx.y) * kRows, tile0 = static_cast<int>(blockIdx.x) * kTiles;
     const int64_t plane = static_cast<int64_t>(a.height) * a.width;
-    unsigned inside = 0;  // bit 4k + j: input row first_row + k, column left + j lies in the image
-    for (int k = 0; k < 3; ++k)
-        for (int j = 0; j < 4; ++j)
-            if (tile_valid && static_cast<unsigned>(first_row + k) < static_cast<unsigned>(a.height) &&
-                static_cast<unsigned>(left + j) < static_cast<unsigned>(a.width))
-                inside |= 1u << (4 * k + j);
-    const float* const tile_input = a.x + static_cast<int64_t>(image) * a.channels * plane;
-    const int64_t tile_offset = static_cast<int64_t>(first_row) * a.width + left;
 
-    float d[3][4];
+    // Where a tile is: its image and its position in tiles.
+    struct Place {
+        int image, y, x;
+    };
+    auto place = [&](int tile) {
+        Place p;
+        p.image = tile / a.tiles_per_image;
+        const int in_image = tile - p.image * a.tiles_per_image;
+        p.y = in_image / a.tiles_w;
+        p.x = in_image - p.y * a.tiles_w;
+        return p;
+    };
+
+    // This thread's input-transform task: a tile and a channel of the slice.
+    const int task_tile = thread % kTiles, task_channel = thread / kTiles;
+    const float* task_input = a.x;  // the tile's first input row, column 0, channel 0
+    unsigned inside = 0;            // bit 4k + j: that row + k, column j lies in the image
+    if (tile0 + task_tile < a.tiles) {
+        const Place p = place(tile0 + task_tile);
+        const int first_row = 2 * p.y - a.pad_h, left = 2 * p.x - a.pad_w;
+        for (int k = 0; k < 4; ++k)
+            for (int j = 0; j < 4; ++j)
+                if (static_cast<unsigned>(first_row + k) < static_cast<unsigned>(a.height) &&
+                    static_cast<unsigned>(left + j) < static_cast<unsigned>(a.width))
+                    inside |= 1u << (4 * k + j);
+        task_input = a.x + static_cast<int64_t>(p.image) * a.channels * plane + static_cast<int64_t>(first_row) * a.width +
+                     left;
+    }
+
+    float d[4][4];
     auto load_input = [&](int slice) {
-        const int channel = slice * kSlice + slice_channel;
+        const int channel = slice * kSlice + task_channel;
         const unsigned mask = channel < a.channels ? inside : 0u;
-        const float* const source = tile_input + channel * plane + tile_offset;
+        const float* const source = task_input + channel * plane;
 #pragma unroll
-        for (int k = 0; k < 3; ++k)
+        for (int k = 0; k < 4; ++k)
 #pragma unroll
             for (int j = 0; j < 4; ++j)
                 d[k][j] = mask >> (4 * k + j) & 1u ? __ldg(source + k * a.width + j) : 0.0f;
     };
-    auto store_input = [&](float* stage) {
-        float e[2][4];
+    auto store_input = [&](float* stage) {  // B^T d B, row by row
+        float* const inputs = stage + kWeightStage;
+        float e[4][4];  // B^T d
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            if (half == 0) {
-                e[0][j] = d[0][j] - d[2][j];  // rows 0 and 1 of B^T d
-                e[1][j] = d[1][j] + d[2][j];
-            } else {
-                e[0][j] = d[1][j] - d[0][j];  // rows 2 and 3 (d holds input rows 1-3)
-                e[1][j] = d[0][j] - d[2][j];
-            }
+            e[0][j] = d[0][j] - d[2][j];
+            e[1][j] = d[1][j] + d[2][j];
+            e[2][j] = d[2][j] - d[1][j];
+            e[3][j] = d[1][j] - d[3][j];
         }
-        float* const inputs = stage + kWeightStage;
 #pragma unroll
-        for (int q = 0; q < 2; ++q) {
+        for (int i = 0; i < 4; ++i) {
             float v[4];
-            transform_row(e[q], v);
+            transform_row(e[i], v);
 #pragma unroll
-            for (int j = 0; j < 4; ++j)
-                inputs[((4 * (2 * half + q) + j) * kSlice + slice_channel) * kInputLd + lane] = v[j];
+            for (int j = 0; j < 4; ++j) inputs[((4 * i + j) * kSlice + task_channel) * kInputLd + task_tile] = v[j];
         }
     };
     auto load_weights = [&](float* stage, int slice) {
         constexpr int kChunks = kPoints * kRows * kSlice / 4;
+        static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
 #pragma unroll
-        for (int i = 0; i < kChunks / kWinogradThreads; ++i) {
-            const int index = static_cast<int>(threadIdx.x) + i * kWinogradThreads;
+        for (int i = 0; i < kChunks / kThreads; ++i) {
+            const int index = thread + i * kThreads;
             const int quarter = index % (kSlice / 4), row = index / (kSlice / 4) % kRows;
             const int point = index / (kSlice / 4 * kRows);
             const float* source = a.u + (static_cast<int64_t>(point) * a.padded_outputs + o0 + row) * a.padded_channels +
@@ -184,7 +197,10 @@ __global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradA
     cp_async_wait<0>();
     __syncthreads();
 
-    float acc[4][4][4] = {};  // [16 rows][8 tiles] fragments of this warp's point
+    // This warp's point, [kRows / 16][kTiles / 8] fragments of 16 x 8. The A fragments are held, the
+    // B fragments taken one at a time; each B fragment's three passes run over both A fragments.
+    // (Two B fragments at a time, 2-4 MMAs apart instead of 2, measured no faster.)
+    float acc[kFragmentsM][kFragmentsN][4] = {};
     for (int slice = 0; slice < slices; ++slice) {
         const bool more = slice + 1 < slices;
         if (more) {  // into the other stage, which every thread finished with before the last barrier
@@ -194,31 +210,33 @@ __global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradA
         cp_async_commit();
         const float* const weights = stage_at(slice) + warp * kRows * kWeightLd;
         const float* const inputs = stage_at(slice) + kWeightStage + warp * kSlice * kInputLd;
-        SplitB fb[4];
+        SplitA fa[kFragmentsM];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) fb[j] = split_b(inputs[t * kInputLd + 8 * j + g], inputs[(t + 4) * kInputLd + 8 * j + g]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < kFragmentsM; ++i) {
             const float* top = weights + (16 * i + g) * kWeightLd + t;
             const float* bottom = top + 8 * kWeightLd;
-            const SplitA fa = split_a(top[0], bottom[0], top[4], bottom[4]);
+            fa[i] = split_a(top[0], bottom[0], top[4], bottom[4]);
+        }
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.small, fb[j].big);
+        for (int j = 0; j < kFragmentsN; ++j) {
+            const SplitB fb = split_b(inputs[t * kInputLd + 8 * j + g], inputs[(t + 4) * kInputLd + 8 * j + g]);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.big, fb[j].small);
+            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].small, fb.big);
 #pragma unroll
-            for (int j = 0; j < 4; ++j) mma_tf32(acc[i][j], fa.big, fb[j].big);
+            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.small);
+#pragma unroll
+            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.big);
         }
         if (more) store_input(stage_at(slice + 1));
         cp_async_wait<0>();
         __syncthreads();
     }
 
-    // Every thread is past the loop's last barrier: the stages take the products M [16][64][32].
+    // Every thread is past the loop's last barrier: the stages take the products M [16][rows][tiles].
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < kFragmentsM; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < kFragmentsN; ++j)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int row = 16 * i + g + 8 * h;
@@ -227,19 +245,22 @@ __global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradA
             }
     __syncthreads();
 
-    // y = A^T M A (+ bias) for this thread's tile and rows warp, warp + 16, warp + 32, warp + 48.
-    if (!tile_valid) return;
-    const int64_t out_plane = static_cast<int64_t>(a.out_height) * a.out_width;
-    const int out_y = 2 * tile_y, out_x = 2 * tile_x;
+    // y = A^T M A (+ bias) for this thread's tile and rows thread / kTiles + r kThreads / kTiles.
+    const int column = thread % kTiles, tile = tile0 + column;
+    if (tile >= a.tiles) return;
+    const Place p = place(tile);
+    const int out_y = 2 * p.y, out_x = 2 * p.x;
     const bool full = out_y + 1 < a.out_height && out_x + 1 < a.out_width;
     const bool pairs = full && a.out_width % 2 == 0;  // (out_x even, so float2-aligned)
+    const int64_t out_plane = static_cast<int64_t>(a.out_height) * a.out_width;
+    constexpr int kRowStep = kThreads / kTiles;
 #pragma unroll
-    for (int q = 0; q < kRows / kPoints; ++q) {
-        const int row = warp + kPoints * q, o = o0 + row;
+    for (int r = 0; r < kRows / kRowStep; ++r) {
+        const int row = thread / kTiles + kRowStep * r, o = o0 + row;
         if (o >= a.outputs) break;
         float m[16];
 #pragma unroll
-        for (int p = 0; p < 16; ++p) m[p] = shared[product_at(p, row, lane)];
+        for (int point = 0; point < 16; ++point) m[point] = shared[product_at(point, row, column)];
         float z[4][2];  // M A, row by row
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -253,7 +274,7 @@ __global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradA
             y[0][b] = z[0][b] + z[1][b] + z[2][b] + bias;
             y[1][b] = z[1][b] - z[2][b] - z[3][b] + bias;
         }
-        float* const out = a.out + (static_cast<int64_t>(image) * a.outputs + o) * out_plane +
+        float* const out = a.out + (static_cast<int64_t>(p.image) * a.outputs + o) * out_plane +
                            static_cast<int64_t>(out_y) * a.out_width + out_x;
         if (pairs) {
             *reinterpret_cast<float2*>(out) = make_float2(y[0][0], y[0][1]);
@@ -261,10 +282,10 @@ __global__ void __launch_bounds__(kWinogradThreads, 1) winograd_kernel(WinogradA
             continue;
         }
 #pragma unroll
-        for (int r = 0; r < 2; ++r)
+        for (int u = 0; u < 2; ++u)
 #pragma unroll
-            for (int s = 0; s < 2; ++s)
-                if (full || (out_y + r < a.out_height && out_x + s < a.out_width)) out[r * a.out_width + s] = y[r][s];
+            for (int v = 0; v < 2; ++v)
+                if (out_y + u < a.out_height && out_x + v < a.out_width) out[u * a.out_width + v] = y[u][v];
     }
 }
 
@@ -290,7 +311,7 @@ bool winograd_applies(const Tensor& x, const Tensor& weight, const Conv2dParams&
 // Queues out = conv2d(x, g) (+ bias), stride 1, padding `padding`, where g is `weight` as it is
 // ([outputs, channels, 3, 3]) or turned and with its channels swapped (`turned`: [channels, outputs, 3, 3]).
 void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& bias,
-              const std::array<int64_t, 2>& padding, const Tensor& out) {
+                   const std::array<int64_t, 2>& padding, const Tensor& out) {
     const int channels = static_cast<int>(x.size(1)), outputs = static_cast<int>(out.size(1));
     const int padded_outputs = static_cast<int>(round_up(outputs, kRows));
     const int padded_channels = static_cast<int>(round_up(channels, kSlice));
@@ -321,8 +342,9 @@ void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& 
     args.tiles_per_image = (args.out_height + 1) / 2 * args.tiles_w;
     args.tiles = static_cast<int>(x.size(0)) * args.tiles_per_image;
     allow_shared_memory(winograd_kernel, kSharedBytes);
-    const dim3 grid(static_cast<unsigned>((args.tiles + kTiles - 1) / kTiles), static_cast<unsigned>(padded_outputs / kRows));
-    winograd_kernel<<<grid, kWinogradThreads, kSharedBytes, launch_stream()>>>(args);
+    const dim3 grid(static_cast<unsigned>((args.tiles + kTiles - 1) / kTiles),
+                    static_cast<unsigned>(padded_outputs / kRows));
+    winograd_kernel<<<grid, kThreads, kSharedBytes, launch_stream()>>>(args);
     check_launch("conv2d");
 }
 
