@@ -49,9 +49,10 @@ ConvolutionTensorCores convolution_tensor_cores();
 //   the batch has at least 4096 output pixels: about 2x faster than the direct kernel (oneDNN 2.6
 //   takes paddings 0 and 1). The forward and the input gradient err by up to ~12-26 float32
 //   roundings (2^-24) of the sum of |terms| against the direct kernel's ~5.
-// - GPU: our fused F(2x2, 3x3) kernel on tensor cores (3xTF32, kernels/cuda/convolution_winograd.h)
-//   for the forward and the input gradient (padding at most 2), in place of the implicit GEMM; its
-//   errors measure 2-6 roundings, no more than the implicit GEMM's.
+// - GPU: our fused kernels on tensor cores (3xTF32, kernels/cuda/convolution_winograd.h), F(2x2, 3x3)
+//   for the forward and the input gradient (padding at most 2) and F(3x3, 2x2) for the weight
+//   gradient, in place of the implicit GEMMs; their errors measure 0.5-6 roundings, no more than the
+//   implicit GEMMs'.
 // (tests/kernels/convolution_test.cpp, tests/kernels/cuda_backend_test.cpp.) cuDNN and oneDNN pick
 // Winograd the same way when asked for their fastest algorithm. On by default; off keeps every
 // convolution on the direct kernels. KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.

@@ -1,6 +1,6 @@
 // 2-D convolution on the GPU: forward, backward data, backward filter (+ bias gradient), by cuDNN or,
 // for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h) or,
-// for 3x3 stride-1 forwards and input gradients, our fused Winograd kernel (convolution_winograd.h).
+// for 3x3 stride-1 convolutions, our fused Winograd kernels (convolution_winograd.h).
 // The algorithm for each geometry and pass is chosen once by measurement and cached: cuDNN's search
 // (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernel timed against
 // its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
@@ -306,9 +306,10 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                              const Tensor& grad_weight, const Tensor& grad_bias) {
     if (grad_weight.defined()) {
         CudnnPass cudnn(x.shape(), grad_weight.shape(), grad_output.shape(), params, x.dtype(), "conv2d");
+        const bool winograd = winograd_conv2d_backward_weights_applies(grad_output, x, params, grad_weight);
         run_pass(
             cudnn, geometry_key("bwd_filter", x.shape(), grad_weight.shape(), params, x.dtype()),
-            tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
+            winograd || tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
             [](const Descriptors& d, cudnnHandle_t h) {
                 cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
                 int count = 0;
@@ -318,7 +319,10 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                             "cudnnFindConvolutionBackwardFilterAlgorithm");
                 return best_of(results, count, "conv2d backward filter");
             },
-            [&] { tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight); },
+            [&] {
+                if (winograd) winograd_conv2d_backward_weights(grad_output, x, params, grad_weight);
+                else tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight);
+            },
             [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
                 dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                     const Scale<T> s;

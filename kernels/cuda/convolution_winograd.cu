@@ -16,6 +16,7 @@
 // by 180 degrees and its channels swapped, padding 2 - p: the weight transform does the turning.
 #include "kernels/cuda/convolution_winograd.h"
 
+#include <algorithm>
 #include <array>
 #include <climits>
 
@@ -30,22 +31,26 @@ constexpr int kPoints = 16;  // the 4x4 transform points, a warp each
 constexpr int kSlice = 8;    // input channels a main-loop step (GEMM depth)
 constexpr int kMinChannels = 16;
 
-// A block: kRows output channels (GEMM rows) by kTiles 2x2 output tiles (GEMM columns), all 16 points,
-// one point a warp; each warp holds its point's kRows x kTiles products (64 accumulators a thread).
-// Each thread transforms one (tile, channel) of every slice. Measured on an H100 at [64, 64, 56, 56]
-// x [64, 64, 3, 3] (bench/NOTES.md): 32 x 64 beat 64 x 32 (257 against 221-227 us: half the weight
-// traffic, and no spills) and 32 x 32 with two points a warp in two blocks a multiprocessor (237-240).
-constexpr int kRows = 32, kTiles = 64;
-constexpr int kThreads = 32 * kPoints;
-constexpr int kFragmentsM = kRows / 16, kFragmentsN = kTiles / 8;
-static_assert(kThreads == kTiles * kSlice, "every thread transforms one (tile, channel) a slice");
-// Shared-memory rows padded so that fragment loads are conflict-free: A's lanes read (row g, k t),
-// banks 12g + t; B's read (k t, column g), banks 8t + g.
-constexpr int kWeightLd = kSlice + 4, kInputLd = kTiles + 8;
-constexpr int kWeightStage = kPoints * kRows * kWeightLd, kInputStage = kPoints * kSlice * kInputLd;
-constexpr int kStageFloats = kWeightStage + kInputStage;
-constexpr int kProductFloats = kPoints * kRows * kTiles;  // the products at the end, in the stages' place
+// A block's product: kRows by kColumns for each of the 16 points, one point a warp, over slices of
+// kSlice along the depth; each warp holds its point's kRows x kColumns (64 accumulators a thread).
+// Forward: rows are output channels, columns 2x2 output tiles, the depth input channels; weight
+// gradient: rows output channels, columns input channels, the depth tiles. Measured for the forward
+// on an H100 at [64, 64, 56, 56] x [64, 64, 3, 3] (bench/NOTES.md): 32 x 64 beat 64 x 32 (221-231
+// against 255-257 us: half the weight traffic, and no spills) and 32 x 32 with two points a warp in
+// two blocks a multiprocessor (237-256).
+constexpr int kRows = 32, kColumns = 64;
+constexpr int kBlockThreads = 32 * kPoints;
+constexpr int kFragmentsM = kRows / 16, kFragmentsN = kColumns / 8;
+static_assert(kBlockThreads == kColumns * kSlice, "every thread transforms one 4x4 input tile a slice");
+// The two operands of a slice in shared memory, [point][row][k] and [point][k][column], rows padded
+// so that fragment loads are conflict-free: A's lanes read (row g, k t), banks 12g + t; B's read
+// (k t, column g), banks 8t + g.
+constexpr int kLeftLd = kSlice + 4, kRightLd = kColumns + 8;
+constexpr int kLeftStage = kPoints * kRows * kLeftLd, kRightStage = kPoints * kSlice * kRightLd;
+constexpr int kStageFloats = kLeftStage + kRightStage;
+constexpr int kProductFloats = kPoints * kRows * kColumns;  // the forward's products at the end, in the stages' place
 constexpr size_t kSharedBytes = (2 * kStageFloats > kProductFloats ? 2 * kStageFloats : kProductFloats) * sizeof(float);
+constexpr int kTiles = kColumns;  // the forward's tiles a block
 
 // The products' column for (row, tile) in shared memory: tiles XOR-swizzled by the row so that the
 // accumulator stores (8 rows, 4 column pairs a warp) spread over the banks.
@@ -53,7 +58,7 @@ __device__ __forceinline__ int product_at(int point, int row, int tile) {
     return (point * kRows + row) * kTiles + (tile ^ ((row & 3) * 8));
 }
 
-int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+constexpr int64_t round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 
 // u[p][o][c] = (G g G^T)[p / 4][p % 4] for the kernel g from input channel c to output channel o, in
 // float64 and rounded once; zero for o >= outputs or c >= channels (the rows padded to kRows, the
@@ -108,7 +113,78 @@ __device__ __forceinline__ void transform_row(const float (&e)[4], float (&v)[4]
     v[3] = e[1] - e[3];
 }
 
-__global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
+// acc += this warp's point of one slice: A [kRows][kSlice] at `left` (rows of kLeftLd) times B
+// [kSlice][kColumns] at `right` (rows of kRightLd), 3xTF32 into one accumulator. The A fragments are
+// held, the B fragments taken one at a time; each B fragment's three passes run over both A fragments.
+// (Two B fragments at a time, 2-4 MMAs apart instead of 2, measured no faster.)
+__device__ __forceinline__ void multiply_slice(float (&acc)[kFragmentsM][kFragmentsN][4], const float* left,
+                                               const float* right, int g, int t) {
+    SplitA fa[kFragmentsM];
+#pragma unroll
+    for (int i = 0; i < kFragmentsM; ++i) {
+        const float* top = left + (16 * i + g) * kLeftLd + t;
+        const float* bottom = top + 8 * kLeftLd;
+        fa[i] = split_a(top[0], bottom[0], top[4], bottom[4]);
+    }
+#pragma unroll
+    for (int j = 0; j < kFragmentsN; ++j) {
+        const SplitB fb = split_b(right[t * kRightLd + 8 * j + g], right[(t + 4) * kRightLd + 8 * j + g]);
+#pragma unroll
+        for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].small, fb.big);
+#pragma unroll
+        for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.small);
+#pragma unroll
+        for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.big);
+    }
+}
+
+// The main loop of both kernels: `count` slices through two stages of shared memory, this warp's
+// point multiplied into acc. load(stage, slice) starts a slice's copies (cp.async, committed here,
+// and loads into registers); store(stage) writes what load left in registers into that stage, after
+// the current slice's products, so that their latency hides behind them.
+template <class Load, class Store>
+__device__ __forceinline__ void run_slices(float (&acc)[kFragmentsM][kFragmentsN][4], float* shared, int count,
+                                           Load&& load, Store&& store) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    auto stage_at = [&](int slice) { return shared + (slice % 2) * kStageFloats; };
+    load(stage_at(0), 0);  // count >= 1
+    cp_async_commit();
+    store(stage_at(0));
+    cp_async_wait<0>();
+    __syncthreads();
+    for (int slice = 0; slice < count; ++slice) {
+        const bool more = slice + 1 < count;
+        if (more) load(stage_at(slice + 1), slice + 1);  // into the stage every thread left at the last barrier
+        cp_async_commit();
+        multiply_slice(acc, stage_at(slice) + warp * kRows * kLeftLd,
+                       stage_at(slice) + kLeftStage + warp * kSlice * kRightLd, lane / 4, lane % 4);
+        if (more) store(stage_at(slice + 1));
+        cp_async_wait<0>();
+        __syncthreads();
+    }
+}
+
+// (B^T d B) of a 4x4 input tile d, row i of the result for point 4i + j: put(point, value).
+template <class Put>
+__device__ __forceinline__ void transform_input(const float (&d)[4][4], Put&& put) {
+    float e[4][4];  // B^T d
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        e[0][j] = d[0][j] - d[2][j];
+        e[1][j] = d[1][j] + d[2][j];
+        e[2][j] = d[2][j] - d[1][j];
+        e[3][j] = d[1][j] - d[3][j];
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float v[4];
+        transform_row(e[i], v);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) put(4 * i + j, v[j]);
+    }
+}
+
+__global__ void __launch_bounds__(kBlockThreads, 1) winograd_kernel(WinogradArgs a) {
     extern __shared__ float4 shared_memory[];
     float* const shared = reinterpret_cast<float*>(shared_memory);
     const int thread = static_cast<int>(threadIdx.x), warp = thread / 32, lane = thread % 32;
@@ -156,81 +232,31 @@ __global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
             for (int j = 0; j < 4; ++j)
                 d[k][j] = mask >> (4 * k + j) & 1u ? __ldg(source + k * a.width + j) : 0.0f;
     };
-    auto store_input = [&](float* stage) {  // B^T d B, row by row
-        float* const inputs = stage + kWeightStage;
-        float e[4][4];  // B^T d
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            e[0][j] = d[0][j] - d[2][j];
-            e[1][j] = d[1][j] + d[2][j];
-            e[2][j] = d[2][j] - d[1][j];
-            e[3][j] = d[1][j] - d[3][j];
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float v[4];
-            transform_row(e[i], v);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) inputs[((4 * i + j) * kSlice + task_channel) * kInputLd + task_tile] = v[j];
-        }
+    auto store_input = [&](float* stage) {
+        float* const right = stage + kLeftStage;
+        transform_input(d, [&](int point, float v) { right[(point * kSlice + task_channel) * kRightLd + task_tile] = v; });
     };
     auto load_weights = [&](float* stage, int slice) {
         constexpr int kChunks = kPoints * kRows * kSlice / 4;
-        static_assert(kChunks % kThreads == 0, "every thread copies the same number of chunks");
+        static_assert(kChunks % kBlockThreads == 0, "every thread copies the same number of chunks");
 #pragma unroll
-        for (int i = 0; i < kChunks / kThreads; ++i) {
-            const int index = thread + i * kThreads;
+        for (int i = 0; i < kChunks / kBlockThreads; ++i) {
+            const int index = thread + i * kBlockThreads;
             const int quarter = index % (kSlice / 4), row = index / (kSlice / 4) % kRows;
             const int point = index / (kSlice / 4 * kRows);
             const float* source = a.u + (static_cast<int64_t>(point) * a.padded_outputs + o0 + row) * a.padded_channels +
                                   slice * kSlice + quarter * 4;
-            cp_async_16(stage + (point * kRows + row) * kWeightLd + quarter * 4, source, true);
+            cp_async_16(stage + (point * kRows + row) * kLeftLd + quarter * 4, source, true);
         }
     };
-    auto stage_at = [&](int slice) { return shared + (slice % 2) * kStageFloats; };
-
-    const int slices = a.padded_channels / kSlice;
-    load_weights(stage_at(0), 0);
-    cp_async_commit();
-    load_input(0);
-    store_input(stage_at(0));
-    cp_async_wait<0>();
-    __syncthreads();
-
-    // This warp's point, [kRows / 16][kTiles / 8] fragments of 16 x 8. The A fragments are held, the
-    // B fragments taken one at a time; each B fragment's three passes run over both A fragments.
-    // (Two B fragments at a time, 2-4 MMAs apart instead of 2, measured no faster.)
     float acc[kFragmentsM][kFragmentsN][4] = {};
-    for (int slice = 0; slice < slices; ++slice) {
-        const bool more = slice + 1 < slices;
-        if (more) {  // into the other stage, which every thread finished with before the last barrier
-            load_weights(stage_at(slice + 1), slice + 1);
-            load_input(slice + 1);
-        }
-        cp_async_commit();
-        const float* const weights = stage_at(slice) + warp * kRows * kWeightLd;
-        const float* const inputs = stage_at(slice) + kWeightStage + warp * kSlice * kInputLd;
-        SplitA fa[kFragmentsM];
-#pragma unroll
-        for (int i = 0; i < kFragmentsM; ++i) {
-            const float* top = weights + (16 * i + g) * kWeightLd + t;
-            const float* bottom = top + 8 * kWeightLd;
-            fa[i] = split_a(top[0], bottom[0], top[4], bottom[4]);
-        }
-#pragma unroll
-        for (int j = 0; j < kFragmentsN; ++j) {
-            const SplitB fb = split_b(inputs[t * kInputLd + 8 * j + g], inputs[(t + 4) * kInputLd + 8 * j + g]);
-#pragma unroll
-            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].small, fb.big);
-#pragma unroll
-            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.small);
-#pragma unroll
-            for (int i = 0; i < kFragmentsM; ++i) mma_tf32(acc[i][j], fa[i].big, fb.big);
-        }
-        if (more) store_input(stage_at(slice + 1));
-        cp_async_wait<0>();
-        __syncthreads();
-    }
+    run_slices(
+        acc, shared, a.padded_channels / kSlice,
+        [&](float* stage, int slice) {
+            load_weights(stage, slice);
+            load_input(slice);
+        },
+        store_input);
 
     // Every thread is past the loop's last barrier: the stages take the products M [16][rows][tiles].
 #pragma unroll
@@ -245,7 +271,7 @@ __global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
             }
     __syncthreads();
 
-    // y = A^T M A (+ bias) for this thread's tile and rows thread / kTiles + r kThreads / kTiles.
+    // y = A^T M A (+ bias) for this thread's tile and rows thread / kTiles + r kBlockThreads / kTiles.
     const int column = thread % kTiles, tile = tile0 + column;
     if (tile >= a.tiles) return;
     const Place p = place(tile);
@@ -253,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
     const bool full = out_y + 1 < a.out_height && out_x + 1 < a.out_width;
     const bool pairs = full && a.out_width % 2 == 0;  // (out_x even, so float2-aligned)
     const int64_t out_plane = static_cast<int64_t>(a.out_height) * a.out_width;
-    constexpr int kRowStep = kThreads / kTiles;
+    constexpr int kRowStep = kBlockThreads / kTiles;
 #pragma unroll
     for (int r = 0; r < kRows / kRowStep; ++r) {
         const int row = thread / kTiles + kRowStep * r, o = o0 + row;
@@ -287,6 +313,146 @@ __global__ void __launch_bounds__(kThreads, 1) winograd_kernel(WinogradArgs a) {
             for (int v = 0; v < 2; ++v)
                 if (out_y + u < a.out_height && out_x + v < a.out_width) out[u * a.out_width + v] = y[u][v];
     }
+}
+
+// The weight gradient. Per point p: M_p [outputs, channels] = sum over tiles of (A dy A^T)_p times
+// (B^T d B)_p, dy a 2x2 tile of grad_output and d the 4x4 input tile it was computed from, and then
+// dW = G^T M G (Winograd's F(3x3, 2x2), the forward's matrices in other roles: with A = (A^T)^T,
+// A y = [y0, y0 + y1, y0 - y1, -y1]). The sum over tiles is split among blocks (a wave of them);
+// each block writes its partial M, and a second kernel adds the parts in a fixed order and applies
+// G^T M G, in float64.
+struct WeightGradientArgs {
+    const float* x;   // [N, channels, height, width]
+    const float* dy;  // [N, outputs, out_height, out_width]
+    float* partial;   // [splits, 16, padded_outputs, padded_channels]
+    int channels, padded_channels, height, width;
+    int outputs, padded_outputs, out_height, out_width;
+    int pad_h, pad_w;
+    int tiles_w, tiles_h, tiles;
+    int slices, slices_per_split;  // slices of kSlice tiles
+};
+
+__global__ void __launch_bounds__(kBlockThreads, 1) winograd_weight_gradient_kernel(WeightGradientArgs a) {
+    extern __shared__ float4 shared_memory[];
+    float* const shared = reinterpret_cast<float*>(shared_memory);
+    const int thread = static_cast<int>(threadIdx.x), warp = thread / 32, lane = thread % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int o0 = static_cast<int>(blockIdx.y) * kRows, c0 = static_cast<int>(blockIdx.z) * kColumns;
+    const int first_slice = static_cast<int>(blockIdx.x) * a.slices_per_split;
+    const int count = min(a.slices, first_slice + a.slices_per_split) - first_slice;  // >= 1: no empty splits
+    const int64_t plane = static_cast<int64_t>(a.height) * a.width;
+    const int64_t out_plane = static_cast<int64_t>(a.out_height) * a.out_width;
+
+    // This thread's tasks in each slice: the input tile of tile k (thread % 8) for channel
+    // thread / 8, and (threads below kRows * kSlice) grad_output's tile k for output thread / 8.
+    const int k = thread % kSlice, channel = c0 + thread / kSlice, output = o0 + thread / kSlice;
+    const bool has_output = thread < kRows * kSlice && output < a.outputs;
+    // Tile first_slice * 8 + k, walked 8 tiles a slice: its image and position in tiles.
+    int tile = first_slice * kSlice + k;
+    int image = tile / (a.tiles_h * a.tiles_w), tile_y = tile / a.tiles_w - image * a.tiles_h;
+    int tile_x = tile - (tile / a.tiles_w) * a.tiles_w;
+    float d[4][4], y[2][2];
+    auto load = [&](float* /*stage*/, int slice) {
+        if (slice > 0) {  // the next slice: 8 tiles on
+            tile += kSlice;
+            tile_x += kSlice;
+            while (tile_x >= a.tiles_w) {
+                tile_x -= a.tiles_w;
+                if (++tile_y == a.tiles_h) tile_y = 0, ++image;
+            }
+        }
+        const bool valid = tile < a.tiles;
+        const int top = 2 * tile_y - a.pad_h, left = 2 * tile_x - a.pad_w;
+        const bool channel_ok = valid && channel < a.channels;
+        const float* const source = a.x + (static_cast<int64_t>(image) * a.channels + channel) * plane +
+                                    static_cast<int64_t>(top) * a.width + left;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const bool row_ok = channel_ok && static_cast<unsigned>(top + r) < static_cast<unsigned>(a.height);
+#pragma unroll
+            for (int s = 0; s < 4; ++s)
+                d[r][s] = row_ok && static_cast<unsigned>(left + s) < static_cast<unsigned>(a.width)
+                              ? __ldg(source + r * a.width + s)
+                              : 0.0f;
+        }
+        const float* const gradient = a.dy + (static_cast<int64_t>(image) * a.outputs + output) * out_plane +
+                                      static_cast<int64_t>(2 * tile_y) * a.out_width + 2 * tile_x;
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int s = 0; s < 2; ++s)
+                y[r][s] = has_output && valid && 2 * tile_y + r < a.out_height && 2 * tile_x + s < a.out_width
+                              ? __ldg(gradient + r * a.out_width + s)
+                              : 0.0f;
+    };
+    auto store = [&](float* stage) {
+        float* const right = stage + kLeftStage;
+        transform_input(d, [&](int point, float v) { right[(point * kSlice + k) * kRightLd + thread / kSlice] = v; });
+        if (thread >= kRows * kSlice) return;
+        float u[4][2];  // A y
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+            u[0][s] = y[0][s];
+            u[1][s] = y[0][s] + y[1][s];
+            u[2][s] = y[0][s] - y[1][s];
+            u[3][s] = -y[1][s];
+        }
+        float* const left = stage + (thread / kSlice) * kLeftLd + k;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float v[4] = {u[i][0], u[i][0] + u[i][1], u[i][0] - u[i][1], -u[i][1]};  // (A y A^T) row i
+#pragma unroll
+            for (int j = 0; j < 4; ++j) left[(4 * i + j) * kRows * kLeftLd] = v[j];
+        }
+    };
+    float acc[kFragmentsM][kFragmentsN][4] = {};
+    run_slices(acc, shared, count, load, store);
+
+    float* const partial = a.partial + (static_cast<int64_t>(blockIdx.x) * kPoints + warp) * a.padded_outputs *
+                                           a.padded_channels;
+#pragma unroll
+    for (int i = 0; i < kFragmentsM; ++i)
+#pragma unroll
+        for (int j = 0; j < kFragmentsN; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = o0 + 16 * i + g + 8 * h, column = c0 + 8 * j + 2 * t;
+                *reinterpret_cast<float2*>(partial + static_cast<int64_t>(row) * a.padded_channels + column) =
+                    make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            }
+}
+
+// grad_weight [outputs, channels, 3, 3] = G^T M G with M_p = the sum of the splits' parts in order, in
+// float64. A block takes 16 (output, channel) pairs, a thread one pair's sum for one point.
+constexpr int kPairsPerBlock = 16;
+__constant__ double kGt[3][4] = {{1, 0.5, 0.5, 0}, {0, 0.5, -0.5, 0}, {0, 0.5, 0.5, 1}};  // G^T
+__global__ void __launch_bounds__(kPoints * kPairsPerBlock) finish_weight_gradient_kernel(
+    const float* partial, int splits, int padded_outputs, int padded_channels, int outputs, int channels,
+    float* grad_weight) {
+    __shared__ double m[kPoints][kPairsPerBlock];
+    const int lane = static_cast<int>(threadIdx.x) % kPairsPerBlock, point = static_cast<int>(threadIdx.x) / kPairsPerBlock;
+    const int64_t pairs = static_cast<int64_t>(outputs) * channels;
+    const int64_t pair = static_cast<int64_t>(blockIdx.x) * kPairsPerBlock + lane;
+    if (pair < pairs) {
+        const int o = static_cast<int>(pair / channels), c = static_cast<int>(pair % channels);
+        const int64_t plane = static_cast<int64_t>(padded_outputs) * padded_channels;
+        const float* part = partial + point * plane + static_cast<int64_t>(o) * padded_channels + c;
+        double sum = 0;
+        for (int s = 0; s < splits; ++s) sum += part[s * kPoints * plane];
+        m[point][lane] = sum;
+    }
+    __syncthreads();
+    const int entry = static_cast<int>(threadIdx.x);  // (pair, r, s): 9 a pair
+    if (entry >= kPairsPerBlock * 9) return;
+    const int local = entry / 9, r = entry % 9 / 3, s = entry % 3;
+    const int64_t out_pair = static_cast<int64_t>(blockIdx.x) * kPairsPerBlock + local;
+    if (out_pair >= pairs) return;
+    double value = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) value += kGt[r][i] * m[4 * i + j][local] * kGt[s][j];
+    grad_weight[out_pair * 9 + r * 3 + s] = static_cast<float>(value);
 }
 
 bool fits_int(int64_t value) { return value >= 0 && value < INT_MAX / 2; }
@@ -344,7 +510,49 @@ void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& 
     allow_shared_memory(winograd_kernel, kSharedBytes);
     const dim3 grid(static_cast<unsigned>((args.tiles + kTiles - 1) / kTiles),
                     static_cast<unsigned>(padded_outputs / kRows));
-    winograd_kernel<<<grid, kThreads, kSharedBytes, launch_stream()>>>(args);
+    winograd_kernel<<<grid, kBlockThreads, kSharedBytes, launch_stream()>>>(args);
+    check_launch("conv2d");
+}
+
+// Queues grad_weight = the weight gradient of conv2d(x, weight) (stride 1, `padding`) for grad_output.
+void winograd_weight_gradient(const Tensor& grad_output, const Tensor& x, const std::array<int64_t, 2>& padding,
+                              const Tensor& grad_weight) {
+    WeightGradientArgs args{};
+    args.x = static_cast<const float*>(x.raw_data());
+    args.dy = static_cast<const float*>(grad_output.raw_data());
+    args.channels = static_cast<int>(x.size(1));
+    args.padded_channels = static_cast<int>(round_up(args.channels, kColumns));
+    args.height = static_cast<int>(x.size(2));
+    args.width = static_cast<int>(x.size(3));
+    args.outputs = static_cast<int>(grad_output.size(1));
+    args.padded_outputs = static_cast<int>(round_up(args.outputs, kRows));
+    args.out_height = static_cast<int>(grad_output.size(2));
+    args.out_width = static_cast<int>(grad_output.size(3));
+    args.pad_h = static_cast<int>(padding[0]);
+    args.pad_w = static_cast<int>(padding[1]);
+    args.tiles_w = (args.out_width + 1) / 2;
+    args.tiles_h = (args.out_height + 1) / 2;
+    args.tiles = static_cast<int>(x.size(0)) * args.tiles_h * args.tiles_w;
+    args.slices = (args.tiles + kSlice - 1) / kSlice;
+    // One wave of blocks: the sum over tiles split so that the output blocks fill the device once.
+    const int output_blocks = (args.padded_outputs / kRows) * (args.padded_channels / kColumns);
+    const int processors = current_device_attribute<cudaDevAttrMultiProcessorCount>();
+    const int wanted = std::clamp((processors + output_blocks - 1) / output_blocks, 1, std::min(args.slices, 65535));
+    args.slices_per_split = (args.slices + wanted - 1) / wanted;
+    const int splits = (args.slices + args.slices_per_split - 1) / args.slices_per_split;
+    const Tensor partial = Tensor::empty({splits, kPoints, args.padded_outputs, args.padded_channels},
+                                         {.dtype = DType::f32, .device = x.device()});
+    args.partial = static_cast<float*>(partial.raw_data());
+    allow_shared_memory(winograd_weight_gradient_kernel, kSharedBytes);
+    const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(args.padded_outputs / kRows),
+                    static_cast<unsigned>(args.padded_channels / kColumns));
+    winograd_weight_gradient_kernel<<<grid, kBlockThreads, kSharedBytes, launch_stream()>>>(args);
+    check_launch("conv2d");
+    const int64_t pairs = static_cast<int64_t>(args.outputs) * args.channels;
+    finish_weight_gradient_kernel<<<static_cast<unsigned>((pairs + kPairsPerBlock - 1) / kPairsPerBlock),
+                                    kPoints * kPairsPerBlock, 0, launch_stream()>>>(
+        args.partial, splits, args.padded_outputs, args.padded_channels, args.outputs, args.channels,
+        static_cast<float*>(grad_weight.raw_data()));
     check_launch("conv2d");
 }
 
@@ -370,6 +578,22 @@ void winograd_conv2d_backward_data(const Tensor& grad_output, const Tensor& weig
                                    const Tensor& grad_input) {
     const std::array<int64_t, 2> padding{2 - params.padding[0], 2 - params.padding[1]};
     winograd(grad_output, weight, true, Tensor(), padding, grad_input);
+}
+
+}  // namespace kasmina::kernels::cuda
+
+namespace kasmina::kernels::cuda {
+
+bool winograd_conv2d_backward_weights_applies(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
+                                              const Tensor& grad_weight) {
+    return winograd_applies(x, grad_weight, params, grad_output, grad_weight.size(1), grad_weight.size(0)) &&
+           fits_int(round_up(grad_weight.size(0), kRows) * round_up(grad_weight.size(1), kColumns) * kPoints) &&
+           round_up(grad_weight.size(1), kColumns) / kColumns <= 65535;
+}
+
+void winograd_conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const Conv2dParams& params,
+                                      const Tensor& grad_weight) {
+    winograd_weight_gradient(grad_output, x, params.padding, grad_weight);
 }
 
 }  // namespace kasmina::kernels::cuda

@@ -317,7 +317,7 @@ namespace {
 // float32 summation over n terms stays below n of those units.
 struct ConvolutionErrors {
     double forward = 0, input = 0, weight = 0;
-    Tensor output, input_gradient;  // the GPU's forward and input gradient, on the CPU
+    Tensor output, input_gradient, weight_gradient;  // the GPU's results, on the CPU
 };
 
 ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& params) {
@@ -347,6 +347,7 @@ ConvolutionErrors convolution_errors(const Tensor& x, const Tensor& w, const Ten
     ConvolutionErrors errors;
     errors.output = out.detach().to(Device::cpu());
     errors.input_gradient = xg.grad().to(Device::cpu());
+    errors.weight_gradient = wg.grad().to(Device::cpu());
     errors.forward = in_roundings(out.detach(), out64.detach(), bound.detach() + abs(b64).view({1, -1, 1, 1}));
     errors.input = in_roundings(xg.grad(), x64.grad(), ax.grad());
     errors.weight = in_roundings(wg.grad(), w64.grad(), aw.grad());
@@ -397,11 +398,12 @@ TEST(CudaBackend, ConvolutionOnTensorCoresIsFloat32Accurate) {
     set_convolution_winograd(true);
 }
 
-// The fused Winograd F(2x2, 3x3) kernel (forward and input gradient) over geometries that exercise its
-// edges: output sizes with partial 2x2 tiles, channels that fill no whole slice of 8, output channels
-// past one block of 64, paddings 0, 1 and 2 and unequal ones (the input gradient's padding is 2 - p),
-// tiles over several blocks and images. Errors in float32 roundings of the sum of |terms| against
-// float64, next to the implicit GEMM's; the two must give different bits (so Winograd ran).
+// The fused Winograd kernels (F(2x2, 3x3) for the forward and the input gradient, F(3x3, 2x2) for the
+// weight gradient) over geometries that exercise their edges: output sizes with partial 2x2 tiles,
+// channels that fill no whole slice of 8 or block of 64, output channels past one block of 32,
+// paddings 0, 1 and 2 and unequal ones (the input gradient's padding is 2 - p), tiles over several
+// blocks, splits and images. Errors in float32 roundings of the sum of |terms| against float64, next
+// to the implicit GEMM's; the two must give different bits (so Winograd ran).
 TEST(CudaBackend, ConvolutionByWinogradIsFloat32Accurate) {
     REQUIRE_GPU();
     struct Case {
@@ -416,6 +418,7 @@ TEST(CudaBackend, ConvolutionByWinogradIsFloat32Accurate) {
         {"padding 2", {2, 16, 7, 8}, {16, 16, 3, 3}, padding(2, 2)},
         {"paddings 1 and 0", {2, 16, 8, 11}, {32, 16, 3, 3}, padding(1, 0)},
         {"32 -> 64 on 20 x 20, four images", {4, 32, 20, 20}, {64, 32, 3, 3}, padding(1, 1)},
+        {"80 -> 24 on 6 x 7", {2, 80, 6, 7}, {24, 80, 3, 3}, padding(1, 1)},
     };
     set_convolution_tensor_cores(ConvolutionTensorCores::always);
     for (const Case& c : cases) {
@@ -430,10 +433,12 @@ TEST(CudaBackend, ConvolutionByWinogradIsFloat32Accurate) {
                     winograd.forward, winograd.input, winograd.weight, direct.forward, direct.input, direct.weight);
         EXPECT_LT(winograd.forward, 64.0) << "implicit GEMM: " << direct.forward;
         EXPECT_LT(winograd.input, 64.0) << "implicit GEMM: " << direct.input;
-        EXPECT_LT(winograd.weight, static_cast<double>(c.x[0] * c.x[2] * c.x[3]));
+        EXPECT_LT(winograd.weight, 64.0) << "implicit GEMM: " << direct.weight;
         EXPECT_GT(amax(abs(winograd.output - direct.output), {}).item(), 0.0) << "the Winograd forward did not run";
         EXPECT_GT(amax(abs(winograd.input_gradient - direct.input_gradient), {}).item(), 0.0)
             << "the Winograd input gradient did not run";
+        EXPECT_GT(amax(abs(winograd.weight_gradient - direct.weight_gradient), {}).item(), 0.0)
+            << "the Winograd weight gradient did not run";
     }
     set_convolution_tensor_cores(ConvolutionTensorCores::measured);
 }
