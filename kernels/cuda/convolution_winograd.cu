@@ -438,7 +438,8 @@ __global__ void __launch_bounds__(kPoints * kPairsPerBlock) finish_weight_gradie
         const int64_t plane = static_cast<int64_t>(padded_outputs) * padded_channels;
         const float* part = partial + point * plane + static_cast<int64_t>(o) * padded_channels + c;
         double sum = 0;
-        for (int s = 0; s < splits; ++s) sum += part[s * kPoints * plane];
+#pragma unroll 8
+        for (int s = 0; s < splits; ++s) sum += part[s * kPoints * plane];  // loads ahead of the adds, in order
         m[point][lane] = sum;
     }
     __syncthreads();
@@ -483,7 +484,8 @@ void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& 
     const int padded_channels = static_cast<int>(round_up(channels, kSlice));
     const Tensor u = Tensor::empty({kPoints, padded_outputs, padded_channels},
                                    {.dtype = DType::f32, .device = x.device()});
-    transform_weights_kernel<<<grid_for(static_cast<int64_t>(padded_outputs) * padded_channels), kThreads, 0,
+    // Blocks of 64: a few thousand (output, input) pairs spread over as many multiprocessors as they can.
+    transform_weights_kernel<<<grid_for(static_cast<int64_t>(padded_outputs) * padded_channels, 64), 64, 0,
                                launch_stream()>>>(static_cast<const float*>(weight.raw_data()),
                                                   static_cast<float*>(u.raw_data()), outputs, channels,
                                                   padded_outputs, padded_channels, turned);
