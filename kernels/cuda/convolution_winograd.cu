@@ -1,6 +1,6 @@
-// Winograd F(2x2, 3x3) convolutions fused into one kernel (contract in convolution_winograd.h). With
-// the output cut into 2x2 tiles, each read from a 4x4 input tile d, and the 3x3 kernel g of each
-// (output channel, input channel) pair:
+// Winograd convolutions fused into single kernels (contract in convolution_winograd.h). With the
+// output cut into 2x2 tiles, each read from a 4x4 input tile d, and the 3x3 kernel g of each (output
+// channel, input channel) pair, the forward is F(2x2, 3x3):
 //   y = A^T [ sum over channels of (G g G^T) . (B^T d B) ] A      (. elementwise over 16 points)
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
 // A^T = [1 1 1 0; 0 1 -1 -1] (Lavin and Gray, 2016). The sum over channels is a GEMM per point p:
@@ -14,6 +14,7 @@
 //   products of each (output channel, tile) meet in shared memory and A^T M A (+ bias) goes out.
 // The input gradient of a stride-1 convolution is a forward over grad_output with the kernel turned
 // by 180 degrees and its channels swapped, padding 2 - p: the weight transform does the turning.
+// The weight gradient is F(3x3, 2x2) on the same main loop (see winograd_weight_gradient_kernel).
 #include "kernels/cuda/convolution_winograd.h"
 
 #include <algorithm>
