@@ -2,8 +2,8 @@
 // for float32 geometries they take, by our implicit GEMMs on tensor cores (convolution_tf32x3.h) or,
 // for 3x3 stride-1 convolutions, our fused Winograd kernels (convolution_winograd.h).
 // The algorithm for each geometry and pass is chosen once by measurement and cached: cuDNN's search
-// (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernel timed against
-// its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
+// (PyTorch's benchmark mode, restricted to deterministic algorithms), then our kernels that apply
+// timed against its winner (set_convolution_tensor_cores). Workspaces come from the caching allocator. cuDNN's
 // float32 runs with FMA math (no TF32) unless kasmina::set_allow_tf32(true).
 #include <cudnn.h>
 
@@ -120,11 +120,14 @@ std::string geometry_key(const char* pass, const Shape& x, const Shape& w, const
                         convolution_winograd() ? "winograd" : "");
 }
 
+// Which kernel runs a pass: cuDNN's algorithm or one of ours.
+enum class Kernel { cudnn, winograd, implicit_gemm };
+
 struct Choice {
     int algorithm = 0;
     size_t workspace = 0;
-    float milliseconds = 0;      // what the search measured
-    bool implicit_gemm = false;  // our tensor-core kernel instead of cuDNN's algorithm
+    float milliseconds = 0;  // what the search measured for the chosen kernel
+    Kernel kernel = Kernel::cudnn;
 };
 
 bool search_log() {
@@ -135,15 +138,14 @@ bool search_log() {
     return log;
 }
 
-// Whether our implicit GEMM is to be considered for a pass it applies to (`applies`).
-bool implicit_gemm_wanted(bool applies) {
-    return applies && convolution_tensor_cores() != ConvolutionTensorCores::off && !allow_tf32();
+// Whether our kernels are to be considered at all (set_convolution_tensor_cores, not with TF32).
+bool our_kernels_wanted() {
+    return convolution_tensor_cores() != ConvolutionTensorCores::off && !allow_tf32();
 }
 
-// cuDNN's choice, or our kernel (`run`) where it measured faster: the median of five runs on the
-// current stream after one to warm up, against the time cuDNN's search gave its winner.
+// The median of five timed runs of `run` on the current stream after one to warm up, in milliseconds.
 template <typename Run>
-Choice faster_of(Choice cudnn, Run&& run, const char* op) {
+float median_milliseconds(Run&& run) {
     const ::kasmina::cuda::Stream stream = ::kasmina::cuda::current_stream();
     ::kasmina::cuda::Event begin({.enable_timing = true}), end({.enable_timing = true});
     run();
@@ -156,14 +158,31 @@ Choice faster_of(Choice cudnn, Run&& run, const char* op) {
         sample = begin.elapsed_ms(end);
     }
     std::sort(std::begin(samples), std::end(samples));
-    const float ours = samples[2];
-    if (search_log())
-        std::fprintf(stderr, "cudnn search %s: implicit GEMM on tensor cores %.1f us against algo %d %.1f us\n", op,
-                     ours * 1e3, cudnn.algorithm, cudnn.milliseconds * 1e3);
-    cudnn.implicit_gemm = ours < cudnn.milliseconds;  // cuDNN's choice stays for operands ours does not take
-    return cudnn;
+    return samples[2];
 }
 
+// cuDNN's choice, or the fastest of our kernels that apply where it measured faster (against the time
+// cuDNN's search gave its winner): Winograd where it applies, and the implicit GEMM, each timed, so a
+// geometry where Winograd's tiles waste too much keeps the GEMM.
+template <typename Winograd, typename Gemm>
+Choice fastest(Choice cudnn, bool winograd_applies, Winograd&& winograd, bool gemm_applies, Gemm&& gemm,
+               const char* op) {
+    Choice best = cudnn;
+    const auto consider = [&](bool applies, auto&& run, Kernel kernel, const char* name) {
+        if (!applies) return;
+        const float milliseconds = median_milliseconds(run);
+        if (search_log())
+            std::fprintf(stderr, "cudnn search %s: %s %.1f us against algo %d %.1f us\n", op, name, milliseconds * 1e3,
+                         cudnn.algorithm, cudnn.milliseconds * 1e3);
+        if (milliseconds < best.milliseconds) {
+            best.kernel = kernel;
+            best.milliseconds = milliseconds;
+        }
+    };
+    consider(winograd_applies, winograd, Kernel::winograd, "Winograd on tensor cores");
+    consider(gemm_applies, gemm, Kernel::implicit_gemm, "implicit GEMM on tensor cores");
+    return best;
+}
 
 // The fastest algorithm cuDNN measures for this geometry (found once, then cached).
 template <typename Find>
@@ -203,19 +222,25 @@ Tensor workspace(size_t bytes) {
     return Tensor::empty({static_cast<int64_t>(bytes)}, {.dtype = DType::u8, .device = Device::cuda(device)});
 }
 
-// Runs one pass: our kernel (`ours()`) always, or as the cached measurement of this geometry decided
-// between it and cuDNN's choice. Only the cuDNN calls differ per pass: `search(descriptors, handle)`
-// finds cuDNN's choice, `theirs(descriptors, handle, choice, workspace)` runs it.
-template <typename Search, typename Ours, typename Theirs>
-void run_pass(CudnnPass& cudnn, const std::string& key, bool ours_applies, Search&& search, Ours&& ours,
-              Theirs&& theirs, const char* op) {
-    const bool consider_ours = implicit_gemm_wanted(ours_applies);
-    if (consider_ours && convolution_tensor_cores() == ConvolutionTensorCores::always) return ours();
+// Runs one pass: our kernels (`winograd()` where it applies, else `gemm()`) always, or as the cached
+// measurement of this geometry decided between them and cuDNN's choice. Only the cuDNN calls differ per
+// pass: `search(descriptors, handle)` finds cuDNN's choice, `theirs(descriptors, handle, choice,
+// workspace)` runs it.
+template <typename Search, typename Winograd, typename Gemm, typename Theirs>
+void run_pass(CudnnPass& cudnn, const std::string& key, bool winograd_applies, bool gemm_applies, Search&& search,
+              Winograd&& winograd, Gemm&& gemm, Theirs&& theirs, const char* op) {
+    const bool wanted = our_kernels_wanted();
+    winograd_applies = winograd_applies && wanted;
+    gemm_applies = gemm_applies && wanted;
+    if (convolution_tensor_cores() == ConvolutionTensorCores::always) {
+        if (winograd_applies) return winograd();
+        if (gemm_applies) return gemm();
+    }
     const Choice choice = choose(key, [&] {
-        const Choice found = search(cudnn.descriptors(), handle());
-        return consider_ours ? faster_of(found, ours, op) : found;
+        return fastest(search(cudnn.descriptors(), handle()), winograd_applies, winograd, gemm_applies, gemm, op);
     });
-    if (choice.implicit_gemm && consider_ours) return ours();
+    if (choice.kernel == Kernel::winograd && winograd_applies) return winograd();
+    if (choice.kernel == Kernel::implicit_gemm && gemm_applies) return gemm();
     const Tensor space = workspace(choice.workspace);
     theirs(cudnn.descriptors(), handle(), choice, space.raw_data());
 }
@@ -236,10 +261,9 @@ struct Scale {
 void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& params,
                     const Tensor& out) {
     CudnnPass cudnn(x.shape(), weight.shape(), out.shape(), params, x.dtype(), "conv2d");
-    const bool winograd = winograd_conv2d_forward_applies(x, weight, params, out);
     run_pass(
         cudnn, geometry_key("fwd", x.shape(), weight.shape(), params, x.dtype()),
-        winograd || tf32x3_conv2d_forward_applies(x, weight, params, out),
+        winograd_conv2d_forward_applies(x, weight, params, out), tf32x3_conv2d_forward_applies(x, weight, params, out),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
             int count = 0;
@@ -248,10 +272,8 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
                         "cudnnFindConvolutionForwardAlgorithm");
             return best_of(results, count, "conv2d");
         },
-        [&] {
-            if (winograd) winograd_conv2d_forward(x, weight, bias, params, out);
-            else tf32x3_conv2d_forward(x, weight, bias, params, out);
-        },
+        [&] { winograd_conv2d_forward(x, weight, bias, params, out); },
+        [&] { tf32x3_conv2d_forward(x, weight, bias, params, out); },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
@@ -272,10 +294,10 @@ void conv2d_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, c
 void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const Conv2dParams& params,
                           const Tensor& grad_input) {
     CudnnPass cudnn(grad_input.shape(), weight.shape(), grad_output.shape(), params, grad_output.dtype(), "conv2d");
-    const bool winograd = winograd_conv2d_backward_data_applies(grad_output, weight, params, grad_input);
     run_pass(
         cudnn, geometry_key("bwd_data", grad_input.shape(), weight.shape(), params, grad_output.dtype()),
-        winograd || tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
+        winograd_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
+        tf32x3_conv2d_backward_data_applies(grad_output, weight, params, grad_input),
         [](const Descriptors& d, cudnnHandle_t h) {
             cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
             int count = 0;
@@ -284,10 +306,8 @@ void conv2d_backward_data(const Tensor& grad_output, const Tensor& weight, const
                         "cudnnFindConvolutionBackwardDataAlgorithm");
             return best_of(results, count, "conv2d backward data");
         },
-        [&] {
-            if (winograd) winograd_conv2d_backward_data(grad_output, weight, params, grad_input);
-            else tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input);
-        },
+        [&] { winograd_conv2d_backward_data(grad_output, weight, params, grad_input); },
+        [&] { tf32x3_conv2d_backward_data(grad_output, weight, params, grad_input); },
         [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
             dispatch_floating(grad_output.dtype(), "conv2d", [&]<typename T>() {
                 const Scale<T> s;
@@ -306,10 +326,10 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                              const Tensor& grad_weight, const Tensor& grad_bias) {
     if (grad_weight.defined()) {
         CudnnPass cudnn(x.shape(), grad_weight.shape(), grad_output.shape(), params, x.dtype(), "conv2d");
-        const bool winograd = winograd_conv2d_backward_weights_applies(grad_output, x, params, grad_weight);
         run_pass(
             cudnn, geometry_key("bwd_filter", x.shape(), grad_weight.shape(), params, x.dtype()),
-            winograd || tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
+            winograd_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
+            tf32x3_conv2d_backward_weights_applies(grad_output, x, params, grad_weight),
             [](const Descriptors& d, cudnnHandle_t h) {
                 cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
                 int count = 0;
@@ -319,10 +339,8 @@ void conv2d_backward_weights(const Tensor& grad_output, const Tensor& x, const C
                             "cudnnFindConvolutionBackwardFilterAlgorithm");
                 return best_of(results, count, "conv2d backward filter");
             },
-            [&] {
-                if (winograd) winograd_conv2d_backward_weights(grad_output, x, params, grad_weight);
-                else tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight);
-            },
+            [&] { winograd_conv2d_backward_weights(grad_output, x, params, grad_weight); },
+            [&] { tf32x3_conv2d_backward_weights(grad_output, x, params, grad_weight); },
             [&](const Descriptors& d, cudnnHandle_t h, const Choice& choice, void* space) {
                 dispatch_floating(x.dtype(), "conv2d", [&]<typename T>() {
                     const Scale<T> s;
