@@ -557,6 +557,7 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
         kasmina::testing::expect_tensors_close(gpu.to(Device::cpu()), cpu, 1e-5);
     }
     for (const auto& [shape, dtype] : {std::pair{Shape{300, 7}, DType::f32}, std::pair{Shape{300, 8}, DType::f32},
+                                       std::pair{Shape{130, 264}, DType::f32},  // two column tiles of the row sums, one partial
                                        std::pair{Shape{4, 3, 16, 16}, DType::f32}, std::pair{Shape{2, 3, 130}, DType::f32},
                                        std::pair{Shape{3, 5, 7}, DType::f32}, std::pair{Shape{70, 6}, DType::f64},
                                        std::pair{Shape{5, 2, 12, 12}, DType::f64}}) {
