@@ -32,13 +32,15 @@ bool attention_tensor_cores();
 void set_matmul_tensor_cores(bool enable);
 bool matmul_tensor_cores();
 
-// Float32 convolutions as implicit GEMMs on tensor cores at float32 accuracy (3xTF32, the GEMM's
-// main loop reading the image in place; kernels/cuda/convolution_tf32x3.h) instead of cuDNN, for the
-// geometries they take (groups 1; the input gradient needs stride 1). measured (the default): the
-// first call of each geometry and pass times them against cuDNN's fastest deterministic algorithm
-// and keeps the faster, as cuDNN's own search does; always: wherever they apply (tests, timings);
-// off: cuDNN only. Not with set_allow_tf32(true) (cuDNN's TF32 is faster). The environment's
-// KASMINA_CONVOLUTION_TENSOR_CORES=0 or =always sets the starting value.
+// Float32 convolutions on our tensor-core kernels at float32 accuracy (3xTF32) instead of cuDNN: implicit
+// GEMMs (the GEMM's main loop reading the image in place; kernels/cuda/convolution_tf32x3.h) for the
+// geometries they take (groups 1; the input gradient needs stride 1), and the Winograd kernels where
+// set_convolution_winograd below lets them run. measured (the default): the first call of each
+// geometry and pass times each of ours that applies against cuDNN's fastest deterministic algorithm
+// and keeps the fastest, as cuDNN's own search does; always: Winograd where it applies, else the
+// implicit GEMM where it applies (tests, timings); off: cuDNN only. Not with set_allow_tf32(true)
+// (cuDNN's TF32 is faster). The environment's KASMINA_CONVOLUTION_TENSOR_CORES=0 or =always sets the
+// starting value.
 enum class ConvolutionTensorCores { off, measured, always };
 void set_convolution_tensor_cores(ConvolutionTensorCores mode);
 ConvolutionTensorCores convolution_tensor_cores();
@@ -51,8 +53,8 @@ ConvolutionTensorCores convolution_tensor_cores();
 //   roundings (2^-24) of the sum of |terms| against the direct kernel's ~5.
 // - GPU: our fused kernels on tensor cores (3xTF32, kernels/cuda/convolution_winograd.h), F(2x2, 3x3)
 //   for the forward and the input gradient (padding at most 2) and F(3x3, 2x2) for the weight
-//   gradient, in place of the implicit GEMMs; their errors measure 0.5-6 roundings, no more than the
-//   implicit GEMMs'.
+//   gradient, as candidates next to the implicit GEMMs (set_convolution_tensor_cores above decides
+//   which runs); their errors measure 0.5-6 roundings, no more than the implicit GEMMs'.
 // (tests/kernels/convolution_test.cpp, tests/kernels/cuda_backend_test.cpp.) cuDNN and oneDNN pick
 // Winograd the same way when asked for their fastest algorithm. On by default; off keeps every
 // convolution on the direct kernels. KASMINA_CONVOLUTION_WINOGRAD=0 starts with it off.
