@@ -95,15 +95,55 @@ __global__ void transform_weights_kernel(const float* w, float* u, int outputs, 
     }
 }
 
-struct WinogradArgs {
+// What both kernels walk: the input [N, channels, height, width], the output [N, outputs, out_height,
+// out_width] cut into 2x2 tiles (tiles_h x tiles_w an image, `tiles` in all), the padding, and the
+// channel counts rounded up to the blocks' multiples.
+struct TileGeometry {
+    int channels, padded_channels, height, width;
+    int outputs, padded_outputs, out_height, out_width;
+    int pad_h, pad_w;
+    int tiles_w, tiles_h, tiles;
+};
+
+// The geometry of a stride-1 3x3 convolution from `input` to `output` (their shapes), the channels
+// padded to channel_multiple and the outputs to kRows.
+TileGeometry tile_geometry(const Tensor& input, const Tensor& output, const std::array<int64_t, 2>& padding,
+                           int64_t channel_multiple) {
+    TileGeometry g{};
+    g.channels = static_cast<int>(input.size(1));
+    g.padded_channels = static_cast<int>(round_up(g.channels, channel_multiple));
+    g.height = static_cast<int>(input.size(2));
+    g.width = static_cast<int>(input.size(3));
+    g.outputs = static_cast<int>(output.size(1));
+    g.padded_outputs = static_cast<int>(round_up(g.outputs, kRows));
+    g.out_height = static_cast<int>(output.size(2));
+    g.out_width = static_cast<int>(output.size(3));
+    g.pad_h = static_cast<int>(padding[0]);
+    g.pad_w = static_cast<int>(padding[1]);
+    g.tiles_w = (g.out_width + 1) / 2;
+    g.tiles_h = (g.out_height + 1) / 2;
+    g.tiles = static_cast<int>(input.size(0)) * g.tiles_h * g.tiles_w;
+    return g;
+}
+
+// Where tile `tile` is: its image and its position in tiles.
+struct TilePlace {
+    int image, y, x;
+};
+__device__ __forceinline__ TilePlace place_of(int tile, const TileGeometry& g) {
+    TilePlace p;
+    p.image = tile / (g.tiles_h * g.tiles_w);
+    const int in_image = tile - p.image * g.tiles_h * g.tiles_w;
+    p.y = in_image / g.tiles_w;
+    p.x = in_image - p.y * g.tiles_w;
+    return p;
+}
+
+struct WinogradArgs : TileGeometry {
     const float* x;     // [N, channels, height, width]
     const float* u;     // [16, padded_outputs, padded_channels]
     const float* bias;  // [outputs] or null
     float* out;         // [N, outputs, out_height, out_width]
-    int channels, padded_channels, height, width;
-    int outputs, padded_outputs, out_height, out_width;
-    int pad_h, pad_w;
-    int tiles_w, tiles_per_image, tiles;
 };
 
 // (B^T d B) row by row: the four values of e B for a row e of B^T d.
@@ -193,25 +233,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) winograd_kernel(WinogradArgs
     const int o0 = static_cast<int>(blockIdx.y) * kRows, tile0 = static_cast<int>(blockIdx.x) * kTiles;
     const int64_t plane = static_cast<int64_t>(a.height) * a.width;
 
-    // Where a tile is: its image and its position in tiles.
-    struct Place {
-        int image, y, x;
-    };
-    auto place = [&](int tile) {
-        Place p;
-        p.image = tile / a.tiles_per_image;
-        const int in_image = tile - p.image * a.tiles_per_image;
-        p.y = in_image / a.tiles_w;
-        p.x = in_image - p.y * a.tiles_w;
-        return p;
-    };
-
     // This thread's input-transform task: a tile and a channel of the slice.
     const int task_tile = thread % kTiles, task_channel = thread / kTiles;
     const float* task_input = a.x;  // the tile's first input row, column 0, channel 0
     unsigned inside = 0;            // bit 4k + j: that row + k, column j lies in the image
     if (tile0 + task_tile < a.tiles) {
-        const Place p = place(tile0 + task_tile);
+        const TilePlace p = place_of(tile0 + task_tile, a);
         const int first_row = 2 * p.y - a.pad_h, left = 2 * p.x - a.pad_w;
         for (int k = 0; k < 4; ++k)
             for (int j = 0; j < 4; ++j)
@@ -275,7 +302,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) winograd_kernel(WinogradArgs
     // y = A^T M A (+ bias) for this thread's tile and rows thread / kTiles + r kBlockThreads / kTiles.
     const int column = thread % kTiles, tile = tile0 + column;
     if (tile >= a.tiles) return;
-    const Place p = place(tile);
+    const TilePlace p = place_of(tile, a);
     const int out_y = 2 * p.y, out_x = 2 * p.x;
     const bool full = out_y + 1 < a.out_height && out_x + 1 < a.out_width;
     const bool pairs = full && a.out_width % 2 == 0;  // (out_x even, so float2-aligned)
@@ -322,14 +349,10 @@ __global__ void __launch_bounds__(kBlockThreads, 1) winograd_kernel(WinogradArgs
 // A y = [y0, y0 + y1, y0 - y1, -y1]). The sum over tiles is split among blocks (a wave of them);
 // each block writes its partial M, and a second kernel adds the parts in a fixed order and applies
 // G^T M G, in float64.
-struct WeightGradientArgs {
-    const float* x;   // [N, channels, height, width]
-    const float* dy;  // [N, outputs, out_height, out_width]
-    float* partial;   // [splits, 16, padded_outputs, padded_channels]
-    int channels, padded_channels, height, width;
-    int outputs, padded_outputs, out_height, out_width;
-    int pad_h, pad_w;
-    int tiles_w, tiles_h, tiles;
+struct WeightGradientArgs : TileGeometry {
+    const float* x;                // [N, channels, height, width]
+    const float* dy;               // [N, outputs, out_height, out_width]
+    float* partial;                // [splits, 16, padded_outputs, padded_channels]
     int slices, slices_per_split;  // slices of kSlice tiles
 };
 
@@ -350,8 +373,8 @@ __global__ void __launch_bounds__(kBlockThreads, 1) winograd_weight_gradient_ker
     const bool has_output = thread < kRows * kSlice && output < a.outputs;
     // Tile first_slice * 8 + k, walked 8 tiles a slice: its image and position in tiles.
     int tile = first_slice * kSlice + k;
-    int image = tile / (a.tiles_h * a.tiles_w), tile_y = tile / a.tiles_w - image * a.tiles_h;
-    int tile_x = tile - (tile / a.tiles_w) * a.tiles_w;
+    const TilePlace first = place_of(tile, a);
+    int image = first.image, tile_y = first.y, tile_x = first.x;
     float d[4][4], y[2][2];
     auto load = [&](float* /*stage*/, int slice) {
         if (slice > 0) {  // the next slice: 8 tiles on
@@ -479,40 +502,25 @@ bool winograd_applies(const Tensor& x, const Tensor& weight, const Conv2dParams&
 // Queues out = conv2d(x, g) (+ bias), stride 1, padding `padding`, where g is `weight` as it is
 // ([outputs, channels, 3, 3]) or turned and with its channels swapped (`turned`: [channels, outputs, 3, 3]).
 void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& bias,
-                   const std::array<int64_t, 2>& padding, const Tensor& out) {
-    const int channels = static_cast<int>(x.size(1)), outputs = static_cast<int>(out.size(1));
-    const int padded_outputs = static_cast<int>(round_up(outputs, kRows));
-    const int padded_channels = static_cast<int>(round_up(channels, kSlice));
-    const Tensor u = Tensor::empty({kPoints, padded_outputs, padded_channels},
+              const std::array<int64_t, 2>& padding, const Tensor& out) {
+    WinogradArgs args{};
+    static_cast<TileGeometry&>(args) = tile_geometry(x, out, padding, kSlice);
+    const Tensor u = Tensor::empty({kPoints, args.padded_outputs, args.padded_channels},
                                    {.dtype = DType::f32, .device = x.device()});
     // Blocks of 64: a few thousand (output, input) pairs spread over as many multiprocessors as they can.
-    transform_weights_kernel<<<grid_for(static_cast<int64_t>(padded_outputs) * padded_channels, 64), 64, 0,
+    transform_weights_kernel<<<grid_for(static_cast<int64_t>(args.padded_outputs) * args.padded_channels, 64), 64, 0,
                                launch_stream()>>>(static_cast<const float*>(weight.raw_data()),
-                                                  static_cast<float*>(u.raw_data()), outputs, channels,
-                                                  padded_outputs, padded_channels, turned);
+                                                  static_cast<float*>(u.raw_data()), args.outputs, args.channels,
+                                                  args.padded_outputs, args.padded_channels, turned);
     check_launch("conv2d");
 
-    WinogradArgs args{};
     args.x = static_cast<const float*>(x.raw_data());
     args.u = static_cast<const float*>(u.raw_data());
     args.bias = bias.defined() ? static_cast<const float*>(bias.raw_data()) : nullptr;
     args.out = static_cast<float*>(out.raw_data());
-    args.channels = channels;
-    args.padded_channels = padded_channels;
-    args.height = static_cast<int>(x.size(2));
-    args.width = static_cast<int>(x.size(3));
-    args.outputs = outputs;
-    args.padded_outputs = padded_outputs;
-    args.out_height = static_cast<int>(out.size(2));
-    args.out_width = static_cast<int>(out.size(3));
-    args.pad_h = static_cast<int>(padding[0]);
-    args.pad_w = static_cast<int>(padding[1]);
-    args.tiles_w = (args.out_width + 1) / 2;
-    args.tiles_per_image = (args.out_height + 1) / 2 * args.tiles_w;
-    args.tiles = static_cast<int>(x.size(0)) * args.tiles_per_image;
     allow_shared_memory(winograd_kernel, kSharedBytes);
     const dim3 grid(static_cast<unsigned>((args.tiles + kTiles - 1) / kTiles),
-                    static_cast<unsigned>(padded_outputs / kRows));
+                    static_cast<unsigned>(args.padded_outputs / kRows));
     winograd_kernel<<<grid, kBlockThreads, kSharedBytes, launch_stream()>>>(args);
     check_launch("conv2d");
 }
@@ -521,21 +529,9 @@ void winograd(const Tensor& x, const Tensor& weight, bool turned, const Tensor& 
 void winograd_weight_gradient(const Tensor& grad_output, const Tensor& x, const std::array<int64_t, 2>& padding,
                               const Tensor& grad_weight) {
     WeightGradientArgs args{};
+    static_cast<TileGeometry&>(args) = tile_geometry(x, grad_output, padding, kColumns);
     args.x = static_cast<const float*>(x.raw_data());
     args.dy = static_cast<const float*>(grad_output.raw_data());
-    args.channels = static_cast<int>(x.size(1));
-    args.padded_channels = static_cast<int>(round_up(args.channels, kColumns));
-    args.height = static_cast<int>(x.size(2));
-    args.width = static_cast<int>(x.size(3));
-    args.outputs = static_cast<int>(grad_output.size(1));
-    args.padded_outputs = static_cast<int>(round_up(args.outputs, kRows));
-    args.out_height = static_cast<int>(grad_output.size(2));
-    args.out_width = static_cast<int>(grad_output.size(3));
-    args.pad_h = static_cast<int>(padding[0]);
-    args.pad_w = static_cast<int>(padding[1]);
-    args.tiles_w = (args.out_width + 1) / 2;
-    args.tiles_h = (args.out_height + 1) / 2;
-    args.tiles = static_cast<int>(x.size(0)) * args.tiles_h * args.tiles_w;
     args.slices = (args.tiles + kSlice - 1) / kSlice;
     // One wave of blocks: the sum over tiles split so that the output blocks fill the device once.
     const int output_blocks = (args.padded_outputs / kRows) * (args.padded_channels / kColumns);
