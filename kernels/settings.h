@@ -61,6 +61,17 @@ ConvolutionTensorCores convolution_tensor_cores();
 void set_convolution_winograd(bool enable);
 bool convolution_winograd();
 
+// Training-mode batch norm of a float32 [N, C] on the GPU with the whole batch held on chip: where it
+// fits in the registers and shared memory of one block per multiprocessor (x up to ~33 MB on an H100;
+// C a power of two from 128 to 4096, at least 2^20 elements), one cooperative kernel reads x once, sums
+// the statistics, finishes them after a grid-wide barrier and writes the output from what it holds:
+// two passes over memory instead of three (the statistics' read, then the normalizing read and write).
+// The result is deterministic, its sums taken in another order than the two-pass kernels' (the same
+// shifted moments, tests/kernels/cuda_backend_test.cpp). On by default; KASMINA_BATCH_NORM_ON_CHIP=0
+// starts with it off.
+void set_batch_norm_on_chip(bool enable);
+bool batch_norm_on_chip();
+
 // The most bytes of attention scores the fused backward may hold at once (default 64 MiB, L2-sized
 // chunks of heads computed with cuBLAS); a head whose scores exceed it — or a budget of 0 — takes the
 // tiled kernels that hold none. Not used on tensor cores (which hold no scores).

@@ -116,6 +116,26 @@ void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arg
     (void)cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
 }
 
+// kernel<<<grid, block, shared_bytes, launch_stream()>>>(args...) as a cooperative launch: every block is
+// resident at once, so the kernel may wait at grid-wide barriers (cooperative_groups::this_grid().sync()).
+// The grid must fit the device at once (the caller checks the occupancy). Errors surface through
+// check_launch.
+template <typename... Parameters, typename... Arguments>
+void launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, size_t shared_bytes,
+                        Arguments&&... arguments) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = launch_stream();
+    cudaLaunchAttribute cooperative{};
+    cooperative.id = cudaLaunchAttributeCooperative;
+    cooperative.val.cooperative = 1;
+    config.attrs = &cooperative;
+    config.numAttrs = 1;
+    (void)cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
+}
+
 // Lets `kernel` launch with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in on
 // each device; the opt-in is asked of the driver once per kernel, device and larger size.
 template <typename Kernel>
@@ -338,6 +358,12 @@ __device__ __forceinline__ bool last_block_of(unsigned* counter, unsigned blocks
     __syncthreads();
     if (last) __threadfence();
     return last;
+}
+
+// Starts moving the line holding *pointer into L2, so that a later load waits less.
+template <typename T>
+__device__ __forceinline__ void prefetch_to_l2(const T* pointer) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(pointer));
 }
 
 template <typename T>

@@ -5,12 +5,18 @@
 //   batch norm   per-channel sums in one pass over the data (blocks over (channel, batch slice) on
 //                [N, C, S], tiled column sums on [N, C]), finished per channel in a fixed order
 //                (deterministic), then an elementwise pass; backward likewise. Packs of four floats.
+//                A training forward on [N, C] whose batch fits on chip runs as one cooperative kernel
+//                that reads x once (set_batch_norm_on_chip).
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <climits>
 
+#include "kernels/cuda/async_copy.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/normalization.h"
+#include "kernels/settings.h"
 
 namespace kasmina::kernels::cuda {
 namespace {
@@ -507,6 +513,14 @@ struct FinishStatistics {
     T eps, momentum;
     T *mean, *invstd, *running_mean, *running_var;
     int64_t* batches_tracked;
+    // Brings what operator() reads besides the sums into L2 ahead of it.
+    __device__ void prefetch(int64_t c) const {
+        prefetch_to_l2(x + c * spatial);
+        if (running_mean) {
+            prefetch_to_l2(running_mean + c);
+            prefetch_to_l2(running_var + c);
+        }
+    }
     __device__ void operator()(int64_t c, PairSum<T> sums) const {
         const T inverse_count = T(1) / static_cast<T>(count);
         const T shifted_mean = sums.first * inverse_count;
@@ -688,6 +702,164 @@ void channel_sums(Op op, const T* x, GradRead<T> g, int64_t batch, int64_t chann
     });
 }
 
+// ---- batch norm 1d forward with the batch held on chip ---------------------------------------------------
+// Training-mode batch norm of a float32 [N, C] that fits in the registers and shared memory of one block
+// per multiprocessor. Block b holds rows [b * R, (b + 1) * R) as packs of four floats, pack p of its
+// rows at thread p % kOnChipThreads: the first kOnChipRegisterPacks packs of a thread in registers, the
+// rest in shared memory (copied by cp.async, all in flight at once). With C dividing 4 * kOnChipThreads a
+// thread's packs all belong to the same four channels. The kernel then
+//   1. sums each thread's shifted moments (ShiftedMoments), adds the threads of each channel in thread
+//      order and writes the block's partial sums, partial[c][b];
+//   2. after a grid-wide barrier, finishes each channel in one warp: its lanes add the blocks' partials
+//      in a fixed order (deterministic) and FinishStatistics stores mean, invstd and the running
+//      statistics;
+//   3. after a second barrier, normalizes what it holds (Normalize) and writes it.
+// x is read from memory once instead of twice (the two-pass kernels read it for the sums, then again
+// to normalize).
+constexpr int kOnChipThreads = 1024, kOnChipRegisterPacks = 4;
+constexpr int64_t kOnChipSlotBytes = kOnChipThreads * sizeof(float4);  // one pack per thread
+constexpr int64_t kOnChipSumSlots = 2;                                  // each thread's (sum d, sum d^2)
+constexpr int64_t kOnChipMinElements = int64_t{1} << 20;                // smaller: the two passes hit L2
+
+__global__ void __launch_bounds__(kOnChipThreads, 1)
+batch_norm_on_chip_kernel(ShiftedMoments<float> moments, FinishStatistics<float> finish, Normalize<float> normalize,
+                          const float* x, float* out, PairSum<float>* partial, int64_t rows, int64_t channels,
+                          int64_t rows_per_block, int shared_packs) {
+    extern __shared__ float4 held[];  // [shared_packs][kOnChipThreads] packs, then the sums' two slots
+    wait_for_previous_kernel();
+    const int t = threadIdx.x;
+    const int64_t groups = channels / 4;  // packs a row; groups divides kOnChipThreads
+    const int64_t first = blockIdx.x * rows_per_block;
+    const int packs = static_cast<int>((min(rows, first + rows_per_block) - first) * groups);  // at most ~2^14
+    const auto* source = reinterpret_cast<const float4*>(x) + first * groups;
+    const int c0 = 4 * (t % static_cast<int>(groups));  // this thread's four channels
+    const auto pack_index = [&](int k) { return t + k * kOnChipThreads; };
+
+    for (int k = 0; k < shared_packs; ++k) {
+        const int p = pack_index(kOnChipRegisterPacks + k);
+        cp_async_16(reinterpret_cast<float*>(held + k * kOnChipThreads + t),
+                    reinterpret_cast<const float*>(p < packs ? source + p : source), p < packs);
+    }
+    cp_async_commit();
+    float4 kept[kOnChipRegisterPacks];
+#pragma unroll
+    for (int k = 0; k < kOnChipRegisterPacks; ++k)
+        kept[k] = pack_index(k) < packs ? source[pack_index(k)] : float4{0.f, 0.f, 0.f, 0.f};
+
+    // 1. The block's sums.
+    ShiftedMoments<float>::Channel shift[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) shift[e] = moments.channel(c0 + e);
+    PairSum<float> sums[4] = {};
+    const auto add = [&](const float4& v) {
+        sums[0] += moments(shift[0], v.x, 0.f);
+        sums[1] += moments(shift[1], v.y, 0.f);
+        sums[2] += moments(shift[2], v.z, 0.f);
+        sums[3] += moments(shift[3], v.w, 0.f);
+    };
+#pragma unroll
+    for (int k = 0; k < kOnChipRegisterPacks; ++k)
+        if (pack_index(k) < packs) add(kept[k]);
+    cp_async_wait<0>();  // this thread's own copies: it alone reads its packs
+    for (int k = 0; k < shared_packs; ++k)
+        if (pack_index(kOnChipRegisterPacks + k) < packs) add(held[k * kOnChipThreads + t]);
+    float4* firsts = held + static_cast<int64_t>(shared_packs) * kOnChipThreads;
+    float4* seconds = firsts + kOnChipThreads;
+    firsts[t] = {sums[0].first, sums[1].first, sums[2].first, sums[3].first};
+    seconds[t] = {sums[0].second, sums[1].second, sums[2].second, sums[3].second};
+    __syncthreads();
+    if (t < groups) {  // thread t adds its channels' threads t, t + groups, ... in that order
+        for (int64_t other = t + groups; other < kOnChipThreads; other += groups) {
+            const float4 f = firsts[other], q = seconds[other];
+            sums[0] += {f.x, q.x};
+            sums[1] += {f.y, q.y};
+            sums[2] += {f.z, q.z};
+            sums[3] += {f.w, q.w};
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) partial[(c0 + e) * gridDim.x + blockIdx.x] = sums[e];
+    }
+    // Channel c is finished by warp c / gridDim.x of block c % gridDim.x: spread over every block.
+    const auto for_each_channel_of_warp = [&](auto&& body) {
+        for (int64_t c = blockIdx.x + static_cast<int64_t>(t / 32) * gridDim.x; c < channels;
+             c += static_cast<int64_t>(gridDim.x) * (kOnChipThreads / 32))
+            body(c);
+    };
+    for_each_channel_of_warp([&](int64_t c) {
+        if (t % 32 == 0) finish.prefetch(c);
+    });
+    cooperative_groups::this_grid().sync();
+
+    // 2. Each channel's statistics, one warp a channel; its blocks' partials are adjacent.
+    const int lane = t % 32;
+    for_each_channel_of_warp([&](int64_t c) {
+        PairSum<float> total{0.f, 0.f};
+#pragma unroll 8
+        for (int b = lane; b < static_cast<int>(gridDim.x); b += 32) total += load_from_l2(partial + c * gridDim.x + b);
+        total.first = warp_all_sum(total.first);
+        total.second = warp_all_sum(total.second);
+        if (lane == 0) finish(c, total);
+    });
+    cooperative_groups::this_grid().sync();
+
+    // 3. The output, from the packs held.
+    Normalize<float>::Channel k[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) k[e] = normalize.channel(c0 + e);
+    auto* destination = reinterpret_cast<float4*>(out) + first * groups;
+    const auto write = [&](int p, const float4& v) {
+        __stcs(destination + p, float4{normalize(k[0], v.x, 0.f), normalize(k[1], v.y, 0.f), normalize(k[2], v.z, 0.f),
+                                       normalize(k[3], v.w, 0.f)});
+    };
+#pragma unroll
+    for (int j = 0; j < kOnChipRegisterPacks; ++j)
+        if (pack_index(j) < packs) write(pack_index(j), kept[j]);
+    for (int j = 0; j < shared_packs; ++j)
+        if (pack_index(kOnChipRegisterPacks + j) < packs) write(pack_index(kOnChipRegisterPacks + j), held[j * kOnChipThreads + t]);
+}
+
+// Runs the forward on chip when the batch fits (see set_batch_norm_on_chip); false otherwise.
+bool batch_norm_on_chip_forward(const Tensor& x, const FinishStatistics<float>& finish, const Normalize<float>& normalize,
+                                const Tensor& output) {
+    const int64_t rows = x.size(0), channels = x.size(1);
+    const bool shape_fits = x.dtype() == DType::f32 && x.size(2) == 1 && channels >= 128 &&
+                            (4 * kOnChipThreads) % channels == 0 && rows * channels >= kOnChipMinElements &&
+                            reinterpret_cast<uintptr_t>(x.raw_data()) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(output.raw_data()) % 16 == 0;
+    if (!batch_norm_on_chip() || !shape_fits || current_device_attribute<cudaDevAttrComputeCapabilityMajor>() < 8)
+        return false;
+    // The most packs a thread may hold in shared memory on this device with one block a multiprocessor
+    // (0: the kernel does not fit; the device cannot launch it cooperatively).
+    static PerDeviceValue most_shared_packs;
+    const int64_t most = most_shared_packs.get([] {
+        int cooperative = 0, device = 0, optin = 0, blocks = 0;
+        KASMINA_CUDA_CHECK(cudaGetDevice(&device));
+        KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+        KASMINA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        const int64_t packs = optin / kOnChipSlotBytes - kOnChipSumSlots;
+        if (!cooperative || packs < 1) return int64_t{-1};
+        const size_t bytes = static_cast<size_t>((packs + kOnChipSumSlots) * kOnChipSlotBytes);
+        allow_shared_memory(batch_norm_on_chip_kernel, bytes);
+        KASMINA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, batch_norm_on_chip_kernel,
+                                                                         kOnChipThreads, bytes));
+        return blocks >= 1 ? packs : int64_t{-1};
+    });
+    const int64_t processors = current_device_attribute<cudaDevAttrMultiProcessorCount>();
+    const int64_t rows_per_block = (rows + processors - 1) / processors;
+    const int64_t packs_per_thread = (rows_per_block * channels / 4 + kOnChipThreads - 1) / kOnChipThreads;
+    const int64_t shared_packs = std::max<int64_t>(packs_per_thread - kOnChipRegisterPacks, 0);
+    if (most < 0 || shared_packs > most) return false;
+    const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+    const Tensor partials = Tensor::empty({2 * blocks * channels}, x.options());
+    launch_cooperative(batch_norm_on_chip_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kOnChipThreads),
+                       static_cast<size_t>((shared_packs + kOnChipSumSlots) * kOnChipSlotBytes),
+                       ShiftedMoments<float>{static_cast<const float*>(x.raw_data()), 1}, finish, normalize,
+                       static_cast<const float*>(x.raw_data()), static_cast<float*>(output.raw_data()),
+                       static_cast<PairSum<float>*>(partials.raw_data()), rows, channels, rows_per_block,
+                       static_cast<int>(shared_packs));
+    return true;
+}
+
 }  // namespace
 
 void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& output,
@@ -807,8 +979,10 @@ void batch_norm_training(const Tensor& x, const Tensor& weight, const Tensor& bi
                                          mutable_or_null<T>(running_mean),
                                          mutable_or_null<T>(running_var),
                                          mutable_or_null<int64_t>(batches_tracked)};
-        channel_sums<T>(ShiftedMoments<T>{xs, spatial}, xs, GradRead<T>{}, batch, channels, spatial, finish, x);
         const Normalize<T> normalize{mean, invstd, data_or_null<T>(weight), data_or_null<T>(bias), false, T(0)};
+        if constexpr (std::is_same_v<T, float>)
+            if (batch_norm_on_chip_forward(x, finish, normalize, output)) return;
+        channel_sums<T>(ShiftedMoments<T>{xs, spatial}, xs, GradRead<T>{}, batch, channels, spatial, finish, x);
         channel_map<T>(normalize, xs, GradRead<T>{}, static_cast<T*>(output.raw_data()), batch, channels, spatial);
     });
     check_launch("batch_norm");

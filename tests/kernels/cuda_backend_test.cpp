@@ -603,6 +603,66 @@ TEST(CudaBackend, NormalizationLayoutsMatchTheCpu) {
     }
 }
 
+// Training batch norm of [N, C] with the batch held on chip (set_batch_norm_on_chip), on shapes that take
+// it: a partial last block ([4099, 256]), the narrowest and widest channel counts it takes, and the
+// benchmark's [8192, 1024], whose packs fill the shared memory. Against the CPU: the output, the
+// running statistics and the batch count; against the two-pass kernels: close, but not
+// the same bits (its sums run in another order), which shows that it ran; run twice: the same bits.
+TEST(CudaBackend, BatchNormHeldOnChipMatchesTheCpu) {
+    REQUIRE_GPU();
+    const auto max_difference = [](const Tensor& a, const Tensor& b) {
+        return max(abs(a.to(Device::cpu()) - b.to(Device::cpu()))).item<float>();
+    };
+    for (const Shape& shape : {Shape{2048, 512}, Shape{4099, 256}, Shape{1024, 4096}, Shape{8200, 128}, Shape{8192, 1024}}) {
+        SCOPED_TRACE(shape_str(shape));
+        const int64_t channels = shape[1];
+        const Tensor x = randn(shape) * 2.0 + 5.0, weight = randn({channels}), bias = randn({channels});
+        const Tensor running_mean = randn({channels}), running_var = positive({channels});
+        Tensor cpu_mean = running_mean.clone(), cpu_var = running_var.clone();
+        Tensor gpu_mean = running_mean.to(kGpu), gpu_var = running_var.to(kGpu);
+        Tensor batches = Tensor::scalar(3.0, {.dtype = DType::i64}).to(kGpu);
+        expect_same_on_both_devices(
+            [&](const Inputs& v) {
+                const bool on_gpu = v[0].device().is_cuda();
+                return batch_norm(v[0], on_gpu ? gpu_mean : cpu_mean, on_gpu ? gpu_var : cpu_var, v[1], v[2], true, 0.1,
+                                  1e-5, on_gpu ? batches : Tensor());
+            },
+            {x, weight, bias}, 1e-4, /*backward=*/false);  // the backward runs the two-pass kernels (tested above)
+        kasmina::testing::expect_tensors_close(gpu_mean.to(Device::cpu()), cpu_mean, 1e-5);
+        kasmina::testing::expect_tensors_close(gpu_var.to(Device::cpu()), cpu_var, 1e-5);
+        EXPECT_EQ(batches.to(Device::cpu()).item<int64_t>(), 4);
+
+        const auto forward = [&](Tensor& mean, Tensor& var) {
+            mean = running_mean.to(kGpu);
+            var = running_var.to(kGpu);
+            return batch_norm(x.to(kGpu), mean, var, weight.to(kGpu), bias.to(kGpu), true, 0.1, 1e-5);
+        };
+        Tensor on_chip_mean, on_chip_var, again_mean, again_var, two_pass_mean, two_pass_var;
+        const Tensor on_chip = forward(on_chip_mean, on_chip_var), again = forward(again_mean, again_var);
+        set_batch_norm_on_chip(false);
+        const Tensor two_pass = forward(two_pass_mean, two_pass_var);
+        set_batch_norm_on_chip(true);
+        EXPECT_EQ(max_difference(on_chip, again), 0.0f);
+        EXPECT_EQ(max_difference(on_chip_var, again_var), 0.0f);
+        kasmina::testing::expect_tensors_close(on_chip.to(Device::cpu()), two_pass.to(Device::cpu()), 1e-5);
+        kasmina::testing::expect_tensors_close(on_chip_var.to(Device::cpu()), two_pass_var.to(Device::cpu()), 1e-5);
+        EXPECT_GT(max_difference(on_chip_var, two_pass_var) + max_difference(on_chip_mean, two_pass_mean), 0.0f)
+            << "the same bits as the two-pass kernels: the on-chip kernel did not run";
+    }
+    {
+        // A spread of 0.05 on an offset of 300, against float64 (as in NormalizationLayoutsMatchTheCpu).
+        SCOPED_TRACE("large offset");
+        const Tensor x = randn({2048, 512}) * 0.05 + 300.0;
+        Tensor mean64 = Tensor::zeros({512}, {.dtype = DType::f64}), var64 = Tensor::ones({512}, {.dtype = DType::f64});
+        Tensor mean32 = Tensor::zeros({512}).to(kGpu), var32 = Tensor::ones({512}).to(kGpu);
+        const Tensor expected = batch_norm(x.to(DType::f64), mean64, var64, Tensor(), Tensor(), true, 1.0, 1e-5);
+        const Tensor got = batch_norm(x.to(kGpu), mean32, var32, Tensor(), Tensor(), true, 1.0, 1e-5);
+        kasmina::testing::expect_tensors_close(got.to(Device::cpu()).to(DType::f64), expected, 2e-3);
+        kasmina::testing::expect_tensors_close(var32.to(Device::cpu()).to(DType::f64), var64, 2e-6);
+        kasmina::testing::expect_tensors_close(mean32.to(Device::cpu()).to(DType::f64), mean64, 1e-6);
+    }
+}
+
 TEST(CudaBackend, SeedBlendMatchesTheCpuIncludingAlphaGradients) {
     REQUIRE_GPU();
     const Tensor alphas = Tensor::from_vector<double>({0.7, 0.6}, {2}).set_requires_grad(true);
