@@ -118,8 +118,9 @@ void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arg
 
 // kernel<<<grid, block, shared_bytes, launch_stream()>>>(args...) as a cooperative launch: every block is
 // resident at once, so the kernel may wait at grid-wide barriers (cooperative_groups::this_grid().sync()).
-// The grid must fit the device at once (the caller checks the occupancy). Errors surface through
-// check_launch.
+// The grid must fit the device at once (the caller checks the occupancy). Overlapped with the previous
+// kernel's end as launch_overlapped does where the driver takes both attributes (the kernel then calls
+// wait_for_previous_kernel() first). Errors surface through check_launch.
 template <typename... Parameters, typename... Arguments>
 void launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, size_t shared_bytes,
                         Arguments&&... arguments) {
@@ -128,10 +129,15 @@ void launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, si
     config.blockDim = block;
     config.dynamicSmemBytes = shared_bytes;
     config.stream = launch_stream();
-    cudaLaunchAttribute cooperative{};
-    cooperative.id = cudaLaunchAttributeCooperative;
-    cooperative.val.cooperative = 1;
-    config.attrs = &cooperative;
+    cudaLaunchAttribute attributes[2] = {};
+    attributes[0].id = cudaLaunchAttributeCooperative;
+    attributes[0].val.cooperative = 1;
+    attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[1].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attributes;
+    config.numAttrs = current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9 ? 2 : 1;
+    if (config.numAttrs == 2 && cudaLaunchKernelEx(&config, kernel, arguments...) == cudaSuccess) return;
+    if (config.numAttrs == 2) (void)cudaGetLastError();  // the pair refused: launch without the overlap
     config.numAttrs = 1;
     (void)cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
 }
