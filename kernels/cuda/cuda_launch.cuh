@@ -120,9 +120,11 @@ void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arg
 // resident at once, so the kernel may wait at grid-wide barriers (cooperative_groups::this_grid().sync()).
 // The grid must fit the device at once (the caller checks the occupancy). Overlapped with the previous
 // kernel's end as launch_overlapped does where the driver takes both attributes (the kernel then calls
-// wait_for_previous_kernel() first). Errors surface through check_launch.
+// wait_for_previous_kernel() first). Returns the launch's error (also left for check_launch), so a
+// caller can fall back where the grid cannot be resident at once (cudaErrorCooperativeLaunchTooLarge:
+// fewer multiprocessors than the device reports, as under MPS).
 template <typename... Parameters, typename... Arguments>
-void launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, size_t shared_bytes,
+cudaError_t launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, size_t shared_bytes,
                         Arguments&&... arguments) {
     cudaLaunchConfig_t config{};
     config.gridDim = grid;
@@ -136,10 +138,10 @@ void launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, si
     attributes[1].val.programmaticStreamSerializationAllowed = 1;
     config.attrs = attributes;
     config.numAttrs = current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9 ? 2 : 1;
-    if (config.numAttrs == 2 && cudaLaunchKernelEx(&config, kernel, arguments...) == cudaSuccess) return;
+    if (config.numAttrs == 2 && cudaLaunchKernelEx(&config, kernel, arguments...) == cudaSuccess) return cudaSuccess;
     if (config.numAttrs == 2) (void)cudaGetLastError();  // the pair refused: launch without the overlap
     config.numAttrs = 1;
-    (void)cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
+    return cudaLaunchKernelEx(&config, kernel, std::forward<Arguments>(arguments)...);
 }
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory. Above 48 KiB a kernel must opt in on

@@ -829,7 +829,7 @@ bool batch_norm_on_chip_forward(const Tensor& x, const FinishStatistics<float>& 
     if (!batch_norm_on_chip() || !shape_fits || current_device_attribute<cudaDevAttrComputeCapabilityMajor>() < 8)
         return false;
     // The most packs a thread may hold in shared memory on this device with one block a multiprocessor
-    // (0: the kernel does not fit; the device cannot launch it cooperatively).
+    // (-1: the kernel does not fit, or the device cannot launch it cooperatively).
     static PerDeviceValue most_shared_packs;
     const int64_t most = most_shared_packs.get([] {
         int cooperative = 0, device = 0, optin = 0, blocks = 0;
@@ -851,12 +851,16 @@ bool batch_norm_on_chip_forward(const Tensor& x, const FinishStatistics<float>& 
     if (most < 0 || shared_packs > most) return false;
     const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
     const Tensor partials = Tensor::empty({2 * blocks * channels}, x.options());
-    launch_cooperative(batch_norm_on_chip_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kOnChipThreads),
-                       static_cast<size_t>((shared_packs + kOnChipSumSlots) * kOnChipSlotBytes),
-                       ShiftedMoments<float>{static_cast<const float*>(x.raw_data()), 1}, finish, normalize,
-                       static_cast<const float*>(x.raw_data()), static_cast<float*>(output.raw_data()),
-                       static_cast<PairSum<float>*>(partials.raw_data()), rows, channels, rows_per_block,
-                       static_cast<int>(shared_packs));
+    const cudaError_t launched = launch_cooperative(
+        batch_norm_on_chip_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kOnChipThreads),
+        static_cast<size_t>((shared_packs + kOnChipSumSlots) * kOnChipSlotBytes),
+        ShiftedMoments<float>{static_cast<const float*>(x.raw_data()), 1}, finish, normalize,
+        static_cast<const float*>(x.raw_data()), static_cast<float*>(output.raw_data()),
+        static_cast<PairSum<float>*>(partials.raw_data()), rows, channels, rows_per_block, static_cast<int>(shared_packs));
+    if (launched == cudaErrorCooperativeLaunchTooLarge) {  // fewer multiprocessors free than counted: two passes
+        (void)cudaGetLastError();
+        return false;
+    }
     return true;
 }
 
