@@ -100,16 +100,29 @@ __device__ __forceinline__ void wait_for_previous_kernel() {
 
 // kernel<<<grid, block, 0, launch_stream()>>>(args...), overlapping the previous kernel's end where the
 // device can (compute capability 9 and up). Errors surface through check_launch, as with <<<>>>.
-template <typename... Parameters, typename... Arguments>
-void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arguments&&... arguments) {
+// A launch on launch_stream() with these sizes, and the attribute that overlaps it with the previous
+// kernel's end (programmatic stream serialization), which devices take from compute capability 9 on.
+inline cudaLaunchConfig_t stream_launch_config(dim3 grid, dim3 block, size_t shared_bytes = 0) {
     cudaLaunchConfig_t config{};
     config.gridDim = grid;
     config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
     config.stream = launch_stream();
+    return config;
+}
+inline cudaLaunchAttribute overlap_attribute() {
     cudaLaunchAttribute overlap{};
     overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     overlap.val.programmaticStreamSerializationAllowed = 1;
-    if (current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9) {
+    return overlap;
+}
+inline bool overlap_available() { return current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9; }
+
+template <typename... Parameters, typename... Arguments>
+void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arguments&&... arguments) {
+    cudaLaunchConfig_t config = stream_launch_config(grid, block);
+    cudaLaunchAttribute overlap = overlap_attribute();
+    if (overlap_available()) {
         config.attrs = &overlap;
         config.numAttrs = 1;
     }
@@ -126,18 +139,12 @@ void launch_overlapped(void (*kernel)(Parameters...), dim3 grid, dim3 block, Arg
 template <typename... Parameters, typename... Arguments>
 cudaError_t launch_cooperative(void (*kernel)(Parameters...), dim3 grid, dim3 block, size_t shared_bytes,
                         Arguments&&... arguments) {
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = launch_stream();
-    cudaLaunchAttribute attributes[2] = {};
+    cudaLaunchConfig_t config = stream_launch_config(grid, block, shared_bytes);
+    cudaLaunchAttribute attributes[2] = {{}, overlap_attribute()};
     attributes[0].id = cudaLaunchAttributeCooperative;
     attributes[0].val.cooperative = 1;
-    attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attributes[1].val.programmaticStreamSerializationAllowed = 1;
     config.attrs = attributes;
-    config.numAttrs = current_device_attribute<cudaDevAttrComputeCapabilityMajor>() >= 9 ? 2 : 1;
+    config.numAttrs = overlap_available() ? 2 : 1;
     if (config.numAttrs == 2 && cudaLaunchKernelEx(&config, kernel, arguments...) == cudaSuccess) return cudaSuccess;
     if (config.numAttrs == 2) (void)cudaGetLastError();  // the pair refused: launch without the overlap
     config.numAttrs = 1;
