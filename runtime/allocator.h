@@ -27,6 +27,8 @@ public:
     virtual void* allocate(size_t bytes) = 0;
     virtual void deallocate(void* pointer, size_t bytes) = 0;
     virtual AllocatorStats stats() const { return {}; }
+    // Starts a new peak: stats().peak_bytes becomes today's bytes_in_use (to measure one step's peak).
+    virtual void reset_peak() {}
     // Returns cached, unused memory to the device (caching allocators); a no-op elsewhere.
     virtual void empty_cache() {}
 };

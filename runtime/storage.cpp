@@ -65,6 +65,7 @@ public:
         return {allocations_.load(std::memory_order_relaxed), in_use, peak_bytes_.load(std::memory_order_relaxed),
                 in_use + cached_bytes_, 0};
     }
+    void reset_peak() override { peak_bytes_.store(bytes_in_use_.load(std::memory_order_relaxed), std::memory_order_relaxed); }
     void empty_cache() override {
         std::lock_guard lock(mutex_);
         for (auto& [size, blocks] : free_blocks_)

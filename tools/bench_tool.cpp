@@ -1,11 +1,12 @@
 // kasmina-bench: the standalone benchmark tool. Runs the BENCHMARKS.md workloads (standard layers
-// fwd and fwd+bwd, Kasmina dormant/active, cache hit/miss, the demo train step) on cpu or cuda,
-// measures the machine's ceilings (copy bandwidth, GEMM rate) to give each workload its floor, runs
-// the PyTorch peer script (and, on the CPU, the LibTorch peer when built) side by side on the same
-// shapes, and prints a table, a JSON report (schema "kasmina-bench/1") and an SVG chart of the ratios.
+// fwd and fwd+bwd, Kasmina dormant/active, cache hit/miss, the demo train step, the leak check over
+// many train steps) on cpu or cuda, measures the machine's ceilings (copy bandwidth, GEMM rate) to
+// give each workload its floor, measures the peak memory of each training step, runs the PyTorch peer
+// script (and, on the CPU, the LibTorch peer when built) side by side on the same shapes, and prints a
+// table, a JSON report (schema "kasmina-bench/1") and an SVG chart of the ratios.
 //   kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]
 //                 [--repeats N] [--warmup N] [--peer-python PATH|none] [--peer-libtorch PATH|none] [--json FILE] [--svg FILE]
-//                 [--size NAME=AxBxC ...]
+//                 [--size NAME=AxBxC ...] [--memory-steps N]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -48,6 +49,7 @@ struct Config {
     std::string json_path = "bench-results/kasmina-bench.json";
     std::string svg_path = "bench-results/kasmina-bench.svg";
     std::map<std::string, Shape> sizes;  // --size linear=8192x1024: input shape overrides
+    int64_t memory_steps = 10000;        // train_memory: the train steps the leak check runs
 };
 
 std::optional<Shape> size_of(const Config& config, const std::string& name) {
@@ -62,6 +64,7 @@ struct Measurement {
     std::vector<double> samples_us;
     double floor_us = 0;      // 0: no floor model for this workload
     double reference_us = 0;  // kasmina_dormant: the plain layer's median (the ratio's numerator)
+    double peak_bytes = 0;    // training steps: the allocator's peak during one step (0: not measured)
     double median() const { return quantile(0.5); }
     double quantile(double q) const {
         std::vector<double> sorted = samples_us;
@@ -107,6 +110,18 @@ Measurement measure(const Config& config, const std::string& workload, const std
         progress(label, i + 1, config.repeats);
     }
     return m;
+}
+
+// The most bytes of tensors the device's allocator held during one run of `work`, the tensors alive
+// before it included: a training step's peak memory, as torch.cuda.max_memory_allocated() gives
+// PyTorch's. Taken after the timed runs, so one-time caches (workspaces, searches) are already made.
+double peak_bytes_of(const Config& config, const std::function<void()>& work) {
+    Allocator& allocator = allocator_for(config.device);
+    synchronize(config.device);
+    allocator.reset_peak();
+    work();
+    synchronize(config.device);
+    return static_cast<double>(allocator.stats().peak_bytes);
 }
 
 // ---- ceilings and floors ---------------------------------------------------------------------------
@@ -168,12 +183,14 @@ std::vector<Measurement> run_layers(const Config& config, const Ceilings& ceilin
             results.push_back(m);
         }
         Tensor x = w.input.clone().set_requires_grad(true);
-        Measurement m = measure(config, name, "fwd+bwd", [&] {
+        const auto step = [&] {
             w.module->zero_grad();
             x.set_grad({});
             sum(w.forward(x)).backward();
-        });
+        };
+        Measurement m = measure(config, name, "fwd+bwd", step);
         m.floor_us = floor_us(name, "fwd+bwd", w.input.shape(), ceilings);
+        m.peak_bytes = peak_bytes_of(config, step);
         results.push_back(m);
     }
     return results;
@@ -185,7 +202,79 @@ std::shared_ptr<morph::KernelCache> scratch_cache(const std::string& name) {
     return std::make_shared<morph::KernelCache>(std::make_shared<morph::DirectoryStore>(directory.string()));
 }
 
-std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std::string>& names) {
+// The demo network's training step (Fashion-MNIST shapes, random data, SGD with momentum), wrapped
+// with dormant seed slots as the main job runs it; the peer script trains the same network.
+constexpr int64_t kDemoBatch = 256;
+struct DemoTraining {
+    std::shared_ptr<train::FashionNet> network;
+    morph::MorphableModel model;
+    optim::SGD optimizer;
+    Tensor images, labels;
+
+    DemoTraining(Device device, int64_t batch)
+        : network(make_network(device)),
+          model(morph::wrap(network, {.cache = scratch_cache("train")})),
+          optimizer(network->parameters(), {.lr = 0.01, .momentum = 0.9}),
+          images(Tensor::randn({batch, 1, 28, 28}).to(device)) {
+        std::vector<int64_t> classes(static_cast<size_t>(batch));
+        for (size_t i = 0; i < classes.size(); ++i) classes[i] = static_cast<int64_t>(i % 10);
+        labels = Tensor::from_vector(classes, {batch}).to(device);
+    }
+    static std::shared_ptr<train::FashionNet> make_network(Device device) {
+        manual_seed(1);
+        auto made = std::make_shared<train::FashionNet>();
+        made->to(device);
+        return made;
+    }
+    void step() {
+        optimizer.zero_grad();
+        cross_entropy(model.forward(images), labels).backward();
+        optimizer.step();
+    }
+};
+
+// The leak check: memory held after a few warm-up steps against after many more.
+struct LeakCheck {
+    int64_t steps = 0, batch = 0, warmup_steps = 0;
+    AllocatorStats after_warmup, at_end;
+    double rss_after_warmup = 0, rss_at_end = 0;  // bytes of host memory resident (0 where unknown)
+    bool ran() const { return steps > 0; }
+    bool holds() const { return at_end.bytes_in_use <= after_warmup.bytes_in_use; }
+};
+
+double resident_bytes() {
+    std::ifstream statm("/proc/self/statm");
+    double pages_total = 0, pages_resident = 0;
+    if (!(statm >> pages_total >> pages_resident)) return 0;
+    return pages_resident * 4096.0;
+}
+
+// Runs config.memory_steps training steps of the demo network and compares the tensors in use, the
+// allocator's reserve and the host's resident memory after the warm-up with those at the end. On the
+// CPU the batch is 16: the demo step at 256 takes ~0.1 s on two cores, and a leak shows at any batch.
+LeakCheck check_for_leaks(const Config& config) {
+    LeakCheck check;
+    check.steps = config.memory_steps;
+    check.batch = config.device.is_cpu() ? 16 : kDemoBatch;
+    check.warmup_steps = std::min<int64_t>(10, check.steps);
+    DemoTraining training(config.device, check.batch);
+    Allocator& allocator = allocator_for(config.device);
+    for (int64_t i = 0; i < check.steps; ++i) {
+        training.step();
+        if (i + 1 == check.warmup_steps) {
+            synchronize(config.device);
+            check.after_warmup = allocator.stats();
+            check.rss_after_warmup = resident_bytes();
+        }
+        if ((i + 1) % 100 == 0 || i + 1 == check.steps) progress("train_memory steps", static_cast<int>(i + 1), static_cast<int>(check.steps));
+    }
+    synchronize(config.device);
+    check.at_end = allocator.stats();
+    check.rss_at_end = resident_bytes();
+    return check;
+}
+
+std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std::string>& names, LeakCheck& leak) {
     std::vector<Measurement> results;
     for (const std::string& name : names) {
         if (name == "cache_hit" || name == "cache_miss") {
@@ -209,20 +298,14 @@ std::vector<Measurement> run_kasmina(const Config& config, const std::vector<std
             continue;
         }
         if (name == "train_step") {
-            manual_seed(1);
-            auto network = std::make_shared<train::FashionNet>();
-            network->to(config.device);
-            morph::MorphableModel model = morph::wrap(network, {.cache = scratch_cache("train")});
-            optim::SGD optimizer(network->parameters(), {.lr = 0.01, .momentum = 0.9});
-            const Tensor images = Tensor::randn({256, 1, 28, 28}).to(config.device);
-            std::vector<int64_t> classes(256);
-            for (size_t i = 0; i < classes.size(); ++i) classes[i] = static_cast<int64_t>(i % 10);
-            const Tensor labels = Tensor::from_vector(classes, {256}).to(config.device);
-            results.push_back(measure(config, name, "step", [&] {
-                optimizer.zero_grad();
-                cross_entropy(model.forward(images), labels).backward();
-                optimizer.step();
-            }, Timing::wall));
+            DemoTraining training(config.device, kDemoBatch);
+            Measurement m = measure(config, name, "step", [&] { training.step(); }, Timing::wall);
+            m.peak_bytes = peak_bytes_of(config, [&] { training.step(); });
+            results.push_back(m);
+            continue;
+        }
+        if (name == "train_memory") {
+            leak = check_for_leaks(config);
             continue;
         }
         if (name.rfind("kasmina_active_", 0) == 0) {
@@ -277,7 +360,12 @@ std::string find_peer_python(const Config& config) {
     return "";
 }
 
-using PeerMedians = std::map<std::pair<std::string, std::string>, double>;
+// A peer's figures for one (workload, pass): its median time and, where it measured it, the peak bytes
+// of tensors during one step (0: not measured).
+struct PeerFigure {
+    double median_us = 0, peak_bytes = 0;
+};
+using PeerMedians = std::map<std::pair<std::string, std::string>, PeerFigure>;
 
 // Runs a peer command that writes the kasmina-bench/1 schema to `output`; its medians by (workload,
 // pass) and its version, or nothing (with a note) when it fails.
@@ -293,7 +381,9 @@ PeerMedians run_peer_command(const std::string& command, const std::string& outp
     const Json report = Json::parse(stream);
     version = report.value("implementation_version", "");
     for (const Json& result : report.at("results"))
-        medians[{result.at("workload"), result.at("pass")}] = result.at("median_us").get<double>();
+        medians[{result.at("workload"), result.at("pass")}] = {
+            result.at("median_us").get<double>(),
+            result.contains("peak_bytes") && result.at("peak_bytes").is_number() ? result.at("peak_bytes").get<double>() : 0.0};
     return medians;
 }
 
@@ -344,6 +434,61 @@ PeerMedians run_peer_libtorch(const Config& config, const std::vector<std::strin
 
 // ---- reports -------------------------------------------------------------------------------------
 
+struct PeakRow {
+    std::string workload, pass;
+    double ours = 0, peer = 0;  // bytes; peer 0: not measured
+};
+
+std::string mib(double bytes) { return make_message(std::round(bytes / (1 << 20) * 100) / 100); }
+
+// The memory section under the table: each training step's peak against the peer's (BENCHMARKS.md:
+// within 1.1x of PyTorch), and the leak check.
+void print_memory(const std::vector<PeakRow>& peaks, const LeakCheck& leak, const Config& config) {
+    if (!peaks.empty()) {
+        std::printf("\nmemory: the peak of tensors held during one step (%s's allocator; PyTorch: max_memory_allocated)\n",
+                    config.device.str().c_str());
+        std::printf("%-26s %-12s %12s %12s %16s\n", "workload", "pass", "kasmina MiB", "pytorch MiB", "kasmina/pytorch");
+        for (const PeakRow& row : peaks)
+            std::printf("%-26s %-12s %12s %12s %16s\n", row.workload.c_str(), row.pass.c_str(), mib(row.ours).c_str(),
+                        row.peer > 0 ? mib(row.peer).c_str() : "-",
+                        row.peer > 0 ? make_message(std::round(row.ours / row.peer * 100) / 100).c_str() : "-");
+    }
+    if (!leak.ran()) return;
+    const auto growth = [](double before, double after) {
+        return make_message(after >= before ? "+" : "-", mib(std::abs(after - before)), " MiB");
+    };
+    std::printf("\nleak check (train_memory): %lld demo train steps at batch %lld on %s: %s\n",
+                static_cast<long long>(leak.steps), static_cast<long long>(leak.batch), config.device.str().c_str(),
+                leak.holds() ? "no growth" : "GROWTH");
+    std::printf("  tensors in use   %llu bytes after step %lld, %llu bytes at the end (%+lld bytes)\n",
+                static_cast<unsigned long long>(leak.after_warmup.bytes_in_use), static_cast<long long>(leak.warmup_steps),
+                static_cast<unsigned long long>(leak.at_end.bytes_in_use),
+                static_cast<long long>(leak.at_end.bytes_in_use) - static_cast<long long>(leak.after_warmup.bytes_in_use));
+    std::printf("  allocator holds  %10s MiB, %10s MiB (%s); blocks from the system: %llu more\n",
+                mib(static_cast<double>(leak.after_warmup.reserved_bytes)).c_str(),
+                mib(static_cast<double>(leak.at_end.reserved_bytes)).c_str(),
+                growth(static_cast<double>(leak.after_warmup.reserved_bytes), static_cast<double>(leak.at_end.reserved_bytes)).c_str(),
+                static_cast<unsigned long long>(leak.at_end.device_allocations - leak.after_warmup.device_allocations));
+    if (leak.rss_at_end > 0)
+        std::printf("  host resident    %10s MiB, %10s MiB (%s)\n", mib(leak.rss_after_warmup).c_str(), mib(leak.rss_at_end).c_str(),
+                    growth(leak.rss_after_warmup, leak.rss_at_end).c_str());
+}
+
+Json leak_json(const LeakCheck& leak) {
+    const auto figures = [](const AllocatorStats& stats, double rss) {
+        return Json{{"bytes_in_use", stats.bytes_in_use},
+                    {"reserved_bytes", stats.reserved_bytes},
+                    {"device_allocations", stats.device_allocations},
+                    {"host_resident_bytes", rss}};
+    };
+    return Json{{"steps", leak.steps},
+                {"batch", leak.batch},
+                {"warmup_steps", leak.warmup_steps},
+                {"after_warmup", figures(leak.after_warmup, leak.rss_after_warmup)},
+                {"at_end", figures(leak.at_end, leak.rss_at_end)},
+                {"holds", leak.holds()}};
+}
+
 void write_svg(const std::string& path, const std::vector<std::pair<std::string, double>>& ratios, const std::string& title) {
     const int row = 22, left = 190, width = 520, top = 40;
     const double largest = std::max(2.0, std::accumulate(ratios.begin(), ratios.end(), 0.0,
@@ -385,11 +530,11 @@ Config parse(int argc, char** argv) {
             std::printf(
                 "usage: kasmina-bench [--device cpu|cuda] [--suite layers|kasmina|all] [--workloads a,b,...]\n"
                 "                     [--repeats N] [--warmup N] [--peer-python PATH|none] [--peer-libtorch PATH|none]\n"
-                "                     [--json FILE] [--svg FILE]\n"
+                "                     [--json FILE] [--svg FILE] [--memory-steps N]\n"
                 "                     [--size NAME=AxBxC ...]   (input shape of a layer workload; not passed to the peer)\n"
                 "layer workloads: linear conv2d mha layernorm batchnorm2d batchnorm1d (BENCHMARKS.md sizes per device)\n"
                 "kasmina workloads: kasmina_dormant_<layer> kasmina_active_linear kasmina_active_conv2d cache_hit\n"
-                "                   cache_miss train_step\n");
+                "                   cache_miss train_step train_memory (the leak check: --memory-steps steps, default 10000)\n");
             std::exit(0);
         } else if (flag == "--device") config.device = Device::parse(value());
         else if (flag == "--suite") config.suite = value();
@@ -400,6 +545,10 @@ Config parse(int argc, char** argv) {
         else if (flag == "--peer-libtorch") config.peer_libtorch = value();
         else if (flag == "--json") config.json_path = value();
         else if (flag == "--svg") config.svg_path = value();
+        else if (flag == "--memory-steps") {
+            config.memory_steps = std::atoll(value().c_str());
+            if (config.memory_steps < 1) throw Error("--memory-steps must be a positive count");
+        }
         else if (flag == "--size") {
             const std::string text = value();
             const size_t equals = text.find('=');
@@ -437,20 +586,22 @@ int main(int argc, char** argv) {
                 for (const std::string& name : layer_names) kasmina_names.push_back("kasmina_dormant_" + name);
                 kasmina_names.push_back("kasmina_active_linear");
                 kasmina_names.push_back("kasmina_active_conv2d");
-                for (const char* name : {"cache_hit", "cache_miss", "train_step"}) kasmina_names.push_back(name);
+                for (const char* name : {"cache_hit", "cache_miss", "train_step", "train_memory"}) kasmina_names.push_back(name);
             }
         }
         std::fprintf(stderr, "kasmina-bench on %s: ceilings\n", config.device.str().c_str());
         const Ceilings ceilings = measure_ceilings(config);
         std::fprintf(stderr, "kasmina-bench: workloads\n");
         std::vector<Measurement> results = run_layers(config, ceilings, layers);
-        const std::vector<Measurement> kasmina_results = run_kasmina(config, kasmina_names);
+        LeakCheck leak;
+        const std::vector<Measurement> kasmina_results = run_kasmina(config, kasmina_names, leak);
         results.insert(results.end(), kasmina_results.begin(), kasmina_results.end());
         std::string peer_version, libtorch_version;
-        // PyTorch answers the layers and kasmina_active (its composition); LibTorch the layers only.
-        const bool active = std::any_of(kasmina_names.begin(), kasmina_names.end(),
-                                        [](const std::string& name) { return name.rfind("kasmina_active_", 0) == 0; });
-        const PeerMedians peer = layers.empty() && !active ? PeerMedians{} : run_peer(config, peer_version);
+        // PyTorch answers the layers, kasmina_active (its composition) and train_step; LibTorch the layers only.
+        const bool peer_answers = std::any_of(kasmina_names.begin(), kasmina_names.end(), [](const std::string& name) {
+            return name.rfind("kasmina_active_", 0) == 0 || name == "train_step";
+        });
+        const PeerMedians peer = layers.empty() && !peer_answers ? PeerMedians{} : run_peer(config, peer_version);
         const PeerMedians libtorch = layers.empty() ? PeerMedians{} : run_peer_libtorch(config, layers, libtorch_version);
 
         // Table, JSON, chart.
@@ -467,10 +618,13 @@ int main(int argc, char** argv) {
         std::printf("%-26s %-12s %12s %9s %12s %8s %10s %8s%s\n", "workload", "pass", "kasmina us", "spread", "pytorch us",
                     "ratio", "floor us", "/floor", libtorch.empty() ? "" : "  libtorch us  ratio");
         std::vector<std::pair<std::string, double>> ratios;
+        std::vector<PeakRow> peaks;
         for (const Measurement& m : results) {
             const auto found = peer.find({m.workload, m.pass});
             // The peer runs the BENCHMARKS.md sizes: no comparison for a workload whose size was overridden.
-            const double peer_us = found == peer.end() || config.sizes.count(m.workload) ? 0.0 : found->second;
+            const bool compared = found != peer.end() && !config.sizes.count(m.workload);
+            const double peer_us = compared ? found->second.median_us : 0.0;
+            const double peer_peak = compared ? found->second.peak_bytes : 0.0;
             const double ratio = peer_us > 0 ? peer_us / m.median() : m.reference_us > 0 ? m.reference_us / m.median() : 0.0;
             const double spread = m.median() > 0 ? (m.quantile(0.9) - m.quantile(0.1)) / m.median() : 0.0;
             std::printf("%-26s %-12s %12.1f %8.1f%% %12s %8s %10s %8s", m.workload.c_str(), m.pass.c_str(), m.median(),
@@ -479,7 +633,7 @@ int main(int argc, char** argv) {
                         m.floor_us > 0 ? make_message(std::round(m.floor_us * 10) / 10).c_str() : "-",
                         m.floor_us > 0 ? make_message(std::round(m.median() / m.floor_us * 100) / 100).c_str() : "-");
             const auto found_libtorch = libtorch.find({m.workload, m.pass});
-            const double libtorch_us = found_libtorch == libtorch.end() ? 0.0 : found_libtorch->second;
+            const double libtorch_us = found_libtorch == libtorch.end() ? 0.0 : found_libtorch->second.median_us;
             if (libtorch_us > 0) std::printf("  %11.1f %6.2f", libtorch_us, libtorch_us / m.median());
             std::printf("\n");
             if (peer_us > 0) ratios.emplace_back(m.workload + " " + m.pass, ratio);
@@ -493,8 +647,13 @@ int main(int argc, char** argv) {
                                        {"floor_us", m.floor_us},
                                        {"peer_median_us", peer_us > 0 ? Json(peer_us) : Json(nullptr)},
                                        {"libtorch_median_us", libtorch_us > 0 ? Json(libtorch_us) : Json(nullptr)},
-                                       {"plain_median_us", m.reference_us > 0 ? Json(m.reference_us) : Json(nullptr)}});
+                                       {"plain_median_us", m.reference_us > 0 ? Json(m.reference_us) : Json(nullptr)},
+                                       {"peak_bytes", m.peak_bytes > 0 ? Json(m.peak_bytes) : Json(nullptr)},
+                                       {"peer_peak_bytes", peer_peak > 0 ? Json(peer_peak) : Json(nullptr)}});
+            if (m.peak_bytes > 0) peaks.push_back({m.workload, m.pass, m.peak_bytes, peer_peak});
         }
+        print_memory(peaks, leak, config);
+        if (leak.ran()) json["leak_check"] = leak_json(leak);
         const std::filesystem::path json_path(config.json_path), svg_path(config.svg_path);
         if (json_path.has_parent_path()) std::filesystem::create_directories(json_path.parent_path());
         if (svg_path.has_parent_path()) std::filesystem::create_directories(svg_path.parent_path());

@@ -113,6 +113,11 @@ public:
         return stats_;
     }
 
+    void reset_peak() override {
+        std::lock_guard lock(mutex_);
+        stats_.peak_bytes = stats_.bytes_in_use;
+    }
+
     void empty_cache() override {
         std::lock_guard lock(mutex_);
         collect_pending_frees(/*wait=*/true);
