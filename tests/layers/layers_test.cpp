@@ -36,13 +36,6 @@ void expect_module_gradcheck(nn::Module& module, const std::function<Tensor(cons
 
 double sample_variance(const Tensor& t) { return var(t.flatten()).item(); }
 
-// Element-wise snapshot of a module's parameters and buffers, to check that nothing changed.
-std::map<std::string, std::vector<double>> snapshot(const nn::Module& module) {
-    std::map<std::string, std::vector<double>> values;
-    for (const auto& [name, tensor] : module.state_dict()) values[name] = tensor.to_vector<double>();
-    return values;
-}
-
 // The value of each element of a float64 layer norm over the trailing `normalized` elements of each row.
 std::vector<double> reference_layer_norm(const std::vector<double>& x, int64_t normalized, const std::vector<double>& weight,
                                          double eps) {
