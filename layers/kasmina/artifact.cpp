@@ -3,6 +3,7 @@
 #include "runtime/untrusted_json.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -132,6 +133,26 @@ void validate_signature(const KernelSignature& s) {
     }
 }
 
+// The index of a float32 tensor's first NaN or infinity, or -1. A parsed file's tensors are dense on the
+// host and are scanned where they lie, a block of values at a time (the scan vectorizes); others through a
+// dense host copy.
+int64_t first_non_finite(const Tensor& tensor) {
+    const Tensor host = tensor.device().is_cpu() && tensor.is_contiguous() ? tensor : tensor.to(Device::cpu()).contiguous();
+    const auto* values = static_cast<const float*>(host.raw_data());
+    const int64_t count = host.numel();
+    constexpr uint32_t kExponent = 0x7f800000u;  // all exponent bits set: infinity or NaN
+    constexpr int64_t kBlock = 4096;
+    for (int64_t begin = 0; begin < count; begin += kBlock) {
+        const int64_t end = std::min(count, begin + kBlock);
+        uint32_t widest = 0;  // the largest exponent field of the block (a max reduction vectorizes)
+        for (int64_t i = begin; i < end; ++i) widest = std::max(widest, std::bit_cast<uint32_t>(values[i]) & kExponent);
+        if (widest != kExponent) continue;
+        for (int64_t i = begin; i < end; ++i)
+            if ((std::bit_cast<uint32_t>(values[i]) & kExponent) == kExponent) return i;
+    }
+    return -1;
+}
+
 // The tensor `name` (required or optional), float32 of `shape`, finite; marks it used.
 void check_tensor(const KernelArtifact& artifact, size_t op_index, const std::string& name, const Shape& shape,
                   bool required, std::set<std::string>& used) {
@@ -149,11 +170,9 @@ void check_tensor(const KernelArtifact& artifact, size_t op_index, const std::st
     if (tensor.shape() != shape)
         refuse(make_message(op, ": tensor '", name, "' has shape ", shape_str(tensor.shape()), ", expected ",
                             shape_str(shape)));
-    const std::vector<float> values = tensor.to_vector<float>();
-    const auto bad = std::find_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
-    if (bad != values.end())
-        refuse(make_message("tensor '", name, "' holds a non-finite value (", *bad, ") at element ",
-                            std::distance(values.begin(), bad)));
+    if (const int64_t bad = first_non_finite(tensor); bad >= 0)
+        refuse(make_message("tensor '", name, "' holds a non-finite value (", tensor.flatten().narrow(0, bad, 1).item(),
+                            ") at element ", bad));
 }
 
 }  // namespace

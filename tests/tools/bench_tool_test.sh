@@ -8,7 +8,7 @@ tool=$1
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cd "$scratch"
-"$tool" --device cpu --workloads layernorm,kasmina_dormant_batchnorm1d,kasmina_active_linear,cache_hit,train_memory \
+"$tool" --device cpu --workloads layernorm,kasmina_dormant_batchnorm1d,kasmina_active_linear,cache_hit,cache_miss,train_memory \
   --repeats 3 --warmup 1 --size layernorm=64x32 --size linear=16x64 --memory-steps 20 --peer-python none \
   --json out/report.json --svg out/chart.svg > table.txt 2> progress.txt
 cat table.txt
@@ -19,7 +19,10 @@ grep -q '"schema": "kasmina-bench/1"' out/report.json
 for field in '"workload"' '"pass"' '"median_us"' '"p10_us"' '"p90_us"' '"floor_us"' '"copy_GBps"' '"gemm_GFLOPs"'; do
   grep -q "$field" out/report.json || { echo "report lacks $field"; exit 1; }
 done
-[ "$(grep -c '"implementation": "kasmina"' out/report.json)" -eq 7 ] || { echo "expected 7 results"; exit 1; }
+[ "$(grep -c '"implementation": "kasmina"' out/report.json)" -eq 9 ] || { echo "expected 9 results"; exit 1; }
+# A miss next to its bound (the file read; on a GPU also one copy to the device), the ratio bound / miss.
+grep -q "^cache_miss  *read+copy " table.txt && grep -q "^cache_miss  *get .* 0\.[0-9]" table.txt \
+  || { echo "no cache_miss bound and ratio"; exit 1; }
 # The training step's peak memory (layernorm's fwd+bwd row), and the leak check's figures.
 grep -q "^layernorm  *fwd+bwd  *[0-9.]*  *- *-$" table.txt || { echo "no peak memory row for layernorm fwd+bwd"; exit 1; }
 grep -q "leak check (train_memory): 20 demo train steps at batch 16 on cpu: no growth" table.txt \
@@ -30,6 +33,7 @@ report = json.load(open(sys.argv[1]))
 rows = {(r["workload"], r["pass"]): r for r in report["results"]}
 assert rows[("layernorm", "fwd+bwd")]["peak_bytes"] > 64 * 32 * 4, "the step's peak holds at least its output"
 assert rows[("layernorm", "fwd")]["peak_bytes"] is None
+assert rows[("cache_miss", "get")]["bound_median_us"] == rows[("cache_miss", "read+copy")]["median_us"]
 leak = report["leak_check"]
 assert leak["steps"] == 20 and leak["holds"] is True, leak
 assert leak["at_end"]["bytes_in_use"] == leak["after_warmup"]["bytes_in_use"], leak

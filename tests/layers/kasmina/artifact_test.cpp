@@ -121,6 +121,34 @@ TEST(KernelArtifact, ValidationNamesTheProblem) {
     EXPECT_THROW_WITH(validate_artifact(heads), ArtifactError, "named twice");
 }
 
+// A NaN or infinity anywhere in a weight is refused with its element: in the first block of the scan, past
+// it, in the last element, and in a strided (non-dense) tensor.
+TEST(KernelArtifact, NonFiniteWeightsAreNamedWithTheirElement) {
+    const KernelArtifact artifact = make_linear_bottleneck(64, 64, 128);  // w0 is [128, 64]: 8,192 values
+    for (const int64_t element : {int64_t{0}, int64_t{4095}, int64_t{5000}, int64_t{8191}})
+        for (const double bad : {std::nan(""), -static_cast<double>(INFINITY)}) {
+            KernelArtifact edited = artifact;
+            Tensor w0 = edited.tensors.at("w0").clone();
+            w0.flatten().narrow(0, element, 1).fill_(bad);
+            edited.tensors["w0"] = w0;
+            EXPECT_THROW_WITH(validate_artifact(edited), ArtifactError, make_message("at element ", element));
+            const std::vector<uint8_t> bytes = with_description(artifact, [](Json&) {}, [&](TensorMap& t) {
+                Tensor w = t.at("w0").clone();
+                w.flatten().narrow(0, element, 1).fill_(bad);
+                t["w0"] = w;
+            });
+            EXPECT_THROW_WITH(parse_artifact(bytes.data(), bytes.size(), "edited"), ArtifactError,
+                              make_message("tensor 'w0' holds a non-finite value"));
+        }
+    KernelArtifact strided = artifact;
+    Tensor wide = Tensor::zeros({64, 128});
+    wide.copy_(artifact.tensors.at("w0").t());
+    strided.tensors["w0"] = wide.t();  // [128, 64], not contiguous
+    validate_artifact(strided);
+    wide.narrow(0, 3, 1).narrow(1, 7, 1).fill_(INFINITY);  // w0[7][3]: element 7 * 64 + 3
+    EXPECT_THROW_WITH(validate_artifact(strided), ArtifactError, "at element 451");
+}
+
 // Each bad file is stored, then refused by load_kernel: ArtifactError, the seed DORMANT, the output
 // exactly what it was, the cache unchanged.
 TEST(KernelArtifact, BadFilesAreRefusedAndTheLayerKeepsWorking) {
