@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "bench/kasmina_workloads.h"
 #include "kasmina.h"
 #include "tools/command_line.h"
@@ -246,7 +248,7 @@ double resident_bytes() {
     std::ifstream statm("/proc/self/statm");
     double pages_total = 0, pages_resident = 0;
     if (!(statm >> pages_total >> pages_resident)) return 0;
-    return pages_resident * 4096.0;
+    return pages_resident * static_cast<double>(sysconf(_SC_PAGESIZE));
 }
 
 // Runs config.memory_steps training steps of the demo network and compares the tensors in use, the
